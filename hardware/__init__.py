@@ -1,0 +1,1 @@
+"""Hardware facts (board pin maps, protocol tables) and simulators."""

@@ -1,0 +1,1 @@
+"""Simulators that let the real firmware run without hardware."""

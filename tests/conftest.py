@@ -1,0 +1,25 @@
+import pytest
+
+from edge_gateway.brokers import Mosquitto, ThreadedAmqtt
+
+
+@pytest.fixture
+def mosquitto():
+    broker = Mosquitto().start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def amqtt_broker():
+    broker = ThreadedAmqtt().start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(params=["mosquitto", "amqtt"])
+def broker(request):
+    """Each test using this runs once against Mosquitto and once against amqtt."""
+    b = Mosquitto().start() if request.param == "mosquitto" else ThreadedAmqtt().start()
+    yield b
+    b.stop()
