@@ -131,7 +131,7 @@ def _range(obj, name, lo, hi):
 
 def check_cmd(obj):
     cid = _field(obj, "id", "str")
-    if not 1 <= len(cid) <= 32:
+    if not 1 <= len(cid) <= 32:  # pyright: ignore[reportArgumentType]  # required: never None
         raise ProtocolError("field id: expected 1 to 32 characters")
     cmd = _field(obj, "cmd", "str")
     if cmd not in COMMANDS:
@@ -184,7 +184,7 @@ _EVT_DATA = {
 def check_evt(obj):
     _field(obj, "boot", "uint")
     seq = _field(obj, "seq", "int")
-    if seq < 1:
+    if seq < 1:  # pyright: ignore[reportOptionalOperand]  # required: never None
         raise ProtocolError("field seq: expected >= 1, got %r" % seq)
     _field(obj, "uptime_ms", "uint")
     _field(obj, "time", "uint?")

@@ -20,10 +20,10 @@ except AttributeError:  # CPython: same wrap-around as the ESP32 port (2**30)
     MICROPYTHON = False
     _PERIOD = 1 << 30
     _HALF = _PERIOD >> 1
-    _t0 = time.monotonic_ns()
+    _t0 = time.monotonic_ns()  # pyright: ignore[reportAttributeAccessIssue]  # CPython branch
 
     def ticks_ms():  # type: ignore[misc]
-        return ((time.monotonic_ns() - _t0) // 1_000_000) & (_PERIOD - 1)
+        return ((time.monotonic_ns() - _t0) // 1_000_000) & (_PERIOD - 1)  # pyright: ignore[reportAttributeAccessIssue]  # CPython branch
 
     def ticks_add(t, delta):  # type: ignore[misc]
         return (t + delta) & (_PERIOD - 1)
@@ -34,3 +34,25 @@ except AttributeError:  # CPython: same wrap-around as the ESP32 port (2**30)
     def sleep_ms(ms):  # type: ignore[misc]
         time.sleep(ms / 1000)
 
+
+
+import asyncio
+
+try:
+    ThreadSafeFlag = asyncio.ThreadSafeFlag  # type: ignore[attr-defined]
+except AttributeError:  # CPython and ports without it: the simulator's pins
+    # call `set` from the event loop's own thread, so an Event is enough.
+
+    class ThreadSafeFlag:  # type: ignore[no-redef]
+        def __init__(self):
+            self._event = asyncio.Event()
+
+        def set(self):
+            self._event.set()
+
+        def clear(self):
+            self._event.clear()
+
+        async def wait(self):
+            await self._event.wait()
+            self._event.clear()

@@ -1,0 +1,195 @@
+"""Validation of what arrives on the city link (docs/protocol.md, "City link").
+
+Pure functions: bytes in, checked records or a BatchError out. Every error
+carries a short `reason` (a fixed word, used as a metric label) and a
+sentence naming the field (for the log)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from firmware.codec import ProtocolError, decode, valid_name
+
+CITY_ROOT = "preau/v1/city/"
+MAX_BATCH_RECORDS = 200
+MAX_BATCH_BYTES = 256 * 1024
+KINDS = ("state", "evt", "ack", "decision")
+GATEWAY_ROOM = "gateway"
+
+# Every reason a payload or record can be refused for; the metrics list them
+# all (at zero) so a dashboard sees the series before the first incident.
+BATCH_REASONS = (
+    "too_large",
+    "not_json",
+    "not_object",
+    "version",
+    "bad_topic",
+    "school_mismatch",
+    "bad_field",
+    "too_many_records",
+)
+RECORD_REASONS = (
+    "record_not_object",
+    "record_seq",
+    "record_room",
+    "record_kind",
+    "record_at",
+    "record_body",
+)
+GATEWAY_REASONS = ("gateway_state",)
+REASONS = BATCH_REASONS + RECORD_REASONS + GATEWAY_REASONS
+
+
+class BatchError(ProtocolError):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    room: str
+    kind: str
+    at: float
+    body: dict
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record refused on its own. `seq` is kept when it was readable, so the
+    store can set the record aside and the ack can pass over it (see store)."""
+
+    seq: int | None
+    reason: str
+    message: str
+    raw: object
+
+
+@dataclass
+class Batch:
+    school: str
+    gateway: str
+    records: list[Record] = field(default_factory=list)
+    bad: list[BadRecord] = field(default_factory=list)
+
+
+def city_topic(school: str, leaf: str) -> str:
+    return CITY_ROOT + school + "/" + leaf
+
+
+def parse_city_topic(topic: str) -> tuple[str, str]:
+    """`preau/v1/city/{school}/{leaf}` -> (school, leaf)."""
+    if not topic.startswith(CITY_ROOT):
+        raise BatchError("bad_topic", "topic %s: not under %s" % (topic, CITY_ROOT))
+    parts = topic[len(CITY_ROOT):].split("/")
+    if len(parts) != 2 or not valid_name(parts[0]):
+        raise BatchError("bad_topic", "topic %s: expected %s{school}/{leaf} with a valid school name" % (topic, CITY_ROOT))
+    return parts[0], parts[1]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _decode(raw: bytes) -> dict:
+    try:
+        return decode(raw)
+    except ProtocolError as e:
+        text = str(e)
+        if text.startswith("payload: not UTF-8 JSON"):
+            reason = "not_json"
+        elif text.startswith("payload: expected a JSON object"):
+            reason = "not_object"
+        else:
+            reason = "version"
+        raise BatchError(reason, text) from None
+
+
+def parse_record(item: object) -> Record | BadRecord:
+    if not isinstance(item, dict):
+        return BadRecord(None, "record_not_object", "record: expected an object, got %s" % type(item).__name__, item)
+    seq = item.get("seq")
+    if not _is_int(seq) or seq < 1:
+        return BadRecord(None, "record_seq", "field seq: expected an integer >= 1, got %r" % (seq,), item)
+    room = item.get("room")
+    if not valid_name(room):
+        return BadRecord(seq, "record_room", "record %d: field room: expected [a-z0-9-]{1,32}, got %r" % (seq, room), item)
+    kind = item.get("kind")
+    if kind not in KINDS:
+        return BadRecord(seq, "record_kind", "record %d: field kind: expected one of %s, got %r" % (seq, "/".join(KINDS), kind), item)
+    at = item.get("at")
+    if not isinstance(at, (int, float)) or isinstance(at, bool) or at != at or at in (float("inf"), float("-inf")):
+        return BadRecord(seq, "record_at", "record %d: field at: expected a number, got %r" % (seq, at), item)
+    body = item.get("body")
+    if not isinstance(body, dict):
+        return BadRecord(seq, "record_body", "record %d: field body: expected an object, got %s" % (seq, type(body).__name__), item)
+    return Record(seq, room, kind, float(at), body)
+
+
+def parse_batch(topic_school: str, raw: bytes) -> Batch:
+    """Check a batch received on `preau/v1/city/{topic_school}/records`.
+
+    A fault in the envelope refuses the whole batch (BatchError); a fault in
+    one record refuses only that record (Batch.bad), the others are kept."""
+    if len(raw) > MAX_BATCH_BYTES:
+        raise BatchError("too_large", "payload: %d bytes, limit %d" % (len(raw), MAX_BATCH_BYTES))
+    obj = _decode(raw)
+    school = obj.get("school")
+    if not isinstance(school, str):
+        raise BatchError("bad_field", "field school: expected a string, got %r" % (school,))
+    if school != topic_school:
+        raise BatchError("school_mismatch", "field school: %r is not the topic's school %r" % (school, topic_school))
+    gateway = obj.get("gateway")
+    if not isinstance(gateway, str) or not 1 <= len(gateway) <= 64:
+        raise BatchError("bad_field", "field gateway: expected a string of 1 to 64 characters, got %r" % (gateway,))
+    records = obj.get("records")
+    if not isinstance(records, list):
+        raise BatchError("bad_field", "field records: expected a list, got %s" % type(records).__name__)
+    if len(records) > MAX_BATCH_RECORDS:
+        raise BatchError("too_many_records", "field records: %d records, limit %d" % (len(records), MAX_BATCH_RECORDS))
+    batch = Batch(school, gateway)
+    for item in records:
+        checked = parse_record(item)
+        (batch.records if isinstance(checked, Record) else batch.bad).append(checked)
+    return batch
+
+
+@dataclass(frozen=True)
+class GatewayState:
+    school: str
+    online: bool
+    gateway: str | None
+
+
+def parse_gateway_state(topic_school: str, raw: bytes) -> GatewayState | None:
+    """The retained `preau/v1/city/{school}/gateway`. None for an empty
+    payload: that is how a retained message is cleared, not an error."""
+    if not raw:
+        return None
+    try:
+        obj = _decode(raw)
+    except BatchError as e:
+        raise BatchError("gateway_state", str(e)) from None
+    online = obj.get("online")
+    if not isinstance(online, bool):
+        raise BatchError("gateway_state", "field online: expected true or false, got %r" % (online,))
+    gateway = obj.get("gateway")
+    if gateway is not None and not isinstance(gateway, str):
+        raise BatchError("gateway_state", "field gateway: expected a string, got %r" % (gateway,))
+    return GatewayState(topic_school, online, gateway)
+
+
+def truncate(raw: object, limit: int = 200) -> str:
+    """A payload made safe and short for a log line."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        text = bytes(raw[: limit + 1]).decode("utf-8", "replace")
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        try:
+            text = json.dumps(raw)[: limit + 1]
+        except (TypeError, ValueError):
+            text = repr(raw)[: limit + 1]
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,378 @@
+"""The city's database: every record each school sent, once, and the live
+view of schools and rooms derived from them.
+
+SQLite (stdlib `sqlite3`, WAL) by default. The schema and the statements are
+plain SQL that PostgreSQL also accepts (`ON CONFLICT ... DO NOTHING`, no
+SQLite-only functions; row maths such as "latest of two times" is done in
+Python), so a PostgreSQL store can follow by changing the connection and the
+`?` placeholders.
+
+One writer connection, used under a lock (in the service, only by the ingest
+writer thread). Reads open their own short-lived connection, so the web API
+can read from its worker threads while the writer writes: WAL gives readers
+a consistent snapshot without blocking the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Iterable
+
+from firmware.codec import ProtocolError, check_evt, check_state
+
+from .batch import GATEWAY_ROOM, BadRecord, Batch, Record, truncate
+from .errors import CityError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schools (
+    school      TEXT PRIMARY KEY,
+    gateway     TEXT,
+    online      INTEGER,
+    last_seen   DOUBLE PRECISION,
+    acked       BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS records (
+    school      TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    room        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    at          DOUBLE PRECISION NOT NULL,
+    body        TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (school, seq)
+);
+CREATE INDEX IF NOT EXISTS records_by_room ON records (school, room, seq);
+CREATE INDEX IF NOT EXISTS records_by_at ON records (at);
+CREATE TABLE IF NOT EXISTS rejected_records (
+    school      TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    reason      TEXT NOT NULL,
+    record      TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (school, seq)
+);
+CREATE TABLE IF NOT EXISTS rooms (
+    school      TEXT NOT NULL,
+    room        TEXT NOT NULL,
+    online      INTEGER,
+    boot        BIGINT,
+    last_seen   DOUBLE PRECISION,
+    session     TEXT,
+    ap          INTEGER,
+    fw          TEXT,
+    board       TEXT,
+    live_seq    BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (school, room)
+);
+"""
+
+# What a live event does to the room row (docs/protocol.md, "Events").
+_SESSION_AFTER = {
+    "boot": "idle",
+    "lesson.requested": "requesting",
+    "session.started": "active",
+    "session.denied": "idle",
+    "session.ended": "idle",
+}
+
+_ROOM_COLUMNS = ("online", "boot", "last_seen", "session", "ap", "fw", "board", "live_seq")
+_ACK_SCAN = 500
+
+
+class StoreError(CityError):
+    """The database cannot be opened: the service cannot run."""
+
+
+class StoreWriteError(RuntimeError):
+    """One write failed (disk full, database locked too long): the batch is
+    not acked and its gateway sends it again."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What one batch did: new records, repeats, records set aside, and the
+    highest seq from 1 with no gap that the school may now forget."""
+
+    stored: int
+    duplicates: int
+    set_aside: int
+    acked: int
+    unusable_bodies: int = 0
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Store:
+    def __init__(self, path: str):
+        if path == ":memory:" or not path:
+            # Each reader opens its own connection; an in-memory database
+            # would be a different, empty one for each.
+            raise StoreError("the city store needs a file path, not :memory:")
+        self.path = str(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL, not NORMAL: an ack tells the gateway to delete its copy,
+            # so what we acked must survive a power cut here.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the city database {self.path}: {e}") from e
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---------------------------------------------------------------- writes
+
+    def store_batch(self, batch: Batch, received_at: float) -> Stored:
+        """Store a checked batch in one transaction; idempotent per (school, seq)."""
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = self._store_batch(db, batch, received_at)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise StoreWriteError(f"school {batch.school}: {e}") from e
+            return result
+
+    def _store_batch(self, db: sqlite3.Connection, batch: Batch, received_at: float) -> Stored:
+        school = batch.school
+        db.execute(
+            "INSERT INTO schools (school, gateway, last_seen) VALUES (?, ?, ?) "
+            "ON CONFLICT (school) DO UPDATE SET gateway = excluded.gateway, last_seen = excluded.last_seen",
+            (school, batch.gateway, received_at),
+        )
+        stored = duplicates = unusable = 0
+        # In seq order, so the live room view moves forward within a batch.
+        for record in sorted(batch.records, key=lambda r: r.seq):
+            cur = db.execute(
+                "INSERT INTO records (school, seq, room, kind, at, body, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (school, seq) DO NOTHING",
+                (school, record.seq, record.room, record.kind, record.at, _json(record.body), received_at),
+            )
+            if cur.rowcount == 1:
+                stored += 1
+                # Only a record stored now moves the room view: a repeat
+                # never applies twice.
+                if not self._apply_to_room(db, school, record):
+                    unusable += 1
+            else:
+                duplicates += 1
+        set_aside = self._set_aside(db, school, batch.bad, received_at)
+        acked = self._advance_ack(db, school)
+        return Stored(stored, duplicates, set_aside, acked, unusable)
+
+    def _set_aside(self, db: sqlite3.Connection, school: str, bad: Iterable[BadRecord], received_at: float) -> int:
+        # A refused record whose seq we could read is kept here with its
+        # reason. It counts as received for the ack, otherwise one bad record
+        # would hold the school's ack back for ever and its gateway would
+        # resend its whole outbox every 10 s. An operator can read it here.
+        count = 0
+        for item in bad:
+            if item.seq is None:
+                continue
+            cur = db.execute(
+                "INSERT INTO rejected_records (school, seq, reason, record, received_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (school, seq) DO NOTHING",
+                (school, item.seq, item.reason, truncate(item.raw, 4000), received_at),
+            )
+            count += cur.rowcount
+        return count
+
+    def _advance_ack(self, db: sqlite3.Connection, school: str) -> int:
+        # Contiguous from 1, not from the lowest seq seen: if a later batch
+        # arrives before an earlier one was ever received, acking from the
+        # lowest seen would tell the gateway to delete records the city
+        # never got. A gateway's outbox starts at 1 (docs/protocol.md).
+        (acked,) = db.execute("SELECT acked FROM schools WHERE school = ?", (school,)).fetchone()
+        while True:
+            rows = db.execute(
+                "SELECT seq FROM records WHERE school = ? AND seq > ? "
+                "UNION SELECT seq FROM rejected_records WHERE school = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (school, acked, school, acked, _ACK_SCAN),
+            ).fetchall()
+            for (seq,) in rows:
+                if seq != acked + 1:
+                    break
+                acked = seq
+            else:
+                if len(rows) == _ACK_SCAN:
+                    continue
+            break
+        db.execute("UPDATE schools SET acked = ? WHERE school = ?", (acked, school))
+        return acked
+
+    def _apply_to_room(self, db: sqlite3.Connection, school: str, record: Record) -> bool:
+        """Move the live room row forward; False when the body is unusable."""
+        if record.room == GATEWAY_ROOM or record.kind not in ("state", "evt", "ack"):
+            return True
+        try:
+            if record.kind == "state":
+                check_state(record.body)
+            elif record.kind == "evt":
+                check_evt(record.body)
+        except ProtocolError as e:
+            log.warning("school %s record %d: body kept but not applied to room %s: %s", school, record.seq, record.room, e)
+            return False
+        found = db.execute(
+            "SELECT " + ", ".join(_ROOM_COLUMNS) + " FROM rooms WHERE school = ? AND room = ?",
+            (school, record.room),
+        ).fetchone()
+        row = dict(zip(_ROOM_COLUMNS, found)) if found else {name: None for name in _ROOM_COLUMNS}
+        if not found:
+            row["live_seq"] = 0
+        new = dict(row)
+        new["last_seen"] = record.at if row["last_seen"] is None else max(row["last_seen"], record.at)
+        body = record.body
+        # A record from an older boot than the room's is history: stored,
+        # never a live value. Within a boot, the gateway's seq says which
+        # came last. A replayed event is history by definition. An ack only
+        # says the room was heard.
+        boot = body.get("boot")
+        live = (
+            record.kind != "ack"
+            and not body.get("replay")
+            and (row["boot"] is None or boot > row["boot"] or (boot == row["boot"] and record.seq > row["live_seq"]))
+        )
+        if live and record.kind == "state":
+            new.update(online=int(body["online"]), boot=boot, live_seq=record.seq)
+            if body["online"]:
+                new.update(session=body["session"], ap=int(body["ap"]), fw=body["fw"], board=body["board"])
+        elif live:
+            # An event of the live boot, or of a newer boot whose birth has
+            # not reached us yet: either way the board is up.
+            new.update(online=1, boot=boot, live_seq=record.seq)
+            event = body["type"]
+            if event in _SESSION_AFTER:
+                new["session"] = _SESSION_AFTER[event]
+            if event == "boot":
+                new["ap"] = 0  # the access point is off at every boot
+            elif event == "ap.changed":
+                new["ap"] = int(body["data"]["on"])
+        if new != row or not found:
+            db.execute(
+                "INSERT INTO rooms (school, room, " + ", ".join(_ROOM_COLUMNS) + ") "
+                "VALUES (?, ?, " + ", ".join("?" * len(_ROOM_COLUMNS)) + ") "
+                "ON CONFLICT (school, room) DO UPDATE SET "
+                + ", ".join(f"{name} = excluded.{name}" for name in _ROOM_COLUMNS),
+                (school, record.room, *(new[name] for name in _ROOM_COLUMNS)),
+            )
+        return True
+
+    def set_gateway_state(self, school: str, online: bool, gateway: str | None, now: float) -> None:
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO schools (school, gateway, online, last_seen) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (school) DO UPDATE SET gateway = COALESCE(excluded.gateway, schools.gateway), "
+                    "online = excluded.online, last_seen = excluded.last_seen",
+                    (school, gateway, int(online), now),
+                )
+            except sqlite3.Error as e:
+                raise StoreWriteError(f"school {school}: {e}") from e
+
+    # ----------------------------------------------------------------- reads
+
+    def _reader(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA query_only = ON")
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        db = self._reader()
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+
+    def status(self) -> dict:
+        """Every school with its rooms, and how many records are stored."""
+        db = self._reader()
+        try:
+            schools = db.execute("SELECT school, gateway, online, last_seen, acked FROM schools ORDER BY school").fetchall()
+            rooms = db.execute(
+                "SELECT school, room, online, boot, session, ap, last_seen, fw, board FROM rooms ORDER BY school, room"
+            ).fetchall()
+            (count,) = db.execute("SELECT COUNT(*) FROM records").fetchone()
+        finally:
+            db.close()
+        by_school: dict[str, list[dict]] = {}
+        for r in rooms:
+            by_school.setdefault(r["school"], []).append(
+                {
+                    "room": r["room"],
+                    "online": None if r["online"] is None else bool(r["online"]),
+                    "boot": r["boot"],
+                    "session": r["session"],
+                    "ap": None if r["ap"] is None else bool(r["ap"]),
+                    "last_seen": r["last_seen"],
+                    "fw": r["fw"],
+                    "board": r["board"],
+                }
+            )
+        return {
+            "schools": [
+                {
+                    "school": s["school"],
+                    "gateway": s["gateway"],
+                    "online": None if s["online"] is None else bool(s["online"]),
+                    "last_seen": s["last_seen"],
+                    "acked": s["acked"],
+                    "rooms": by_school.get(s["school"], []),
+                }
+                for s in schools
+            ],
+            "records": count,
+        }
+
+    def records(self, school: str | None = None, room: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict]:
+        """Newest first (by the gateway's time, then seq)."""
+        where, params = [], []
+        for column, value in (("school", school), ("room", room), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT school, seq, room, kind, at, body, received_at FROM records"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY at DESC, school, seq DESC LIMIT ?"
+        rows = self._read(sql, (*params, limit))
+        return [{**dict(r), "body": json.loads(r["body"])} for r in rows]
+
+    def record_count(self, school: str | None = None) -> int:
+        if school is None:
+            return self._read("SELECT COUNT(*) FROM records")[0][0]
+        return self._read("SELECT COUNT(*) FROM records WHERE school = ?", (school,))[0][0]
+
+    def seqs(self, school: str) -> list[int]:
+        return [r[0] for r in self._read("SELECT seq FROM records WHERE school = ? ORDER BY seq", (school,))]
+
+    def acked(self, school: str) -> int:
+        rows = self._read("SELECT acked FROM schools WHERE school = ?", (school,))
+        return rows[0][0] if rows else 0
+
+    def rejected(self, school: str) -> list[dict]:
+        return [dict(r) for r in self._read(
+            "SELECT seq, reason, record, received_at FROM rejected_records WHERE school = ? ORDER BY seq", (school,)
+        )]
+
+    def ping(self) -> None:
+        self._read("SELECT 1")

@@ -1,0 +1,201 @@
+"""The school's gateway configuration: one TOML file, validated at start.
+
+Every error names the file, the key and what was expected, so a technician
+editing `school.toml` over SSH can fix it without reading code."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from firmware.codec import MAX_DURATION_S, valid_name
+
+WIFI_CHOICES = ("allowed", "never")
+DEFAULT_DURATION_S = 2700
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class RoomConfig:
+    wifi: str = "never"
+    sessions: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    school: str
+    gateway_id: str
+    school_broker: BrokerConfig
+    db: str
+    city_broker: BrokerConfig | None = None
+    http_bind: str = "127.0.0.1:8080"
+    http_token: str | None = None
+    duration_s: int = DEFAULT_DURATION_S
+    rooms: dict[str, RoomConfig] = field(default_factory=dict)
+    source: str = "<config>"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Config":
+        name = os.path.basename(os.fspath(path))
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{name}: not valid TOML ({e})") from None
+        base = os.path.dirname(os.path.abspath(path))
+        return cls.from_dict(data, source=name, base_dir=base)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<config>", base_dir: str | None = None) -> "Config":
+        v = _Validator(source)
+        v.known(data, "", ("school", "gateway_id", "db", "school_broker", "city_broker", "http", "session", "rooms"))
+        school = v.name(data, "school")
+        gateway_id = v.name(data, "gateway_id")
+        db = v.string(data, "db")
+        if base_dir and db != ":memory:" and not os.path.isabs(db):
+            # A relative path is relative to the config file, not to wherever systemd started us.
+            db = os.path.join(base_dir, db)
+        school_broker = v.broker(data, "school_broker", required=True)
+        city_broker = v.broker(data, "city_broker", required=False)
+        http = v.table(data, "http", required=False) or {}
+        v.known(http, "http", ("bind", "token"))
+        bind = v.string(http, "bind", "http", default="127.0.0.1:8080")
+        host, sep, port = bind.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            v.fail("http.bind", f'expected "host:port", got {bind!r}')
+        token = v.string(http, "token", "http", default=None)
+        session = v.table(data, "session", required=False) or {}
+        v.known(session, "session", ("duration_s",))
+        duration = v.integer(session, "duration_s", "session", 1, MAX_DURATION_S, default=DEFAULT_DURATION_S)
+        rooms_table = v.table(data, "rooms", required=True)
+        rooms = {}
+        for room, spec in rooms_table.items():
+            key = f"rooms.{room}"
+            if not valid_name(room) or room == "gateway":
+                v.fail(key, "room name must be 1-32 characters of a-z, 0-9, '-' and not 'gateway'")
+            if not isinstance(spec, Mapping):
+                v.fail(key, f"expected a table, got {spec!r}")
+            v.known(spec, key, ("wifi", "sessions"))
+            wifi = spec.get("wifi", "never")
+            if wifi not in WIFI_CHOICES:
+                v.fail(f"{key}.wifi", f'expected "allowed" or "never", got {_show(wifi)}')
+            sessions = spec.get("sessions", True)
+            if not isinstance(sessions, bool):
+                v.fail(f"{key}.sessions", f"expected true or false, got {_show(sessions)}")
+            rooms[room] = RoomConfig(wifi=wifi, sessions=sessions)
+        if not rooms:
+            v.fail("rooms", "expected at least one [rooms.<room>] table")
+        return cls(
+            school=school,
+            gateway_id=gateway_id,
+            school_broker=school_broker,
+            city_broker=city_broker,
+            db=db,
+            http_bind=bind,
+            http_token=token,
+            duration_s=duration,
+            rooms=rooms,
+            source=source,
+        )
+
+
+def _show(value: Any) -> str:
+    # TOML strings are double-quoted; show them the way the user typed them.
+    if isinstance(value, str):
+        return '"%s"' % value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+class _Validator:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, expected: str) -> None:
+        raise ConfigError(f"{self.source}: {key}: {expected}")
+
+    def known(self, table: Mapping[str, Any], prefix: str, keys: tuple[str, ...]) -> None:
+        for k in table:
+            if k not in keys:
+                full = f"{prefix}.{k}" if prefix else k
+                self.fail(full, "unknown key (expected one of: %s)" % ", ".join(keys))
+
+    def _get(self, table, key, prefix, default, required):
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in table:
+            if required:
+                self.fail(full, "missing")
+            return full, default, True
+        return full, table[key], False
+
+    def string(self, table, key, prefix="", default=..., required=None):
+        full, value, missing = self._get(table, key, prefix, default, default is ...)
+        if missing:
+            return value
+        if not isinstance(value, str) or not value:
+            self.fail(full, f"expected a non-empty string, got {_show(value)}")
+        return value
+
+    def name(self, table, key, prefix=""):
+        full, value, _ = self._get(table, key, prefix, None, True)
+        if not valid_name(value):
+            self.fail(full, f"expected 1-32 characters of a-z, 0-9 and '-', got {_show(value)}")
+        return value
+
+    def integer(self, table, key, prefix, lo, hi, default=...):
+        full, value, missing = self._get(table, key, prefix, default, default is ...)
+        if missing:
+            return value
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            self.fail(full, f"expected an integer {lo}..{hi}, got {_show(value)}")
+        return value
+
+    def boolean(self, table, key, prefix, default):
+        full, value, missing = self._get(table, key, prefix, default, False)
+        if not missing and not isinstance(value, bool):
+            self.fail(full, f"expected true or false, got {_show(value)}")
+        return value
+
+    def table(self, data, key, required):
+        if key not in data:
+            if required:
+                self.fail(key, "missing table")
+            return None
+        value = data[key]
+        if not isinstance(value, Mapping):
+            self.fail(key, f"expected a table, got {_show(value)}")
+        return value
+
+    def broker(self, data, key, required):
+        t = self.table(data, key, required)
+        if t is None:
+            return None
+        self.known(t, key, ("host", "port", "username", "password", "tls", "ca_file"))
+        return BrokerConfig(
+            host=self.string(t, "host", key),
+            port=self.integer(t, "port", key, 1, 65535, default=1883),
+            username=self.string(t, "username", key, default=None),
+            password=self.string(t, "password", key, default=None),
+            tls=self.boolean(t, "tls", key, False),
+            ca_file=self.string(t, "ca_file", key, default=None),
+        )

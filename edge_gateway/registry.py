@@ -1,0 +1,121 @@
+"""What the gateway knows about each room now, from births, Last Wills,
+events and telemetry. Live values only ever come from the newest boot seen:
+a message from an older boot is history (stored, forwarded, never applied).
+
+Written by the gateway's worker thread only; `snapshot()` may be called from
+any thread (the web API, the demo)."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Iterable
+
+from .store import ROOM_COLUMNS
+
+# How an event moves the room's session as the gateway sees it.
+_SESSION_AFTER = {
+    "lesson.requested": "requesting",
+    "session.started": "active",
+    "session.denied": "idle",
+    "session.ended": "idle",
+    "boot": "idle",
+}
+
+
+def _empty(room: str) -> dict:
+    return {c: None for c in ROOM_COLUMNS} | {"room": room}
+
+
+class Registry:
+    def __init__(self, rooms: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        self._rooms = {room: _empty(room) for room in rooms}
+
+    def load(self, rows: Iterable[dict]) -> None:
+        with self._lock:
+            for row in rows:
+                if row["room"] in self._rooms:  # a room removed from the config is forgotten
+                    self._rooms[row["room"]] = dict(row)
+
+    def known(self, room: str) -> bool:
+        return room in self._rooms
+
+    def row(self, room: str) -> dict:
+        return self._rooms[room]
+
+    def is_history(self, room: str, boot: int) -> bool:
+        current = self._rooms[room]["boot"]
+        return current is not None and boot < current
+
+    def _new_boot(self, r: dict, boot: int) -> None:
+        if r["boot"] != boot:
+            r["boot"] = boot
+            r["evt_seq"] = 0
+
+    def apply_state(self, room: str, obj: dict, body: str, now: float) -> bool:
+        """Apply a live state; False when it is identical to the last one (a retained
+        birth seen again after a reconnect), so the caller need not store it twice."""
+        with self._lock:
+            r = self._rooms[room]
+            if r["state"] == body:
+                r["last_seen"] = now
+                return False
+            self._new_boot(r, obj["boot"])
+            r["online"] = obj["online"]
+            if obj["online"]:
+                for k in ("fw", "board", "session", "ap"):
+                    r[k] = obj[k]
+            else:
+                # A board that is gone drives nothing: its relay falls back to off at boot.
+                r["session"] = None
+                r["ap"] = None
+            r["state"] = body
+            r["last_seen"] = now
+            return True
+
+    def apply_evt(self, room: str, obj: dict, now: float) -> int:
+        """Apply a live event; returns how many events were skipped (a gap) before it."""
+        with self._lock:
+            r = self._rooms[room]
+            self._new_boot(r, obj["boot"])
+            seq = obj["seq"]
+            missing = max(0, seq - (r["evt_seq"] or 0) - 1)
+            r["evt_seq"] = max(seq, r["evt_seq"] or 0)
+            r["last_seen"] = now
+            if obj.get("replay"):
+                return missing  # an old event resent from the board's outbox: not the present
+            kind = obj["type"]
+            if kind in _SESSION_AFTER:
+                r["session"] = _SESSION_AFTER[kind]
+            if kind == "ap.changed":
+                r["ap"] = obj["data"]["on"]
+            elif kind == "boot":
+                r["ap"] = False  # the firmware keeps the access point off at boot
+            r["online"] = True
+            return missing
+
+    def apply_tele(self, room: str, obj: dict, now: float) -> None:
+        with self._lock:
+            r = self._rooms[room]
+            self._new_boot(r, obj["boot"])
+            r["session"] = obj["session"]
+            r["ap"] = obj["ap"]
+            r["online"] = True
+            r["last_seen"] = now
+
+    def touch(self, room: str, now: float) -> None:
+        with self._lock:
+            self._rooms[room]["last_seen"] = now
+
+    def snapshot(self) -> dict[str, dict]:
+        with self._lock:
+            out = {}
+            for room, r in self._rooms.items():
+                out[room] = {k: copy.copy(r[k]) for k in ("room", "online", "boot", "fw", "board", "session", "ap", "last_seen")}
+                if out[room]["online"] is not None:
+                    out[room]["online"] = bool(out[room]["online"])
+                if out[room]["ap"] is not None:
+                    out[room]["ap"] = bool(out[room]["ap"])
+            return out
+

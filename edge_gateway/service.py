@@ -1,0 +1,353 @@
+"""The school gateway service: wires the school link, the registry, the
+decisions, the history/outbox and the city link around one worker thread.
+
+Threads: paho runs one network thread per link and only hands messages over a
+queue; the worker thread does everything else (validate, store, decide,
+forward), in arrival order, so SQLite has a single writer and no state is
+shared without a lock. `start()`/`stop()` return quickly, so the gateway can be
+embedded in an asyncio program (the demo) or run by `main()`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import sqlite3
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+
+from firmware.codec import ProtocolError, parse, parse_topic
+
+from .city_link import CityLink, Forwarder
+from .config import Config, ConfigError
+from .decide import command, decide
+from .link import LinkError
+from .registry import Registry
+from .school_link import BOARD_LEAVES, SchoolLink
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+_STOP = ("stop",)
+PAYLOAD_LOG_CHARS = 120
+# Bounded: if SQLite ever stalls, paho's thread blocks on put() and TCP pushes back
+# on the broker, instead of the Pi's RAM filling up.
+QUEUE_MAX = 10000
+
+
+class GatewayError(RuntimeError):
+    pass
+
+
+def rejection_reason(error: ProtocolError) -> str:
+    """Map the codec's sentence to a short metric label."""
+    text = str(error)
+    if text.startswith("payload: not UTF-8 JSON") or text.startswith("payload: expected a JSON object"):
+        return "bad_json"
+    if text.startswith("payload:"):
+        return "too_large"
+    if text.startswith("field v: unsupported version"):
+        return "bad_version"
+    return "bad_field"
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        resend_after_s: float = 10.0,
+        reconnect_max_s: float = 30.0,
+        connect_attempts: int = 5,
+        tick_s: float = 0.5,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.connect_attempts = connect_attempts
+        self.tick_s = tick_s
+        self._queue: queue.Queue = queue.Queue(QUEUE_MAX)
+        self._counts: Counter = Counter()
+        self._lock = threading.Lock()
+        try:
+            self.store = Store(config.db)
+        except sqlite3.Error as e:
+            raise GatewayError(f"database {config.db}: {e}") from e
+        self.registry = Registry(config.rooms)
+        self.registry.load(self.store.load_rooms())
+        self.school = SchoolLink(config, lambda msg: self._queue.put(("board", msg)), reconnect_max_s=reconnect_max_s)
+        self.city: CityLink | None = None
+        self.forwarder: Forwarder | None = None
+        if config.city_broker is not None:
+            self.city = CityLink(config, self._queue.put, reconnect_max_s=reconnect_max_s)
+            self.forwarder = Forwarder(self.store, self.city, config, resend_after_s=resend_after_s)
+        self._last_seq = self.store.last_seq()
+        self._acked = self.store.acked()
+        self._worker: threading.Thread | None = None
+
+    # lifecycle -----------------------------------------------------------------
+
+    def start(self) -> "Gateway":
+        self._worker = threading.Thread(target=self._run, name=f"gateway-{self.config.school}", daemon=True)
+        self._worker.start()
+        try:
+            self.school.connect(attempts=self.connect_attempts)
+        except LinkError as e:
+            self._stop_worker()
+            self.store.close()
+            raise GatewayError(str(e)) from e
+        if self.city is not None:
+            self.city.connect_in_background()
+        log.info("gateway %s for school %s started: %d rooms, outbox %d", self.config.gateway_id, self.config.school, len(self.config.rooms), self.outbox_size())
+        return self
+
+    def stop(self) -> None:
+        self.school.stop()
+        if self.city is not None:
+            self.city.stop()
+        self._stop_worker()
+        self.store.close()
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._queue.put(_STOP)
+            self._worker.join(10)
+            self._worker = None
+
+    # what the API and the demo read (any thread) ---------------------------------
+
+    def rooms(self) -> dict[str, dict]:
+        snapshot = self.registry.snapshot()
+        for room, spec in self.config.rooms.items():
+            snapshot[room]["wifi"] = spec.wifi
+            snapshot[room]["sessions"] = spec.sessions
+        return snapshot
+
+    @property
+    def metrics(self) -> dict:
+        with self._lock:
+            c = dict(self._counts)
+        out: dict = {
+            "accepted": {k[1]: v for k, v in c.items() if isinstance(k, tuple) and k[0] == "accepted"},
+            "rejected": {k[1]: v for k, v in c.items() if isinstance(k, tuple) and k[0] == "rejected"},
+            "decisions": {k[1]: v for k, v in c.items() if isinstance(k, tuple) and k[0] == "decision"},
+            "duplicates": c.get("duplicates", 0),
+            "history": c.get("history", 0),
+            "events_missing": c.get("events_missing", 0),
+            "internal_errors": c.get("internal_errors", 0),
+            "outbox": self.outbox_size(),
+            "city_acked": self._acked,
+            "last_seq": self._last_seq,
+        }
+        if self.forwarder is not None:
+            out["batches_sent"] = self.forwarder.batches_sent
+            out["records_sent"] = self.forwarder.records_sent
+            out["resends"] = self.forwarder.resends
+        return out
+
+    def outbox_size(self) -> int:
+        # seq is gap-free and nothing is deleted, so the outbox is a difference.
+        return self._last_seq - self._acked
+
+    def health(self) -> dict:
+        worker_alive = self._worker is not None and self._worker.is_alive()
+        return {
+            "ok": worker_alive and self.school.connected,
+            "worker": worker_alive,
+            "school_broker": self.school.connected,
+            "city_broker": None if self.city is None else self.city.connected,
+            "outbox": self.outbox_size(),
+        }
+
+    # worker thread -----------------------------------------------------------------
+
+    def _count(self, key, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.tick_s)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            now = self.clock()
+            try:
+                if item is not None:
+                    self._handle(item, now)
+                if self.forwarder is not None:
+                    self.forwarder.pump(now)
+            except Exception:  # a bug must cost one message, never the gateway
+                log.exception("gateway worker: unexpected error on %.200r", item)
+                self._count("internal_errors")
+            finally:
+                if item is not None and item[0] == "board":
+                    self.school.ack(item[1])
+            if item is not None:
+                self._last_seq = self.store.last_seq()
+            if self.forwarder is not None:
+                self._acked = self.forwarder.acked
+
+    def _handle(self, item: tuple, now: float) -> None:
+        kind = item[0]
+        if kind == "board":
+            self._board_message(item[1], now)
+        elif kind == "city_up":
+            self.forwarder.on_up(now)
+        elif kind == "city_ack":
+            self.forwarder.on_ack(item[1], now)
+        # city_down: nothing to do; the next city_up resends from the last ack.
+
+    def _reject(self, reason: str, msg: mqtt.MQTTMessage, detail: str) -> None:
+        self._count(("rejected", reason))
+        log.warning("rejected (%s) on %s: %s; payload %.*r", reason, _topic_of(msg), detail, PAYLOAD_LOG_CHARS, msg.payload)
+
+    def _board_message(self, msg: mqtt.MQTTMessage, now: float) -> None:
+        try:
+            school, room, leaf = parse_topic(_topic_of(msg))
+        except ProtocolError as e:
+            return self._reject("bad_topic", msg, str(e))
+        if school != self.config.school:
+            return self._reject("wrong_school", msg, "school %s is not %s" % (school, self.config.school))
+        if room == "gateway" or leaf not in BOARD_LEAVES:
+            # Our own state coming back through `+/state`, or our retained policies: amqtt
+            # 0.11/0.12 sends a connecting client the retained messages matching *any*
+            # session's subscriptions (broker.py, "pre-existing session's subscriptions").
+            log.debug("ignored gateway-side message on %s", _topic_of(msg))
+            return
+        if not self.registry.known(room):
+            return self._reject("unknown_room", msg, "room %s is not in the configuration" % room)
+        try:
+            obj = parse(leaf, msg.payload)
+            body = msg.payload.decode()
+        except ProtocolError as e:
+            return self._reject(rejection_reason(e), msg, str(e))
+        self._count(("accepted", leaf))
+        if leaf == "tele":
+            # Periodic readings update the live view only; the history keeps events.
+            if not self.registry.is_history(room, obj["boot"]):
+                self.registry.apply_tele(room, obj, now)
+            return
+        send = None
+        with self.store.transaction():
+            if leaf == "state":
+                self._state(room, obj, body, now)
+            elif leaf == "evt":
+                send = self._event(room, obj, body, now)
+            elif leaf == "ack":
+                self.store.add(room, "ack", now, body, obj["boot"])
+                if self.registry.is_history(room, obj["boot"]):
+                    self._count("history")
+                else:
+                    self.registry.touch(room, now)
+        if send is not None:
+            self.school.send_cmd(room, send)
+
+    def _state(self, room: str, obj: dict, body: str, now: float) -> None:
+        if self.registry.is_history(room, obj["boot"]):
+            self._count("history")
+            log.info("room %s: state from old boot %s kept as history", room, obj["boot"])
+            self.store.add(room, "state", now, body, obj["boot"])
+            return
+        if not self.registry.apply_state(room, obj, body, now):
+            self._count("duplicates")
+            return
+        self.store.add(room, "state", now, body, obj["boot"])
+        self.store.save_room(self.registry.row(room))
+
+    def _event(self, room: str, obj: dict, body: str, now: float) -> dict | None:
+        boot, seq = obj["boot"], obj["seq"]
+        if self.store.has_event(room, boot, seq):
+            self._count("duplicates")  # QoS 1 redelivery
+            return None
+        self.store.add(room, "evt", now, body, boot, seq)
+        if self.registry.is_history(room, boot):
+            self._count("history")
+            log.info("room %s: event %s/%s from an old boot kept as history", room, boot, seq)
+            return None
+        missing = self.registry.apply_evt(room, obj, now)
+        self.store.save_room(self.registry.row(room))
+        if missing:
+            self._count("events_missing", missing)
+            log.warning("room %s: %d event(s) missing before boot %s seq %s", room, missing, boot, seq)
+        if obj["type"] != "lesson.requested" or obj.get("replay"):
+            return None  # a replayed request is past: the board already applied its offline policy
+        req = obj["data"]["req"]
+        if self.store.has_decision(room, boot, req):
+            self._count("duplicates")
+            return None
+        decision = decide(self.config, room, now)
+        # The decision's own record seq makes the command id unique for ever, across restarts.
+        cmd_id = "g-%06d" % (self.store.last_seq() + 1)
+        cmd = command(decision, cmd_id, req, now)
+        stored = self.store.add(room, "decision", now, _json(cmd), boot, req)
+        assert stored == self.store.last_seq()
+        self._count(("decision", cmd["cmd"]))
+        log.info("room %s: %s request %s/%s (%s)", room, cmd["cmd"], boot, req, decision.reason or "granted")
+        return cmd
+
+
+def _json(obj: dict) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _topic_of(msg: mqtt.MQTTMessage) -> str:
+    try:
+        return msg.topic
+    except UnicodeDecodeError:  # paho decodes lazily; a broken topic must still be logged
+        return msg._topic.decode("utf-8", "replace")
+
+
+# command line ---------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`preau gateway --config school.toml`"""
+    parser = argparse.ArgumentParser(prog="preau gateway", description="Run the Préau school gateway.")
+    parser.add_argument("--config", required=True, help="the school's TOML configuration file")
+    parser.add_argument("--bind", help="host:port for the web API (default: http.bind from the config)")
+    parser.add_argument("--connect-attempts", type=int, default=5, metavar="N",
+                        help="tries to reach the school broker before giving up (default 5, backoff from 1 s)")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    gateway = None
+    try:
+        config = Config.load(args.config)
+        from .api import ApiSettings, create_app
+
+        settings = ApiSettings.from_config(config, os.environ)
+        bind = args.bind or config.http_bind
+        host, _, port = bind.rpartition(":")
+        if not port.isdigit():
+            raise ConfigError(f"--bind: expected host:port, got {bind!r}")
+        gateway = Gateway(config, connect_attempts=max(1, args.connect_attempts)).start()
+        app = create_app(gateway, settings)
+
+        import uvicorn
+
+        # uvicorn handles SIGTERM/SIGINT (systemd stop) and returns.
+        uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level=args.log_level.lower())).run()
+        return 0
+    except (ConfigError, GatewayError) as e:
+        print(f"preau gateway: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    except OSError as e:  # database folder missing, port taken...
+        print(f"preau gateway: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if gateway is not None:
+            gateway.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The gateway's history in SQLite, which is also the durable outbox to the
+city: a record's `seq` is its per-gateway sequence number (AUTOINCREMENT, so
+gap-free as long as nothing is deleted, and never reused even if old history is
+pruned later). Records with `seq > city_acked` are the outbox; delivered ones
+stay as local history.
+
+One writer: the gateway's worker thread owns this connection. Readers (the
+web API) open their own short-lived connections; WAL lets them read while the
+worker writes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Iterator
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,  -- per-gateway sequence sent to the city
+    room    TEXT NOT NULL,                      -- room, or 'gateway'
+    kind    TEXT NOT NULL CHECK (kind IN ('state', 'evt', 'ack', 'decision')),
+    at      REAL NOT NULL,                      -- gateway Unix time when stored
+    boot    INTEGER,                            -- board boot (for a decision: the request's)
+    evt_seq INTEGER,                            -- board per-boot seq (evt) or req (decision)
+    body    TEXT NOT NULL                       -- JSON as received; a decision: the cmd sent
+);
+-- A (room, boot, seq) event is stored once: QoS 1 redeliveries are dropped.
+CREATE UNIQUE INDEX IF NOT EXISTS records_evt ON records (room, boot, evt_seq) WHERE kind = 'evt';
+-- A request is answered at most once, even across restarts.
+CREATE UNIQUE INDEX IF NOT EXISTS records_decision ON records (room, boot, evt_seq) WHERE kind = 'decision';
+CREATE INDEX IF NOT EXISTS records_room ON records (room, seq);
+
+CREATE TABLE IF NOT EXISTS rooms (
+    room      TEXT PRIMARY KEY,
+    online    INTEGER,
+    boot      INTEGER,
+    fw        TEXT,
+    board     TEXT,
+    session   TEXT,
+    ap        INTEGER,
+    last_seen REAL,
+    evt_seq   INTEGER,   -- highest event seq seen in this boot (gap detection)
+    state     TEXT       -- last state payload applied (skip identical retained births)
+);
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    room: str
+    kind: str
+    at: float
+    body: str
+
+    def as_dict(self) -> dict:
+        return {"seq": self.seq, "room": self.room, "kind": self.kind, "at": self.at, "body": json.loads(self.body)}
+
+
+ROOM_COLUMNS = ("room", "online", "boot", "fw", "board", "session", "ap", "last_seen", "evt_seq", "state")
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        # check_same_thread=False: opened by the starting thread, then used by the worker alone.
+        self.conn = sqlite3.connect(path, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: the school link acknowledges a board's QoS 1 message only after its
+        # commit, so the record must be on the card by then. A few records a minute:
+        # the fsync per commit costs nothing that matters, even on an SD card.
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise sqlite3.DatabaseError(f"{path}: schema version {version}, this gateway knows {SCHEMA_VERSION}")
+        self.conn.executescript(SCHEMA)
+        self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def transaction(self) -> sqlite3.Connection:
+        """`with store.transaction():` commits on success, rolls back on error."""
+        return self.conn
+
+    # records -------------------------------------------------------------
+
+    def add(self, room: str, kind: str, at: float, body: str, boot: int | None = None, evt_seq: int | None = None) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO records (room, kind, at, boot, evt_seq, body) VALUES (?, ?, ?, ?, ?, ?)",
+            (room, kind, at, boot, evt_seq, body),
+        )
+        return int(cur.lastrowid)
+
+    def has_event(self, room: str, boot: int, evt_seq: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM records WHERE kind = 'evt' AND room = ? AND boot = ? AND evt_seq = ?", (room, boot, evt_seq)
+        ).fetchone()
+        return row is not None
+
+    def has_decision(self, room: str, boot: int, req: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM records WHERE kind = 'decision' AND room = ? AND boot = ? AND evt_seq = ?", (room, boot, req)
+        ).fetchone()
+        return row is not None
+
+    def last_seq(self) -> int:
+        # sqlite_sequence, not MAX(seq): a seq is never handed out twice even if rows are pruned.
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+        return int(row[0]) if row else 0
+
+    def unacked(self, after: int, limit: int) -> list[Record]:
+        rows = self.conn.execute(
+            "SELECT seq, room, kind, at, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        ).fetchall()
+        return [Record(*r) for r in rows]
+
+    # delivery ------------------------------------------------------------
+
+    def acked(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'city_acked'").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_acked(self, seq: int) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('city_acked', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            (seq,),
+        )
+
+    # rooms ---------------------------------------------------------------
+
+    def save_room(self, row: dict) -> None:
+        values = tuple(row.get(c) for c in ROOM_COLUMNS)
+        self.conn.execute(
+            "INSERT OR REPLACE INTO rooms (%s) VALUES (%s)" % (", ".join(ROOM_COLUMNS), ", ".join("?" * len(ROOM_COLUMNS))),
+            values,
+        )
+
+    def load_rooms(self) -> Iterator[dict]:
+        for r in self.conn.execute("SELECT %s FROM rooms" % ", ".join(ROOM_COLUMNS)):
+            yield dict(zip(ROOM_COLUMNS, r))
+
+
+def read_records(path: str, room: str | None = None, kinds: tuple[str, ...] = ("evt",), limit: int = 100) -> list[Record]:
+    """Newest first, for the web API; its own read-only connection (any thread)."""
+    uri = "file:%s?mode=ro" % path
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        conn.execute("PRAGMA busy_timeout=5000")
+        sql = "SELECT seq, room, kind, at, body FROM records WHERE kind IN (%s)" % ", ".join("?" * len(kinds))
+        args: list = list(kinds)
+        if room is not None:
+            sql += " AND room = ?"
+            args.append(room)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        return [Record(*r) for r in conn.execute(sql, args)]

@@ -1,0 +1,164 @@
+"""Plain paho clients that play a classroom board and the city, for the
+gateway's tests and for trying a gateway by hand. They speak
+docs/protocol.md directly and share no code with the gateway, except the
+codec's topic helper."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from firmware.codec import topic
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Poll until predicate() is truthy; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _client(client_id: str, clean_session: bool = True) -> mqtt.Client:
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+
+
+def _connect(client: mqtt.Client, host: str, port: int) -> None:
+    up = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: up.set()
+    client.connect(host, port, keepalive=10)
+    client.loop_start()
+    if not up.wait(10):
+        raise AssertionError(f"no CONNACK from {host}:{port}")
+
+
+class Board:
+    """A classroom board: birth, Last Will, events with per-boot seq, and the
+    commands it receives."""
+
+    def __init__(self, host: str, port: int, school: str, room: str, boot: int = 1) -> None:
+        self.host, self.port, self.school, self.room, self.boot = host, port, school, room, boot
+        self.seq = 0
+        self.cmds: list[dict] = []
+        self.policy: dict | None = None
+        self.client = _client(f"board-{school}-{room}-{boot}-{id(self)}")
+
+    def topic(self, leaf: str) -> str:
+        return topic(self.school, self.room, leaf)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        # Filter by topic: amqtt also hands a connecting client retained messages that
+        # match other sessions' subscriptions.
+        if msg.topic == self.topic("policy"):
+            self.policy = json.loads(msg.payload)
+        elif msg.topic == self.topic("cmd"):
+            self.cmds.append(json.loads(msg.payload))
+
+    def connect(self, birth: bool = True) -> "Board":
+        self.client.will_set(self.topic("state"), json.dumps({"v": 1, "online": False, "boot": self.boot}), qos=1, retain=True)
+        self.client.on_message = self._on_message
+        _connect(self.client, self.host, self.port)
+        self.client.subscribe([(self.topic("cmd"), 1), (self.topic("policy"), 1)])
+        if birth:
+            self.birth()
+        return self
+
+    def publish(self, leaf: str, payload: bytes | str | dict, qos: int = 1, retain: bool = False, topic_: str | None = None) -> None:
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        self.client.publish(topic_ or self.topic(leaf), payload, qos=qos, retain=retain).wait_for_publish(5)
+
+    def birth(self, **fields) -> None:
+        body = {"v": 1, "online": True, "boot": self.boot, "fw": "0.1.0", "board": "olimex-esp32-poe",
+                "uptime_ms": 1200, "session": "idle", "ap": False, "devices": ["button", "led", "ap_relay"]}
+        self.publish("state", body | fields, retain=True)
+
+    def event(self, kind: str, data: dict, seq: int | None = None, boot: int | None = None, **extra) -> int:
+        if seq is None:
+            seq = self.seq + 1
+        if boot is None or boot == self.boot:
+            self.seq = max(self.seq, seq)
+        body = {"v": 1, "boot": self.boot if boot is None else boot, "seq": seq, "uptime_ms": 1000 * seq,
+                "time": None, "type": kind, "data": data} | extra
+        self.publish("evt", body)
+        return seq
+
+    def request(self) -> int:
+        """A short press in idle: lesson.requested whose req is its own seq."""
+        return self.event("lesson.requested", {"req": self.seq + 1}, seq=self.seq + 1)
+
+    def cmd_for(self, req: int, timeout: float = 10.0) -> dict:
+        return wait_for(lambda: next((c for c in self.cmds if c.get("req") == req), None), timeout, f"a cmd for req {req} in {self.room}")
+
+    def crash(self) -> None:
+        """Vanish without DISCONNECT, so the broker publishes the Last Will."""
+        self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class City:
+    """The city side of the link: records received (every delivery, in order)
+    and acks of the highest contiguous seq stored, unless told to stay quiet."""
+
+    def __init__(self, host: str, port: int, school: str, ack: bool = True) -> None:
+        self.host, self.port, self.school = host, port, school
+        self.ack = ack
+        self.deliveries: list[int] = []   # every record seq received, repeats included
+        self.stored: dict[int, dict] = {}  # (school, seq) once
+        self.batches: list[dict] = []
+        self.gateway_state: dict | None = None
+        self._lock = threading.Lock()
+        self.client = _client(f"city-{school}-{id(self)}")
+
+    def contiguous(self) -> int:
+        n = 0
+        while n + 1 in self.stored:
+            n += 1
+        return n
+
+    def _on_message(self, client, userdata, msg) -> None:
+        body = json.loads(msg.payload)
+        if msg.topic.endswith("/gateway"):
+            self.gateway_state = body
+            return
+        with self._lock:
+            self.batches.append(body)
+            for r in body["records"]:
+                self.deliveries.append(r["seq"])
+                self.stored.setdefault(r["seq"], r)
+            acked = self.contiguous()
+        if self.ack:
+            client.publish(f"preau/v1/city/{self.school}/ack", json.dumps({"v": 1, "school": self.school, "acked": acked}), qos=1)
+
+    def reconnect(self) -> "City":
+        """A new connection (after a broker restart), keeping what was stored."""
+        self.client = _client(f"city-{self.school}-{id(self)}")
+        return self.connect()
+
+    def connect(self) -> "City":
+        self.client.on_message = self._on_message
+        _connect(self.client, self.host, self.port)
+        self.client.subscribe([(f"preau/v1/city/{self.school}/records", 1), (f"preau/v1/city/{self.school}/gateway", 1)])
+        return self
+
+    def send_ack(self, acked: int) -> None:
+        self.client.publish(f"preau/v1/city/{self.school}/ack", json.dumps({"v": 1, "school": self.school, "acked": acked}), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

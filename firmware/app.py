@@ -1,0 +1,296 @@
+# The classroom board's application: wires the button, LED, relay, session
+# state machine and MQTT link together. Hardware comes in through `board`
+# (firmware/board.py) and time through `clock`, so the simulator runs this
+# very file. Tasks: MQTT link, button, ticker (session, relay, LED),
+# publisher (events, acks), telemetry.
+import asyncio
+
+from . import VERSION
+from . import led as ledmod
+from .button import LONG, SHORT, ButtonLogic
+from .clock import Clock
+from .codec import ProtocolError, encode, parse, topic
+from .compat import ThreadSafeFlag
+from .events import Events
+from .mqtt import MQTTClient
+from .session import ACTIVE, Session
+
+TICK_MS = 50
+BUTTON_SAMPLE_MS = 10
+ACK_MEMORY = 16
+
+
+def bump_boot_counter(storage):
+    """Read, increment and persist the boot counter; 0 on a fresh board."""
+    path = storage + "boot.cnt"
+    boot = 0
+    try:
+        with open(path) as f:
+            boot = int(f.read().strip() or "0") + 1
+    except (OSError, ValueError):
+        boot = 0
+    try:
+        with open(path, "w") as f:
+            f.write(str(boot))
+    except OSError:
+        pass  # a full or read-only flash must not stop the board
+    return boot
+
+
+class Classroom:
+    def __init__(self, cfg, board, storage="/", clock=None, log=print):
+        self.cfg = cfg
+        self.board = board
+        board.set_relay(False)  # first thing: the access point is off at boot
+        self.log = log
+        self.clock = clock or Clock()
+        if storage and not storage.endswith("/"):
+            storage += "/"
+        self.boot = bump_boot_counter(storage)
+        self.events = Events(self.boot, self.clock)
+        self.session = Session(
+            self.events,
+            wifi_never=cfg["wifi_never"],
+            request_timeout_ms=cfg["request_timeout_ms"],
+            ap_cap_s=cfg["ap_cap_s"],
+        )
+        self.button = ButtonLogic()
+        self.rejected = {}
+        self.identify_until = 0
+        self._acks = []  # recent (id, ack payload) for QoS 1 redelivery
+        self._acks_out = []
+        self._wake = ThreadSafeFlag()
+        self._button_flag = ThreadSafeFlag()
+        self._reboot = False
+        school, room = cfg["school"], cfg["room"]
+        self.t_state = topic(school, room, "state")
+        self.t_evt = topic(school, room, "evt")
+        self.t_tele = topic(school, room, "tele")
+        self.t_cmd = topic(school, room, "cmd")
+        self.t_ack = topic(school, room, "ack")
+        self.t_policy = topic(school, room, "policy")
+        will = (self.t_state, encode({"v": 1, "online": False, "boot": self.boot}), True, 1)
+        self.mqtt = MQTTClient(
+            "preau-%s-%s" % (school, room),
+            cfg["broker"],
+            cfg["port"],
+            user=cfg["user"],
+            password=cfg["password"],
+            keepalive=cfg["keepalive"],
+            will=will,
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+        )
+        board.on_button_edge(self._isr)
+        self.events.emit("boot", {"reset_cause": board.reset_cause()})
+
+    # -- interrupt: set one flag, nothing else ------------------------------
+    def _isr(self, _pin):
+        self._button_flag.set()
+
+    # -- MQTT ---------------------------------------------------------------
+    def birth(self):
+        return {
+            "v": 1,
+            "online": True,
+            "boot": self.boot,
+            "fw": VERSION,
+            "board": self.board.name,
+            "uptime_ms": self.clock.uptime_ms(),
+            "session": self.session.state,
+            "ap": self.session.ap,
+            "devices": self.board.devices,
+        }
+
+    async def _on_connect(self):
+        await self.mqtt.subscribe(self.t_cmd, 1)
+        await self.mqtt.subscribe(self.t_policy, 1)
+        await self.mqtt.publish(self.t_state, encode(self.birth()), True, 1)
+        self._wake.set()
+
+    def _reject(self, leaf, reason):
+        self.rejected[leaf] = self.rejected.get(leaf, 0) + 1
+        self.log("preau: rejected %s: %s" % (leaf, reason))
+
+    def _on_message(self, t, payload, retain):
+        t = t.decode() if isinstance(t, (bytes, bytearray)) else t
+        if t == self.t_policy:
+            try:
+                self.session.set_policy(parse("policy", payload))
+            except ProtocolError as e:
+                self._reject("policy", str(e))
+            return
+        if t != self.t_cmd:
+            return
+        try:
+            cmd = parse("cmd", payload)
+        except ProtocolError as e:
+            self._reject("cmd", str(e))
+            cid = _id_of(payload)
+            if cid is None:
+                self.events.emit("cmd.rejected", {"reason": str(e)[:120]})
+            else:
+                self._send_ack({"v": 1, "id": cid, "ok": False, "boot": self.boot, "error": "bad_command"})
+            self._wake.set()
+            return
+        for cid, ack in self._acks:
+            if cid == cmd["id"]:  # QoS 1 redelivery: answer again, act once
+                self._acks_out.append(ack)
+                self._wake.set()
+                return
+        ok, text = self._execute(cmd)
+        ack = {"v": 1, "id": cmd["id"], "ok": ok, "boot": self.boot}
+        ack["result" if ok else "error"] = text
+        self._acks.append((cmd["id"], ack))
+        if len(self._acks) > ACK_MEMORY:
+            self._acks.pop(0)
+        self._send_ack(ack)
+
+    def _send_ack(self, ack):
+        self._acks_out.append(ack)
+        self._wake.set()
+
+    def _execute(self, cmd):
+        now = self.clock.uptime_ms()
+        if "now" in cmd:
+            self.clock.set_time(cmd["now"])
+        name = cmd["cmd"]
+        s = self.session
+        if name == "grant":
+            result = s.grant(cmd["req"], cmd["duration_s"], cmd["ap"], cmd["projector"], now)
+        elif name == "deny":
+            result = s.deny(cmd["req"], cmd["reason"], now)
+        elif name == "end":
+            result = s.end(now)
+        elif name == "identify":
+            self.identify_until = now + 1000 * cmd.get("seconds", 10)
+            result = True, "identifying"
+        elif name == "time":
+            result = True, "time_set"
+        elif name == "reboot":
+            self._reboot = True
+            result = True, "rebooting"
+        else:  # the codec already refused unknown commands
+            result = False, "unknown_command"
+        self.apply(now)
+        return result
+
+    # -- outputs --------------------------------------------------------------
+    def led_mode(self, now):
+        if now < self.identify_until:
+            return "identify"
+        return self.session.led(now, self.mqtt.up)
+
+    def apply(self, now):
+        s = self.session
+        s.tick(now)
+        self.board.set_relay(s.ap)
+        self.board.set_led(ledmod.level(self.led_mode(now), now))
+        if self.events.queue:
+            self._wake.set()
+
+    # -- tasks ----------------------------------------------------------------
+    async def _ticker(self):
+        while True:
+            self.apply(self.clock.uptime_ms())
+            await asyncio.sleep(TICK_MS / 1000)
+
+    async def _button_task(self):
+        while True:
+            await self._button_flag.wait()
+            # Sample until the press is over: debounce and long-press timing
+            # need the level over time, which an edge interrupt alone can't give.
+            while True:
+                now = self.clock.uptime_ms()
+                press = self.button.update(self.board.button_pressed(), now)
+                if press is not None:
+                    self.on_press(press, now)
+                if not self.button.busy():
+                    break
+                await asyncio.sleep(BUTTON_SAMPLE_MS / 1000)
+
+    def on_press(self, press, now):
+        self.events.emit("button", {"press": press})
+        if press == SHORT:
+            self.session.press_short(now)
+        elif press == LONG:
+            self.session.press_long(now)
+        self.apply(now)  # LED and relay answer before any network round trip
+
+    async def _publisher(self):
+        while True:
+            await self._wake.wait()
+            try:
+                while self._acks_out and self.mqtt.up:
+                    await self.mqtt.publish(self.t_ack, encode(self._acks_out[0]), False, 1)
+                    self._acks_out.pop(0)
+                while self.events.queue and self.mqtt.up:
+                    await self.mqtt.publish(self.t_evt, encode(self.events.peek()), False, 1)
+                    self.events.pop()
+                if self._reboot and not self._acks_out:
+                    await asyncio.sleep(0.2)
+                    self.board.set_relay(False)
+                    self.board.reset()
+            except OSError:
+                await asyncio.sleep(0.2)  # link down or in-flight window full
+                self._wake.set()
+
+    async def _telemetry(self):
+        while True:
+            await asyncio.sleep(self.cfg["tele_s"])
+            if not self.mqtt.up:
+                continue
+            now = self.clock.uptime_ms()
+            s = self.session
+            tele = {"v": 1, "boot": self.boot, "uptime_ms": now, "session": s.state, "ap": s.ap,
+                    "remaining_s": s.remaining_s(now), "outbox": len(self.events.queue),
+                    "dropped": self.events.dropped}
+            try:
+                await self.mqtt.publish(self.t_tele, encode(tele), False, 0)
+            except OSError:
+                pass
+
+    async def run(self):
+        self.apply(self.clock.uptime_ms())
+        tasks = [
+            asyncio.create_task(self.mqtt.run()),
+            asyncio.create_task(self._ticker()),
+            asyncio.create_task(self._button_task()),
+            asyncio.create_task(self._publisher()),
+            asyncio.create_task(self._telemetry()),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            self.board.set_relay(False)
+
+    async def shutdown(self):
+        """Clean stop: relay off, death published, clean disconnect."""
+        self.board.set_relay(False)
+        if self.session.state == ACTIVE:
+            self.session.press_long(self.clock.uptime_ms())
+        if self.mqtt.up:
+            try:
+                while self.events.queue:  # the session's end reaches the gateway
+                    await self.mqtt.publish(self.t_evt, encode(self.events.pop()), False, 1)
+                dead = {"v": 1, "online": False, "boot": self.boot, "reason": "shutdown"}
+                await self.mqtt.publish(self.t_state, encode(dead), True, 1)
+                await self.mqtt.disconnect()
+            except OSError:
+                pass
+
+
+def _id_of(payload):
+    """Best effort: the id of a command that failed validation, to ack it."""
+    try:
+        import json
+
+        obj = json.loads(payload)
+        cid = obj.get("id")
+        if isinstance(cid, str) and 1 <= len(cid) <= 32:
+            return cid
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return None

@@ -1,0 +1,27 @@
+# Status LED patterns: one distinct rhythm per mode, so a teacher can tell
+# them apart at a glance (docs/board.md). Pure: level(mode, t) -> 0 or 1.
+# Each pattern is (on, off, on, off, ...) in milliseconds, repeated.
+PATTERNS = {
+    "idle": (60, 2940),  # heartbeat: alive, nothing running
+    "waiting": (100, 100),  # fast blink: asking the gateway
+    "on": (1000,),  # steady: session on
+    "ending": (500, 500),  # slow blink: ends within 5 minutes
+    "denied": (150, 150, 150, 150, 150, 1250),  # three flashes
+    "offline": (100, 100, 100, 1700),  # double flash: no gateway link
+    "fault": (1500, 500),  # long on, short off: needs a technician
+    "identify": (50, 50),  # very fast: a technician looks for the board
+}
+
+
+def level(mode, t_ms):
+    pattern = PATTERNS.get(mode) or PATTERNS["fault"]
+    if len(pattern) == 1:
+        return 1
+    t = t_ms % sum(pattern)
+    on = 1
+    for span in pattern:
+        if t < span:
+            return on
+        t -= span
+        on ^= 1
+    return 0

@@ -1,0 +1,161 @@
+# The lesson session state machine. Pure: time comes in as `now`, the board's
+# uptime in milliseconds (firmware/clock.py), never the wall clock, so a clock
+# step from the gateway cannot stretch a session or the access point's time.
+#
+# Loi 2015-136 art. 7: in primary-school classrooms the Wi-Fi access point is
+# off outside digital teaching. The relay output `ap` is therefore derived,
+# at every step, from the state alone: on only inside an active session that
+# allows it, before the session's end, before the hard cap counted from the
+# moment the relay came on, and never for a "Wi-Fi never" room.
+
+IDLE = "idle"
+REQUESTING = "requesting"
+ACTIVE = "active"
+
+# LED modes (docs/board.md describes the patterns a teacher sees).
+LED_IDLE = "idle"
+LED_WAITING = "waiting"
+LED_ON = "on"
+LED_ENDING = "ending"
+LED_DENIED = "denied"
+LED_OFFLINE = "offline"
+
+MAX_SESSION_S = 14400
+DENIED_SHOW_MS = 3000
+DEFAULT_POLICY = {"start": True, "max_s": 2700, "ap": False}
+
+
+class Session:
+    def __init__(self, events, wifi_never=False, request_timeout_ms=3000, ap_cap_s=7200, warn_s=300):
+        self.events = events
+        self.wifi_never = wifi_never
+        self.request_timeout_ms = request_timeout_ms
+        self.ap_cap_ms = ap_cap_s * 1000
+        self.warn_ms = warn_s * 1000
+        self.policy = DEFAULT_POLICY
+        self.state = IDLE
+        self.ap = False  # the relay output; off at boot
+        self.projector = False
+        self.source = None  # "gateway" or "offline"
+        self.req = 0
+        self._deadline = 0  # request timeout
+        self._started = 0
+        self._ends = 0
+        self._ap_allowed = False
+        self._ap_since = 0
+        self._ap_capped = False
+        self._denied_until = -1
+
+    # -- inputs -----------------------------------------------------------
+    def set_policy(self, policy):
+        self.policy = policy
+
+    def press_short(self, now):
+        if self.state != IDLE:
+            return "ignored"
+        self.req = self.events.next_seq()
+        self.events.emit("lesson.requested", {"req": self.req})
+        self.state = REQUESTING
+        self._deadline = now + self.request_timeout_ms
+        self._denied_until = -1
+        return "requested"
+
+    def press_long(self, now):
+        if self.state == ACTIVE:
+            self._end(now, "teacher")
+            return "ended"
+        if self.state == REQUESTING:
+            self.state = IDLE
+            return "cancelled"
+        return "ignored"
+
+    def grant(self, req, duration_s, ap, projector, now):
+        """A gateway grant; returns (ok, result_or_error) for the ack."""
+        if self.state != REQUESTING or req != self.req:
+            return False, "stale_request"
+        self._start(now, duration_s, ap, projector, "gateway")
+        return True, "started"
+
+    def deny(self, req, reason, now):
+        if self.state != REQUESTING or req != self.req:
+            return False, "stale_request"
+        self._deny(now, reason, "gateway")
+        return True, "denied"
+
+    def end(self, now):
+        if self.state != ACTIVE:
+            return False, "no_session"
+        self._end(now, "command")
+        return True, "ended"
+
+    def tick(self, now):
+        if self.state == REQUESTING and now >= self._deadline:
+            p = self.policy
+            if p.get("start") and p.get("max_s", 0) > 0:
+                self._start(now, p["max_s"], bool(p.get("ap")), True, "offline")
+            else:
+                self._deny(now, "offline_policy", "offline")
+        elif self.state == ACTIVE and now >= self._ends:
+            self._end(now, "time")
+        self._update_ap(now)
+
+    # -- outputs ----------------------------------------------------------
+    def led(self, now, online=True):
+        if self.state == REQUESTING:
+            return LED_WAITING
+        if self.state == ACTIVE:
+            if self._ends - now <= self.warn_ms:
+                return LED_ENDING
+            return LED_ON
+        if now < self._denied_until:
+            return LED_DENIED
+        return LED_IDLE if online else LED_OFFLINE
+
+    def remaining_s(self, now):
+        if self.state != ACTIVE:
+            return 0
+        return max(0, (self._ends - now) // 1000)
+
+    # -- internals --------------------------------------------------------
+    def _start(self, now, duration_s, ap, projector, source):
+        duration_s = max(1, min(int(duration_s), MAX_SESSION_S))
+        self.state = ACTIVE
+        self.source = source
+        self.projector = projector
+        self._started = now
+        self._ends = now + duration_s * 1000
+        self._ap_allowed = bool(ap) and not self.wifi_never
+        self._ap_capped = False
+        self.events.emit(
+            "session.started",
+            {"req": self.req, "duration_s": duration_s, "ap": self._ap_allowed,
+             "projector": projector, "source": source},
+        )
+        self._update_ap(now)
+
+    def _deny(self, now, reason, source):
+        self.state = IDLE
+        self._denied_until = now + DENIED_SHOW_MS
+        self.events.emit("session.denied", {"req": self.req, "reason": reason, "source": source})
+
+    def _end(self, now, reason):
+        self.state = IDLE
+        self.projector = False
+        self._update_ap(now, reason)
+        self.events.emit("session.ended", {"reason": reason, "ran_s": (now - self._started) // 1000})
+
+    def _update_ap(self, now, reason="session_end"):
+        want = self.state == ACTIVE and self._ap_allowed and not self._ap_capped and now < self._ends
+        if want and self.ap and now - self._ap_since >= self.ap_cap_ms:
+            # The hard cap holds whatever the gateway and the network say.
+            self._ap_capped = True
+            want = False
+            reason = "cap"
+        if want == self.ap:
+            return
+        self.ap = want
+        if want:
+            self._ap_since = now
+            self.events.emit("ap.changed", {"on": True, "reason": "session"})
+        else:
+            self.events.emit("ap.changed", {"on": False, "reason": reason})

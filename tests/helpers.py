@@ -1,0 +1,85 @@
+"""Shared test helpers: a paho peer that records what it hears, bounded waits."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+
+
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll `pred` until truthy; fail with `what` after `timeout` seconds.
+    Bounded waits, never a wall-clock assertion."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+async def await_for(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class Peer:
+    """A paho client on a real broker that records every message it sees."""
+
+    def __init__(self, host: str, port: int, subscribe: str | list[str] = "#") -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex[:8]}")
+        self._subs = [subscribe] if isinstance(subscribe, str) else subscribe
+        self._ready = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a, **k: self._ready.set()
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+        if not self._ready.wait(10):
+            raise AssertionError("peer did not subscribe")
+
+    def _on_connect(self, client, userdata, flags, rc, props=None):
+        client.subscribe([(t, 1) for t in self._subs])
+
+    def _on_message(self, client, userdata, msg):
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, msg.retain))
+
+    def json_on(self, suffix: str) -> list[dict]:
+        out = []
+        with self.lock:
+            for t, p, _ in self.messages:
+                if t.endswith(suffix):
+                    try:
+                        out.append(json.loads(p))
+                    except ValueError:
+                        pass
+        return out
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        return [e for e in self.json_on("/evt") if kind is None or e.get("type") == kind]
+
+    def publish(self, topic: str, payload, qos: int = 1, retain: bool = False) -> None:
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

@@ -1,0 +1,76 @@
+// Runs Python code in the real MicroPython VM (the WebAssembly port, PyScript
+// variant, pinned in package.json) with the firmware package installed at
+// /lib/firmware, so relative imports resolve as they do on the board.
+//
+//   node tests/mpvm/run.mjs [--lib NAME=HOSTDIR]... [--heap BYTES] < code.py
+//
+// The code runs with top-level await allowed. Python's stdout goes to stdout
+// line by line; an uncaught Python exception prints its MicroPython traceback
+// to stderr and exits 1; a harness failure exits 2.
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+function parseArgs(argv) {
+  const libs = [["firmware", path.join(repo, "firmware")]];
+  let heapsize = 1024 * 1024;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--lib" && i + 1 < argv.length) {
+      const [name, dir] = argv[++i].split("=");
+      libs.push([name, path.resolve(dir)]);
+    } else if (arg === "--heap" && i + 1 < argv.length) {
+      heapsize = Number(argv[++i]);
+    } else {
+      throw new Error(`unknown argument ${arg}`);
+    }
+  }
+  return { libs, heapsize };
+}
+
+// Copies the .py files of a host folder into /lib/NAME/ as one package.
+function installPackage(mp, name, dir) {
+  const target = `/lib/${name}`;
+  mp.FS.mkdirTree(target);
+  for (const file of fs.readdirSync(dir).sort()) {
+    if (file.endsWith(".py")) {
+      mp.FS.writeFile(`${target}/${file}`, fs.readFileSync(path.join(dir, file)));
+    }
+  }
+}
+
+async function main() {
+  const { libs, heapsize } = parseArgs(process.argv.slice(2));
+  const code = fs.readFileSync(0, "utf8");
+  const mp = await loadMicroPython({
+    heapsize,
+    stdout: (line) => process.stdout.write(line + "\n"),
+    stderr: (line) => process.stderr.write(line + "\n"),
+  });
+  for (const [name, dir] of libs) {
+    installPackage(mp, name, dir);
+  }
+  try {
+    await mp.runPythonAsync(code);
+  } catch (e) {
+    if (e && e.constructor && e.constructor.name === "PythonError") {
+      process.stderr.write(e.message);
+      return 1;
+    }
+    throw e;
+  }
+  return 0;
+}
+
+main().then(
+  (rc) => {
+    process.exitCode = rc;
+  },
+  (err) => {
+    process.stderr.write(`mpvm: ${err && err.stack ? err.stack : err}\n`);
+    process.exitCode = 2;
+  },
+);

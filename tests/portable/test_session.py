@@ -1,0 +1,164 @@
+# Session state machine, button and LED logic: run under CPython (pytest) and
+# in the real MicroPython VM (tests/test_fw_vm.py). Plain asserts only.
+from firmware.button import LONG, SHORT, ButtonLogic
+from firmware.events import Events
+from firmware.led import PATTERNS, level
+from firmware.session import ACTIVE, IDLE, REQUESTING, Session
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0
+
+    def uptime_ms(self):
+        return self.now
+
+    def time(self):
+        return None
+
+
+def make(**kw):
+    clock = FakeClock()
+    ev = Events(3, clock)
+    return Session(ev, **kw), ev, clock
+
+
+def types(ev):
+    return [e["type"] for e in ev.queue]
+
+
+def test_ap_off_at_boot_and_idle():
+    s, ev, _ = make()
+    assert s.ap is False
+    s.tick(0)
+    assert s.ap is False and s.state == IDLE
+
+
+def test_press_grant_end_by_time():
+    s, ev, c = make()
+    assert s.press_short(0) == "requested"
+    assert s.state == REQUESTING
+    req = ev.queue[-1]["data"]["req"]
+    assert req == ev.queue[-1]["seq"]
+    ok, text = s.grant(req, 60, True, True, 100)
+    assert ok and text == "started"
+    assert s.state == ACTIVE and s.ap is True
+    s.tick(30000)
+    assert s.ap is True
+    s.tick(60100)
+    assert s.state == IDLE and s.ap is False
+    assert types(ev) == ["lesson.requested", "session.started", "ap.changed", "ap.changed", "session.ended"]
+    assert ev.queue[-1]["data"] == {"reason": "time", "ran_s": 60}
+
+
+def test_stale_grant_is_refused():
+    s, ev, _ = make()
+    s.press_short(0)
+    ok, err = s.grant(s.req + 1, 60, True, True, 10)
+    assert not ok and err == "stale_request" and s.state == REQUESTING
+    s.press_long(20)  # teacher gives up
+    ok, err = s.grant(s.req, 60, True, True, 30)
+    assert not ok and s.state == IDLE and s.ap is False
+
+
+def test_deny_shows_denied_then_idle():
+    s, ev, _ = make()
+    s.press_short(0)
+    ok, _ = s.deny(s.req, "room_disabled", 50)
+    assert ok and s.state == IDLE and s.ap is False
+    assert s.led(100) == "denied"
+    assert s.led(5000) == "idle"
+    assert ev.queue[-1]["data"]["reason"] == "room_disabled"
+
+
+def test_timeout_applies_offline_policy_without_ap_by_default():
+    s, ev, _ = make(request_timeout_ms=3000)
+    s.press_short(0)
+    s.tick(2999)
+    assert s.state == REQUESTING
+    s.tick(3000)
+    assert s.state == ACTIVE and s.source == "offline" and s.ap is False
+
+
+def test_offline_policy_refusal():
+    s, ev, _ = make()
+    s.set_policy({"v": 1, "start": False, "max_s": 0, "ap": False})
+    s.press_short(0)
+    s.tick(5000)
+    assert s.state == IDLE
+    assert ev.queue[-1]["type"] == "session.denied"
+    assert ev.queue[-1]["data"]["reason"] == "offline_policy"
+
+
+def test_wifi_never_room_never_energises_relay():
+    s, ev, _ = make(wifi_never=True)
+    s.press_short(0)
+    s.grant(s.req, 600, True, True, 10)
+    assert s.state == ACTIVE and s.ap is False
+
+
+def test_hard_cap_turns_ap_off_but_session_goes_on():
+    s, ev, _ = make(ap_cap_s=60)
+    s.press_short(0)
+    s.grant(s.req, 3600, True, True, 0)
+    assert s.ap is True
+    s.tick(59999)
+    assert s.ap is True
+    s.tick(60000)
+    assert s.ap is False and s.state == ACTIVE
+    assert ev.queue[-1]["data"] == {"on": False, "reason": "cap"}
+    s.tick(70000)
+    assert s.ap is False
+
+
+def test_long_press_ends_session():
+    s, ev, _ = make()
+    s.press_short(0)
+    s.grant(s.req, 600, True, True, 0)
+    assert s.press_long(1000) == "ended"
+    assert s.state == IDLE and s.ap is False
+    assert ev.queue[-1]["data"]["reason"] == "teacher"
+
+
+def test_led_ending_within_five_minutes():
+    s, ev, _ = make()
+    s.press_short(0)
+    assert s.led(1) == "waiting"
+    s.grant(s.req, 600, False, True, 0)
+    assert s.led(1000) == "on"
+    assert s.led(300001) == "ending"
+
+
+def test_events_bounded_drop_oldest_counted():
+    c = FakeClock()
+    ev = Events(0, c, capacity=4)
+    for i in range(10):
+        ev.emit("button", {"press": "short"})
+    assert len(ev.queue) == 4 and ev.dropped == 6
+    assert [e["seq"] for e in ev.queue] == [7, 8, 9, 10]
+
+
+def test_button_short_long_and_bounce():
+    b = ButtonLogic(debounce_ms=30, long_ms=2000)
+    got = []
+    # bounce: 10 ms pulses never make a press
+    for t in range(0, 100, 10):
+        r = b.update(t % 20 == 0, t)
+        if r:
+            got.append(r)
+    assert got == []
+    b = ButtonLogic(debounce_ms=30, long_ms=2000)
+    got = [r for r in (b.update(t < 200, t) for t in range(0, 400, 10)) if r]
+    assert got == [SHORT]
+    b = ButtonLogic(debounce_ms=30, long_ms=2000)
+    got = [(t, r) for t, r in ((t, b.update(t < 3000, t)) for t in range(0, 3200, 10)) if r]
+    assert got == [(2000, LONG)]  # reported while still held, once
+
+
+def test_led_patterns_distinct():
+    seen = []
+    for mode in PATTERNS:
+        trace = tuple(level(mode, t) for t in range(0, 6000, 50))
+        assert trace not in seen, mode
+        seen.append(trace)
+    assert level("on", 12345) == 1

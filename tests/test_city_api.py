@@ -1,0 +1,112 @@
+"""City API (cloud_bridge.api) over a real SQLite store: the token guards
+/api, the status and records say what the store holds, health and metrics
+are open to loopback only."""
+
+import json
+import secrets
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cloud_bridge.api import create_app
+from cloud_bridge.batch import parse_batch
+from cloud_bridge.errors import ConfigError
+from cloud_bridge.metrics import Metrics
+from cloud_bridge.settings import CitySettings
+from cloud_bridge.store import Store
+
+SCHOOL = "0341234a"
+TOKEN = secrets.token_urlsafe(24)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BIRTH = {"v": 1, "online": True, "boot": 7, "fw": "0.1.0", "board": "olimex-esp32-poe", "uptime_ms": 5120,
+         "session": "idle", "ap": False, "devices": ["button"]}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "city.db"))
+    records = [
+        {"seq": 1, "room": "cm2-b", "kind": "state", "at": 100.0, "body": BIRTH},
+        {"seq": 2, "room": "cm2-b", "kind": "evt", "at": 101.0, "body": {
+            "v": 1, "boot": 7, "seq": 1, "uptime_ms": 6000, "time": 101, "type": "session.started",
+            "data": {"req": 1, "duration_s": 2700, "ap": True, "projector": True, "source": "gateway"}}},
+        {"seq": 3, "room": "gateway", "kind": "decision", "at": 102.0, "body": {"grant": True}},
+    ]
+    raw = json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-1", "records": records}).encode()
+    s.store_batch(parse_batch(SCHOOL, raw), received_at=103.0)
+    s.set_gateway_state(SCHOOL, True, "gw-1", 104.0)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def metrics():
+    m = Metrics()
+    m.add("batches", 3)
+    m.reject("school_mismatch")
+    return m
+
+
+@pytest.fixture
+def client(store, metrics):
+    with TestClient(create_app(store, CitySettings(token=TOKEN), metrics)) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path", ["/api/status", "/api/records"])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-wrong-token"},
+                                     {"Authorization": f"Basic {TOKEN}"}])
+def test_api_needs_the_token(client, path, headers):
+    response = client.get(path, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_status(client):
+    response = client.get("/api/status", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == {
+        "schools": [{
+            "school": SCHOOL, "gateway": "gw-1", "online": True, "last_seen": 104.0, "acked": 3,
+            "rooms": [{"room": "cm2-b", "online": True, "boot": 7, "session": "active", "ap": False,
+                       "last_seen": 101.0, "fw": "0.1.0", "board": "olimex-esp32-poe"}],
+        }],
+        "records": 3,
+    }
+
+
+def test_records_and_their_filters(client):
+    response = client.get("/api/records", headers=AUTH)
+    assert [r["seq"] for r in response.json()] == [3, 2, 1]
+    assert response.json()[0] == {"school": SCHOOL, "seq": 3, "room": "gateway", "kind": "decision", "at": 102.0,
+                                  "body": {"grant": True}, "received_at": 103.0}
+    query = {"school": SCHOOL, "room": "cm2-b", "kind": "evt", "limit": 5}
+    assert [r["seq"] for r in client.get("/api/records", params=query, headers=AUTH).json()] == [2]
+    assert client.get("/api/records", params={"school": "other"}, headers=AUTH).json() == []
+
+
+@pytest.mark.parametrize("query", [{"limit": 1001}, {"limit": 0}, {"kind": "tele"}, {"room": "CM2"},
+                                   {"school": "x" * 33}])
+def test_records_refuses_bad_queries(client, query):
+    assert client.get("/api/records", params=query, headers=AUTH).status_code == 422
+
+
+def test_health_and_metrics_are_open_on_loopback_only(store, metrics):
+    app = create_app(store, CitySettings(token=TOKEN), metrics)
+    with TestClient(app, client=("127.0.0.1", 40000)) as local:
+        assert local.get("/healthz").json() == {"ok": True, "database": True, "broker": False}
+        text = local.get("/metrics").text
+    assert "preau_city_batches_total 3\n" in text
+    assert 'preau_city_rejected_total{reason="school_mismatch"} 1\n' in text
+    assert 'preau_city_rejected_total{reason="not_json"} 0\n' in text
+    assert "# TYPE preau_city_records_stored_total counter" in text
+    with TestClient(app, client=("192.0.2.7", 40000)) as remote:
+        assert remote.get("/metrics").status_code == 401
+        assert remote.get("/healthz").status_code == 401
+        assert remote.get("/metrics", headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("token", [None, "", "short"])
+def test_no_app_without_a_real_token(store, token):
+    with pytest.raises(ConfigError, match="PREAU_CITY_TOKEN"):
+        create_app(store, CitySettings(token=token))

@@ -1,0 +1,208 @@
+"""The city service end to end against real brokers (Mosquitto and amqtt)
+and a real SQLite file: a plain paho client plays the school gateway."""
+
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud_bridge.service import CityService, main
+from cloud_bridge.settings import CitySettings
+
+pytestmark = pytest.mark.broker
+
+SCHOOL = "0341234a"
+WAIT_S = 15.0
+
+
+def wait_for(predicate, what, timeout=WAIT_S):
+    """Poll until `predicate()` is true; a bound on waiting, not a timing claim."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+class Gateway:
+    """A school gateway reduced to its city link: publish batches, collect acks."""
+
+    def __init__(self, broker, school=SCHOOL):
+        self.school = school
+        self.acks: list[dict] = []
+        self.ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{school}-{uuid.uuid4().hex[:8]}")
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"preau/v1/city/{school}/ack", 1)
+        self.client.on_subscribe = lambda *a: self.ready.set()
+        self.client.on_disconnect = lambda *a: self.ready.clear()
+        self.client.on_message = lambda c, u, m: self.acks.append(json.loads(m.payload))
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert self.ready.wait(WAIT_S), "gateway not subscribed"
+
+    def send(self, seqs, room="cm2-b", kind="decision", school=None):
+        records = [{"seq": s, "room": room, "kind": kind, "at": 1000.0 + s, "body": {"v": 1, "n": s}} for s in seqs]
+        self.publish(json.dumps({"v": 1, "school": school or self.school, "gateway": "gw-1", "records": records}))
+
+    def publish(self, payload, topic=None):
+        info = self.client.publish(topic or f"preau/v1/city/{self.school}/records", payload, qos=1)
+        info.wait_for_publish(WAIT_S)
+
+    def wait_ack(self, acked, count=None):
+        """Wait for the `count`-th ack (any, if None) to say `acked`."""
+        def arrived():
+            acks = self.acks if count is None else self.acks[:count]
+            return (count is None or len(acks) == count) and {"v": 1, "school": self.school, "acked": acked} in acks[-1:]
+        wait_for(arrived, f"ack {acked} (acks so far: {self.acks[-3:]})")
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def start_service(broker, tmp_path, **extra):
+    settings = CitySettings(token=secrets.token_urlsafe(24), broker_host=broker.host, broker_port=broker.port,
+                            db_path=str(tmp_path / "city.db"), http_port=0,
+                            client_id=f"city-{uuid.uuid4().hex[:8]}", reconnect_min_s=0.1, reconnect_max_s=1.0,
+                            **extra)
+    service = CityService(settings).start()
+    assert service.ingest.wait_ready(WAIT_S), "city service not subscribed"
+    return service
+
+
+@pytest.fixture
+def city(broker, tmp_path):
+    service = start_service(broker, tmp_path)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def gateway(broker, city):
+    gw = Gateway(broker)
+    yield gw
+    gw.close()
+
+
+def test_replays_and_duplicates_are_stored_once_and_acked(city, gateway):
+    gateway.send([1, 2, 3])
+    gateway.wait_ack(3, count=1)
+    gateway.send([2, 3, 4, 5, 5])  # overlapping replay, with a repeat inside
+    gateway.wait_ack(5, count=2)
+    gateway.send([8, 7])  # ahead of a gap: stored, not acked past 5
+    gateway.wait_ack(5, count=3)
+    gateway.send([1, 2, 3, 4, 5, 6])  # the whole outbox again, filling the gap
+    gateway.wait_ack(8, count=4)
+    assert city.store.seqs(SCHOOL) == [1, 2, 3, 4, 5, 6, 7, 8]
+    snap = city.metrics.snapshot()
+    assert (snap["batches"], snap["records_stored"], snap["duplicates"], snap["acks_published"]) == (4, 8, 8, 4)
+
+
+def test_malformed_payloads_are_counted_logged_and_ingest_goes_on(city, gateway, caplog):
+    caplog.set_level(logging.WARNING, logger="cloud_bridge")
+    gateway.publish(b"x" * 5000)
+    gateway.publish(b"[1, 2]")
+    gateway.publish(json.dumps({"v": 2, "school": SCHOOL, "gateway": "g", "records": []}))
+    gateway.send([1], school="0679999z")
+    gateway.publish(json.dumps({"v": 1, "school": SCHOOL, "gateway": "g", "records": "all"}))
+    gateway.publish(json.dumps({"v": 1, "school": "UPPER", "gateway": "g", "records": []}),
+                    topic="preau/v1/city/UPPER/records")
+    gateway.publish(json.dumps({"v": 1, "school": SCHOOL, "gateway": "g", "records": [
+        {"seq": 1, "room": "cm2-b", "kind": "decision", "at": 1.0, "body": {}},
+        {"seq": 2, "room": "cm2-b", "kind": "gossip", "at": 2.0, "body": {}},
+        {"seq": 3, "room": "cm2-b", "kind": "decision", "at": 3.0, "body": {}},
+    ]}))
+    # The good records of the last batch are stored; the bad one is set aside.
+    gateway.wait_ack(3)
+    expected = {"not_json": 1, "not_object": 1, "version": 1, "school_mismatch": 1, "bad_field": 1,
+                "bad_topic": 1, "record_kind": 1}
+    wait_for(lambda: {k: v for k, v in city.metrics.snapshot()["rejected"].items() if v} == expected, "rejections")
+    assert city.store.seqs(SCHOOL) == [1, 3]
+    messages = [r.getMessage() for r in caplog.records]
+    for reason in expected:
+        assert any(f"({reason})" in m for m in messages), reason
+    assert all(len(m) < 600 for m in messages)  # payloads are truncated in the log
+    assert any("x" * 200 + "…" in m for m in messages)
+    gateway.send([4, 5])
+    gateway.wait_ack(5)
+    assert city.ingest.client.is_connected()
+
+
+def test_gateway_state_and_the_api_over_http(city, gateway, broker):
+    gateway.client.publish(f"preau/v1/city/{SCHOOL}/gateway",
+                           json.dumps({"v": 1, "online": True, "gateway": "gw-0341234a", "fw": "0.1.0"}),
+                           qos=1, retain=True).wait_for_publish(WAIT_S)
+    birth = {"v": 1, "online": True, "boot": 7, "fw": "0.1.0", "board": "wt32-eth01", "uptime_ms": 5,
+             "session": "idle", "ap": False, "devices": []}
+    gateway.publish(json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-0341234a", "records": [
+        {"seq": 1, "room": "cm2-b", "kind": "state", "at": 50.0, "body": birth}]}))
+    gateway.wait_ack(1)
+    wait_for(lambda: city.metrics.snapshot()["gateway_states"] == 1, "gateway state")
+    auth = {"Authorization": f"Bearer {city.settings.token}"}
+    status = httpx.get(city.url + "/api/status", headers=auth).json()
+    [school] = status["schools"]
+    assert (school["school"], school["gateway"], school["online"], status["records"]) == (SCHOOL, "gw-0341234a", True, 1)
+    assert [(r["room"], r["online"], r["boot"], r["board"]) for r in school["rooms"]] == [("cm2-b", True, 7, "wt32-eth01")]
+    assert httpx.get(city.url + "/api/status").status_code == 401
+    assert httpx.get(city.url + "/healthz").json() == {"ok": True, "database": True, "broker": True}
+    assert "preau_city_records_stored_total 1\n" in httpx.get(city.url + "/metrics").text
+
+
+def test_ingest_carries_on_after_the_broker_restarts(mosquitto, tmp_path):
+    city = start_service(mosquitto, tmp_path)
+    gateway = Gateway(mosquitto)
+    try:
+        gateway.send([1, 2])
+        gateway.wait_ack(2)
+        mosquitto.stop()
+        wait_for(lambda: not city.ingest.ready.is_set(), "the city to see the broker go")
+        mosquitto.start()  # same port
+        assert city.ingest.wait_ready(WAIT_S), "city did not reconnect"
+        assert gateway.ready.wait(WAIT_S), "gateway did not reconnect"
+        gateway.send([2, 3, 4])
+        gateway.wait_ack(4)
+        assert city.store.seqs(SCHOOL) == [1, 2, 3, 4]
+        assert city.metrics.snapshot()["connects"] == 2
+    finally:
+        gateway.close()
+        city.stop()
+
+
+def test_shared_subscription_workers_split_the_batches(mosquitto, tmp_path):
+    # Two workers in one share group, one database: every record once, one ack per batch.
+    first = start_service(mosquitto, tmp_path, share_group="city")
+    second_settings = CitySettings(token=first.settings.token, broker_host=mosquitto.host, broker_port=mosquitto.port,
+                                   db_path=first.settings.db_path, http_port=0, client_id="city-2", share_group="city")
+    second = CityService(second_settings).start()
+    gateway = Gateway(mosquitto)
+    try:
+        assert second.ingest.wait_ready(WAIT_S)
+        for start in range(1, 41, 4):
+            gateway.send(range(start, start + 4))
+        # Two writers may publish their acks in either order: the gateway
+        # keeps the highest.
+        wait_for(lambda: max((a["acked"] for a in gateway.acks), default=0) == 40, "ack 40")
+        assert first.store.seqs(SCHOOL) == list(range(1, 41))
+        batches = first.metrics.snapshot()["batches"] + second.metrics.snapshot()["batches"]
+        assert batches == 10
+    finally:
+        gateway.close()
+        second.stop()
+        first.stop()
+
+
+def test_cli_refuses_to_start_without_a_token(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("PREAU_CITY_TOKEN", raising=False)
+    assert main(["--db", str(tmp_path / "city.db")]) == 2
+    assert "PREAU_CITY_TOKEN" in capsys.readouterr().err
+    monkeypatch.setenv("PREAU_CITY_TOKEN", secrets.token_urlsafe(24))
+    assert main(["--broker", "no-port-here"]) == 2
+    assert "--broker: expected HOST:PORT" in capsys.readouterr().err

@@ -1,0 +1,193 @@
+"""The gateway against a real school broker (Mosquitto and amqtt), with plain
+paho clients playing the boards, and a real SQLite file."""
+
+import json
+import logging
+
+import pytest
+
+from edge_gateway.config import Config
+from edge_gateway.service import Gateway
+from edge_gateway.testing import Board, wait_for
+from firmware.codec import check_cmd, check_policy, parse
+
+pytestmark = pytest.mark.broker
+
+SCHOOL = "0341234a"
+
+
+def school_config(broker, tmp_path, **extra):
+    return Config.from_dict(
+        {
+            "school": SCHOOL,
+            "gateway_id": "gw-0341234a",
+            "db": str(tmp_path / "gateway.sqlite"),
+            "school_broker": {"host": broker.host, "port": broker.port},
+            "session": {"duration_s": 2700},
+            "rooms": {
+                "cm2-b": {"wifi": "allowed", "sessions": True},
+                "cp-a": {"wifi": "never", "sessions": True},
+                "bcd": {"wifi": "allowed", "sessions": False},
+            },
+        }
+        | extra,
+        source="test.toml",
+    )
+
+
+@pytest.fixture
+def gateway(broker, tmp_path):
+    gw = Gateway(school_config(broker, tmp_path), reconnect_max_s=1).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def board_factory(broker):
+    boards = []
+
+    def make(room, boot=1, birth=True):
+        b = Board(broker.host, broker.port, SCHOOL, room, boot).connect(birth=birth)
+        boards.append(b)
+        return b
+
+    yield make
+    for b in boards:
+        b.close()
+
+
+def test_request_granted_with_room_wifi_and_disabled_room_denied(gateway, board_factory):
+    wifi_room, wired_room, disabled = board_factory("cm2-b"), board_factory("cp-a"), board_factory("bcd")
+
+    req = wifi_room.request()
+    grant = wifi_room.cmd_for(req)
+    check_cmd(grant)
+    assert grant["cmd"] == "grant" and grant["req"] == req
+    assert grant["ap"] is True and grant["projector"] is True and grant["duration_s"] == 2700
+    assert grant["id"].startswith("g-") and isinstance(grant["now"], int)
+
+    req = wired_room.request()
+    assert wired_room.cmd_for(req)["ap"] is False  # "Wi-Fi never" room: projector only
+
+    req = disabled.request()
+    deny = disabled.cmd_for(req)
+    check_cmd(deny)
+    assert deny["cmd"] == "deny" and deny["reason"] == "room_disabled" and deny["req"] == req
+
+    ids = [c["id"] for b in (wifi_room, wired_room, disabled) for c in b.cmds]
+    assert len(set(ids)) == 3
+    assert gateway.metrics["decisions"] == {"grant": 2, "deny": 1}
+
+
+def test_offline_policy_and_gateway_state_are_retained(gateway, board_factory):
+    late = board_factory("cm2-b")  # subscribes after the gateway published: retained
+    wait_for(lambda: late.policy, what="retained policy")
+    assert check_policy(late.policy) == {"v": 1, "start": True, "max_s": 2700, "ap": False}
+    disabled = board_factory("bcd")
+    wait_for(lambda: disabled.policy, what="retained policy")
+    assert disabled.policy["start"] is False and disabled.policy["ap"] is False
+
+    seen = {}
+    watcher = Board(late.host, late.port, SCHOOL, "gateway")
+    watcher.client.on_message = lambda c, u, m: seen.setdefault(m.topic, json.loads(m.payload))
+    watcher.client.connect(late.host, late.port)
+    watcher.client.loop_start()
+    watcher.client.subscribe(f"preau/v1/{SCHOOL}/gateway/state", qos=1)
+    state = wait_for(lambda: seen.get(f"preau/v1/{SCHOOL}/gateway/state"), what="gateway birth")
+    assert state["online"] is True and state["gateway"] == "gw-0341234a"
+    watcher.close()
+
+
+def test_duplicate_request_is_answered_once(gateway, board_factory):
+    board = board_factory("cm2-b")
+    req = board.request()
+    board.cmd_for(req)
+    # QoS 1 redelivery of the same (boot, seq), then a later event as a marker.
+    board.event("lesson.requested", {"req": req}, seq=req)
+    marker = board.request()
+    board.cmd_for(marker)
+    assert [c["req"] for c in board.cmds] == [req, marker]
+    assert gateway.metrics["duplicates"] >= 1
+
+
+def test_old_boot_is_history_not_live(gateway, board_factory):
+    board = board_factory("cm2-b", boot=7)
+    wait_for(lambda: gateway.rooms()["cm2-b"]["boot"] == 7, what="birth of boot 7")
+    history = gateway.metrics["history"]
+
+    # A request from boot 6 arrives late (a board's outbox after an outage): never answered.
+    board.event("lesson.requested", {"req": 4}, seq=4, boot=6)
+    # A Last Will of boot 6 (the old connection's death) must not mark the live board offline.
+    board.publish("state", {"v": 1, "online": False, "boot": 6})
+    wait_for(lambda: gateway.metrics["history"] == history + 2, what="two history records")
+    marker = board.request()
+    board.cmd_for(marker)
+    assert [c["req"] for c in board.cmds] == [marker]
+    room = gateway.rooms()["cm2-b"]
+    assert room["online"] is True and room["boot"] == 7
+
+
+def test_registry_from_birth_and_last_will(gateway, board_factory):
+    board = board_factory("cp-a", boot=3)
+    room = wait_for(lambda: gateway.rooms()["cp-a"]["online"] and gateway.rooms()["cp-a"], what="birth")
+    assert (room["boot"], room["fw"], room["board"], room["session"], room["ap"]) == (3, "0.1.0", "olimex-esp32-poe", "idle", False)
+    assert room["wifi"] == "never" and room["last_seen"] is not None
+    assert gateway.rooms()["cm2-b"]["online"] is None  # configured, never seen
+
+    board.crash()
+    room = wait_for(lambda: gateway.rooms()["cp-a"]["online"] is False and gateway.rooms()["cp-a"], what="Last Will")
+    assert room["boot"] == 3 and room["ap"] is None
+
+
+@pytest.mark.parametrize(
+    "reason, send",
+    [
+        ("bad_json", lambda b: b.publish("evt", b"{not json")),
+        ("bad_field", lambda b: b.publish("evt", {"v": 1, "boot": "7", "seq": 1, "uptime_ms": 0, "time": None, "type": "boot", "data": {"reset_cause": "power"}})),
+        ("bad_field", lambda b: b.publish("evt", {"v": 1, "boot": 1, "seq": 9, "uptime_ms": 0, "time": None, "type": "lesson.requested", "data": {}})),
+        ("bad_version", lambda b: b.publish("state", {"v": 2, "online": True})),
+        ("too_large", lambda b: b.publish("evt", b" " * 2000)),
+        ("unknown_room", lambda b: b.publish("evt", {"v": 1}, topic_=f"preau/v1/{SCHOOL}/cm9-z/evt")),
+        ("bad_topic", lambda b: b.publish("evt", {"v": 1}, topic_=f"preau/v1/{SCHOOL}/CM2_B/evt")),
+    ],
+    ids=["malformed-json", "wrong-type", "missing-field", "bad-version", "too-large", "unknown-room", "bad-topic"],
+)
+def test_bad_messages_rejected_logged_counted_and_gateway_still_answers(gateway, board_factory, caplog, reason, send):
+    caplog.set_level(logging.WARNING, logger="edge_gateway")
+    board = board_factory("cm2-b")
+    send(board)
+    wait_for(lambda: gateway.metrics["rejected"].get(reason) == 1, what=f"a {reason} rejection")
+    assert any(f"rejected ({reason})" in r.getMessage() for r in caplog.records)
+    assert all(len(r.getMessage()) < 600 for r in caplog.records)  # payloads are truncated in the log
+    req = board.request()
+    assert board.cmd_for(req)["cmd"] == "grant"
+    assert gateway.metrics["internal_errors"] == 0
+
+
+def test_wrong_school_rejected(gateway, broker):
+    """Defence in depth: a message that reaches the worker with another school's topic."""
+    from paho.mqtt.client import MQTTMessage
+
+    msg = MQTTMessage(topic=b"preau/v1/0999999z/cm2-b/evt")
+    msg.payload = b'{"v": 1}'
+    gateway._queue.put(("board", msg))
+    wait_for(lambda: gateway.metrics["rejected"].get("wrong_school") == 1, what="wrong_school")
+
+
+def test_events_stored_once_in_history_with_gap_counted(gateway, board_factory, tmp_path):
+    board = board_factory("cm2-b")
+    board.event("boot", {"reset_cause": "power"})
+    board.event("button", {"press": "short"}, seq=4)  # 2 and 3 never arrive
+    board.event("button", {"press": "short"}, seq=4)  # redelivered
+    marker = board.request()
+    board.cmd_for(marker)
+    assert gateway.metrics["events_missing"] == 2
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "gateway.sqlite") as db:
+        rows = db.execute("SELECT kind, evt_seq FROM records WHERE kind IN ('evt', 'decision') ORDER BY seq").fetchall()
+        seqs = [r[0] for r in db.execute("SELECT seq FROM records ORDER BY seq")]
+    assert rows == [("evt", 1), ("evt", 4), ("evt", 5), ("decision", 5)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    for kind, body in [("evt", {"v": 1, "boot": 1, "seq": 1, "uptime_ms": 1000, "time": None, "type": "boot", "data": {"reset_cause": "power"}})]:
+        parse(kind, json.dumps(body).encode())
