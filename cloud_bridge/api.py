@@ -4,13 +4,13 @@ token."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
-from .batch import KINDS
+from .batch import Kind
 from .deps import MetricsDep, StoreDep, loopback_or_token, require_token
 from .metrics import Metrics
 from .settings import CitySettings
@@ -76,7 +76,7 @@ def get_records(
     store: StoreDep,
     school: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     room: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    kind: Annotated[Literal[KINDS] | None, Query()] = None,
+    kind: Annotated[Kind | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RECORDS)] = 100,
 ) -> list[dict]:
     return store.records(school=school, room=room, kind=kind, limit=limit)

@@ -7,14 +7,17 @@ sentence naming the field (for the log)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from firmware.codec import ProtocolError, decode, valid_name
 
 CITY_ROOT = "preau/v1/city/"
 MAX_BATCH_RECORDS = 200
 MAX_BATCH_BYTES = 256 * 1024
-KINDS = ("state", "evt", "ack", "decision")
+Kind = Literal["state", "evt", "ack", "decision"]
+KINDS: tuple[str, ...] = get_args(Kind)
 GATEWAY_ROOM = "gateway"
 
 # Every reason a payload or record can be refused for; the metrics list them
@@ -89,10 +92,6 @@ def parse_city_topic(topic: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _decode(raw: bytes) -> dict:
     try:
         return decode(raw)
@@ -111,16 +110,16 @@ def parse_record(item: object) -> Record | BadRecord:
     if not isinstance(item, dict):
         return BadRecord(None, "record_not_object", "record: expected an object, got %s" % type(item).__name__, item)
     seq = item.get("seq")
-    if not _is_int(seq) or seq < 1:
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         return BadRecord(None, "record_seq", "field seq: expected an integer >= 1, got %r" % (seq,), item)
     room = item.get("room")
-    if not valid_name(room):
+    if not isinstance(room, str) or not valid_name(room):
         return BadRecord(seq, "record_room", "record %d: field room: expected [a-z0-9-]{1,32}, got %r" % (seq, room), item)
     kind = item.get("kind")
     if kind not in KINDS:
         return BadRecord(seq, "record_kind", "record %d: field kind: expected one of %s, got %r" % (seq, "/".join(KINDS), kind), item)
     at = item.get("at")
-    if not isinstance(at, (int, float)) or isinstance(at, bool) or at != at or at in (float("inf"), float("-inf")):
+    if not isinstance(at, (int, float)) or isinstance(at, bool) or not math.isfinite(at):
         return BadRecord(seq, "record_at", "record %d: field at: expected a number, got %r" % (seq, at), item)
     body = item.get("body")
     if not isinstance(body, dict):
@@ -152,7 +151,10 @@ def parse_batch(topic_school: str, raw: bytes) -> Batch:
     batch = Batch(school, gateway)
     for item in records:
         checked = parse_record(item)
-        (batch.records if isinstance(checked, Record) else batch.bad).append(checked)
+        if isinstance(checked, Record):
+            batch.records.append(checked)
+        else:
+            batch.bad.append(checked)
     return batch
 
 

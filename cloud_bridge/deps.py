@@ -36,7 +36,8 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 def require_token(settings: SettingsDep, credentials: Credentials) -> None:
     given = credentials.credentials.encode() if credentials else b""
-    if not given or not hmac.compare_digest(given, settings.token.encode()):
+    expected = (settings.token or "").encode()  # never empty: settings.check() refuses that
+    if not given or not expected or not hmac.compare_digest(given, expected):
         raise HTTPException(401, "a valid bearer token is needed", headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -57,7 +57,6 @@ class Ingest:
         self.now = now
         self.ready = threading.Event()  # connected and subscribed
         self.failed: BrokerRefused | None = None
-        self.failure = threading.Event()
         self._queue: queue.Queue = queue.Queue(_QUEUE_LIMIT)
         self._stopping = False
         self._writer: threading.Thread | None = None
@@ -78,7 +77,9 @@ class Ingest:
         )
         if s.username:
             client.username_pw_set(s.username, s.password)
-        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
+        # paho annotates these as int but sleeps on them as given; tests use
+        # fractions of a second.
+        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
@@ -118,7 +119,6 @@ class Ingest:
                     f"refused client {self.settings.client_id!r}: {reason_code}"
                 )
                 log.error("%s", self.failed)
-                self.failure.set()
             else:
                 log.warning("city broker refused the connection, will retry: %s", reason_code)
             return
@@ -140,7 +140,6 @@ class Ingest:
         if refused:
             self.failed = BrokerRefused(f"the city broker refused our subscriptions: {refused}")
             log.error("%s", self.failed)
-            self.failure.set()
             return
         self.metrics.set("broker_connected", 1)
         self.ready.set()

@@ -90,7 +90,7 @@ class CityService:
     def wait(self, stop: threading.Event) -> None:
         """Block until `stop` is set; raise if the broker refuses us for good."""
         while not stop.wait(0.5):
-            if self.ingest and self.ingest.failure.is_set():
+            if self.ingest and self.ingest.failed:
                 raise self.ingest.failed
 
 
@@ -125,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     service = None
+    handlers = {}
     try:
         service = CityService(settings_from_args(args))
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
+                handlers[sig] = signal.signal(sig, lambda *_: stop.set())
         service.start()
         service.wait(stop)
         return 0
@@ -144,3 +145,5 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if service:
             service.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

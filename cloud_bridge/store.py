@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from firmware.codec import ProtocolError, check_evt, check_state
 
@@ -235,7 +235,7 @@ class Store:
             "SELECT " + ", ".join(_ROOM_COLUMNS) + " FROM rooms WHERE school = ? AND room = ?",
             (school, record.room),
         ).fetchone()
-        row = dict(zip(_ROOM_COLUMNS, found)) if found else {name: None for name in _ROOM_COLUMNS}
+        row: dict[str, Any] = dict(zip(_ROOM_COLUMNS, found)) if found else dict.fromkeys(_ROOM_COLUMNS)
         if not found:
             row["live_seq"] = 0
         new = dict(row)

@@ -65,8 +65,9 @@ def test_press_grant_end_through_a_real_broker(broker, tmp_path):
         seqs = [e["seq"] for e in peer.events()]
         assert seqs == list(range(1, len(seqs) + 1)), "events gap-free and in order"
         await sim.stop()
-        dead = peer.json_on("/state")[-1]
-        assert dead == {"v": 1, "online": False, "boot": 0, "reason": "shutdown"}
+        dead = await await_for(lambda: [s for s in peer.json_on("/state") if s.get("online") is False],
+                               what="death on clean shutdown")
+        assert dead == [{"v": 1, "online": False, "boot": 0, "reason": "shutdown"}]
         assert not sim.relay
 
     try:

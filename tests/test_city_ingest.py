@@ -5,7 +5,6 @@ import json
 import logging
 import secrets
 import threading
-import time
 import uuid
 
 import httpx
@@ -15,20 +14,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_bridge.service import CityService, main
 from cloud_bridge.settings import CitySettings
+from edge_gateway.brokers import Mosquitto
+from edge_gateway.testing import wait_for
 
 pytestmark = pytest.mark.broker
 
 SCHOOL = "0341234a"
 WAIT_S = 15.0
-
-
-def wait_for(predicate, what, timeout=WAIT_S):
-    """Poll until `predicate()` is true; a bound on waiting, not a timing claim."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 class Gateway:
@@ -61,7 +53,7 @@ class Gateway:
         def arrived():
             acks = self.acks if count is None else self.acks[:count]
             return (count is None or len(acks) == count) and {"v": 1, "school": self.school, "acked": acked} in acks[-1:]
-        wait_for(arrived, f"ack {acked} (acks so far: {self.acks[-3:]})")
+        wait_for(arrived, timeout=WAIT_S, what=f"ack {acked}")
 
     def close(self):
         self.client.disconnect()
@@ -124,7 +116,7 @@ def test_malformed_payloads_are_counted_logged_and_ingest_goes_on(city, gateway,
     gateway.wait_ack(3)
     expected = {"not_json": 1, "not_object": 1, "version": 1, "school_mismatch": 1, "bad_field": 1,
                 "bad_topic": 1, "record_kind": 1}
-    wait_for(lambda: {k: v for k, v in city.metrics.snapshot()["rejected"].items() if v} == expected, "rejections")
+    wait_for(lambda: {k: v for k, v in city.metrics.snapshot()["rejected"].items() if v} == expected, timeout=WAIT_S, what="rejections")
     assert city.store.seqs(SCHOOL) == [1, 3]
     messages = [r.getMessage() for r in caplog.records]
     for reason in expected:
@@ -145,7 +137,7 @@ def test_gateway_state_and_the_api_over_http(city, gateway, broker):
     gateway.publish(json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-0341234a", "records": [
         {"seq": 1, "room": "cm2-b", "kind": "state", "at": 50.0, "body": birth}]}))
     gateway.wait_ack(1)
-    wait_for(lambda: city.metrics.snapshot()["gateway_states"] == 1, "gateway state")
+    wait_for(lambda: city.metrics.snapshot()["gateway_states"] == 1, timeout=WAIT_S, what="gateway state")
     auth = {"Authorization": f"Bearer {city.settings.token}"}
     status = httpx.get(city.url + "/api/status", headers=auth).json()
     [school] = status["schools"]
@@ -163,7 +155,7 @@ def test_ingest_carries_on_after_the_broker_restarts(mosquitto, tmp_path):
         gateway.send([1, 2])
         gateway.wait_ack(2)
         mosquitto.stop()
-        wait_for(lambda: not city.ingest.ready.is_set(), "the city to see the broker go")
+        wait_for(lambda: not city.ingest.ready.is_set(), timeout=WAIT_S, what="the city to see the broker go")
         mosquitto.start()  # same port
         assert city.ingest.wait_ready(WAIT_S), "city did not reconnect"
         assert gateway.ready.wait(WAIT_S), "gateway did not reconnect"
@@ -189,7 +181,7 @@ def test_shared_subscription_workers_split_the_batches(mosquitto, tmp_path):
             gateway.send(range(start, start + 4))
         # Two writers may publish their acks in either order: the gateway
         # keeps the highest.
-        wait_for(lambda: max((a["acked"] for a in gateway.acks), default=0) == 40, "ack 40")
+        wait_for(lambda: max((a["acked"] for a in gateway.acks), default=0) == 40, timeout=WAIT_S, what="ack 40")
         assert first.store.seqs(SCHOOL) == list(range(1, 41))
         batches = first.metrics.snapshot()["batches"] + second.metrics.snapshot()["batches"]
         assert batches == 10
@@ -206,3 +198,15 @@ def test_cli_refuses_to_start_without_a_token(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("PREAU_CITY_TOKEN", secrets.token_urlsafe(24))
     assert main(["--broker", "no-port-here"]) == 2
     assert "--broker: expected HOST:PORT" in capsys.readouterr().err
+
+
+def test_cli_stops_with_a_clear_error_when_the_broker_refuses_us(monkeypatch, capsys, tmp_path):
+    broker = Mosquitto(extra_config="allow_anonymous false\n").start()
+    try:
+        monkeypatch.setenv("PREAU_CITY_TOKEN", secrets.token_urlsafe(24))
+        code = main(["--broker", f"{broker.host}:{broker.port}", "--db", str(tmp_path / "city.db"),
+                     "--http", "127.0.0.1:0", "--log-level", "ERROR"])
+    finally:
+        broker.stop()
+    assert code == 1
+    assert "refused client 'preau-city': Not authorized" in capsys.readouterr().err

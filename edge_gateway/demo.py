@@ -1,0 +1,268 @@
+"""`preau demo`: a simulated school on the embedded default.
+
+Two in-process amqtt brokers (the school's and the city's, one per hop),
+three classrooms running the real firmware on simulated boards, the school
+gateway, the city service, and a scripted teacher pressing buttons. It
+narrates what happens, serves the gateway and city APIs on loopback, and at
+the end checks that the city database holds the whole story."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import uvicorn
+
+from cloud_bridge.service import CityService
+from cloud_bridge.settings import CitySettings
+from edge_gateway.api import ApiSettings, create_app
+from edge_gateway.brokers import start_amqtt
+from edge_gateway.config import Config
+from edge_gateway.service import Gateway
+from hardware.sim.classroom import SimClassroom
+
+SCHOOL = "0341234a"
+ROOMS = {
+    # room: (wifi, sessions) -- one of each kind a director meets
+    "cp-a": ("allowed", True),
+    "ce2-b": ("never", True),
+    "cm1-c": ("allowed", False),
+}
+log = logging.getLogger("preau.demo")
+
+
+def _port_or_free(port: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+
+class _Http:
+    """uvicorn in a thread, for an app the demo embeds."""
+
+    def __init__(self, app, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                    access_log=False, lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, name=f"http-{port}", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"HTTP server on 127.0.0.1:{port} did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class Narrator:
+    """Listens on the school broker and tells the story in plain words."""
+
+    def __init__(self, port: int, t0: float, out) -> None:
+        self.t0 = t0
+        self.out = out
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="preau-demo-narrator")
+        self.client.on_connect = lambda c, *_: c.subscribe(f"preau/v1/{SCHOOL}/+/evt", 1)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def say(self, room: str, text: str) -> None:
+        self.out(f"[{time.monotonic() - self.t0:6.1f}s] {room:6} {text}")
+
+    def _on_message(self, client, userdata, msg) -> None:
+        room = msg.topic.split("/")[3]
+        try:
+            evt = json.loads(msg.payload)
+            kind, data = evt["type"], evt["data"]
+        except (ValueError, KeyError, TypeError):
+            return
+        text = {
+            "boot": lambda d: "board booted, access point off",
+            "button": lambda d: f"teacher {d['press']} press",
+            "lesson.requested": lambda d: "asks the gateway for a session",
+            "session.started": lambda d: (f"session started for {d['duration_s']} s "
+                                          f"({'with' if d['ap'] else 'without'} Wi-Fi, {d['source']})"),
+            "session.denied": lambda d: f"session denied: {d['reason']}",
+            "session.ended": lambda d: f"session ended ({d['reason']}) after {d['ran_s']} s",
+            "ap.changed": lambda d: f"access point {'ON' if d['on'] else 'OFF'} ({d['reason']})",
+        }.get(kind)
+        if text:
+            self.say(room, text(data))
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+async def teacher(boards: dict[str, SimClassroom], say, stop: asyncio.Event) -> None:
+    """The scripted morning: (seconds from start, room, press length)."""
+    script = [(2, "cp-a", 0.2), (4, "ce2-b", 0.2), (6, "cm1-c", 0.2), (12, "cp-a", 2.4)]
+    t0 = time.monotonic()
+    for at, room, hold in script:
+        delay = at - (time.monotonic() - t0)
+        try:
+            await asyncio.wait_for(stop.wait(), max(0.0, delay))
+            return
+        except asyncio.TimeoutError:
+            pass
+        say(room, f"finger on the button for {hold:.1f} s")
+        await boards[room].press(hold)
+
+
+def status_table(gateway: Gateway, city: CityService, boards: dict[str, SimClassroom]) -> str:
+    rooms = gateway.rooms()
+    lines = ["  room    online  session     AP relay  LED       wifi     | city: %d records, outbox %d"
+             % (city.store.record_count(SCHOOL) if city.store else 0, gateway.outbox_size())]
+    for room, sim in boards.items():
+        r = rooms.get(room, {})
+        lines.append(f"  {room:7} {str(r.get('online')):7} {sim.app.session.state:11} "
+                     f"{'ON ' if sim.relay else 'off':9} {sim.led_mode:9} {r.get('wifi', '?'):8}")
+    return "\n".join(lines)
+
+
+def check_city(city: CityService) -> list[tuple[bool, str]]:
+    records = city.store.records(school=SCHOOL, limit=1000)
+    evts = [(r["room"], r["body"]) for r in records if r["kind"] == "evt"]
+
+    def has(room: str, kind: str, **data) -> bool:
+        return any(rm == room and b.get("type") == kind and all(b.get("data", {}).get(k) == v for k, v in data.items())
+                   for rm, b in evts)
+
+    return [
+        (has("cp-a", "session.started", ap=True), "cp-a: session started with the access point"),
+        (has("cp-a", "ap.changed", on=True), "cp-a: access point turned on"),
+        (has("cp-a", "session.ended", reason="teacher"), "cp-a: session ended by the teacher"),
+        (has("cp-a", "ap.changed", on=False), "cp-a: access point turned off"),
+        (has("ce2-b", "session.started", ap=False), "ce2-b: session without Wi-Fi (room is 'Wi-Fi never')"),
+        (has("cm1-c", "session.denied", reason="room_disabled"), "cm1-c: request denied with its reason"),
+    ]
+
+
+async def run_demo(duration: float, gateway_port: int, city_port: int, keep: bool, out=print) -> int:
+    workdir = tempfile.mkdtemp(prefix="preau-demo-")
+    school_broker, school_port = await start_amqtt()
+    city_broker, city_mqtt_port = await start_amqtt()
+    gw_token, city_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    # The brokers live on this loop: whatever blocks on them runs in a thread.
+    city = await asyncio.to_thread(CityService(CitySettings(
+        token=city_token, broker_port=city_mqtt_port, db_path=os.path.join(workdir, "city.sqlite3"),
+        http_port=_port_or_free(city_port))).start)
+    config = Config.from_dict({
+        "school": SCHOOL,
+        "gateway_id": f"gw-{SCHOOL}",
+        "db": os.path.join(workdir, "gateway.sqlite3"),
+        "school_broker": {"host": "127.0.0.1", "port": school_port},
+        "city_broker": {"host": "127.0.0.1", "port": city_mqtt_port},
+        "session": {"duration_s": 15},
+        "rooms": {room: {"wifi": wifi, "sessions": sessions} for room, (wifi, sessions) in ROOMS.items()},
+    }, source="demo")
+    gateway = await asyncio.to_thread(Gateway(config, resend_after_s=3).start)
+    gw_port = _port_or_free(gateway_port)
+    gw_http = _Http(create_app(gateway, ApiSettings(token=gw_token)), gw_port)
+    t0 = time.monotonic()
+    narrator = await asyncio.to_thread(Narrator, school_port, t0, out)
+    boards = {
+        room: SimClassroom({"school": SCHOOL, "room": room, "broker": "127.0.0.1", "port": school_port,
+                            "wifi_never": wifi == "never", "tele_s": 10},
+                           storage=os.path.join(workdir, "board-" + room))
+        for room, (wifi, _) in ROOMS.items()
+    }
+    out(f"Préau demo: school {SCHOOL}, {len(boards)} simulated classrooms running the real firmware")
+    out(f"  school broker (amqtt)  mqtt://127.0.0.1:{school_port}")
+    out(f"  city broker (amqtt)    mqtt://127.0.0.1:{city_mqtt_port}")
+    out(f"  gateway API            curl -H 'Authorization: Bearer {gw_token}' http://127.0.0.1:{gw_port}/api/rooms")
+    out(f"  city API               curl -H 'Authorization: Bearer {city_token}' {city.url}/api/status")
+    out(f"  data                   {workdir}")
+    out(f"  running for {duration:.0f} s (Ctrl-C ends it cleanly)\n")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    ok = False
+    try:
+        for sim in boards.values():
+            sim.start()
+        script = asyncio.create_task(teacher(boards, narrator.say, stop))
+        end = t0 + duration
+        next_table = t0 + 5
+        while not stop.is_set() and time.monotonic() < end:
+            try:
+                await asyncio.wait_for(stop.wait(), 0.25)
+            except asyncio.TimeoutError:
+                pass
+            if time.monotonic() >= next_table:
+                out(status_table(gateway, city, boards))
+                next_table += 5
+        script.cancel()
+        out("\nending: boards shut down cleanly (access points off), gateway drains its outbox to the city")
+        for sim in boards.values():
+            await sim.stop()
+        deadline = time.monotonic() + 15
+        while gateway.outbox_size() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
+        out(status_table(gateway, city, boards))
+        out("\nwhat reached the city database:")
+        results = check_city(city)
+        for good, text in results:
+            out(f"  [{'ok' if good else 'MISSING'}] {text}")
+        relays_off = all(not sim.relay for sim in boards.values())
+        out(f"  [{'ok' if relays_off else 'FAIL'}] every access point is off at the end")
+        ok = all(good for good, _ in results) and relays_off
+        if not ok and duration < 20:
+            out("  (the script needs about 20 s: run with --duration 30 or more to see it all)")
+            ok = relays_off
+    finally:
+        await asyncio.to_thread(narrator.stop)
+        await asyncio.to_thread(gw_http.stop)
+        await asyncio.to_thread(gateway.stop)
+        await asyncio.to_thread(city.stop)
+        await school_broker.shutdown()
+        await city_broker.shutdown()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="preau demo", description=__doc__)
+    parser.add_argument("--duration", type=float, default=40.0, metavar="SECONDS",
+                        help="how long the demo runs (default 40; the script needs about 20)")
+    parser.add_argument("--gateway-port", type=int, default=8080, help="gateway API port (a free one if taken)")
+    parser.add_argument("--city-port", type=int, default=8081, help="city API port (a free one if taken)")
+    parser.add_argument("--keep", action="store_true", help="keep the databases after the demo")
+    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    args = parser.parse_args(argv)
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("amqtt", "transitions", "uvicorn"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    return asyncio.run(run_demo(args.duration, args.gateway_port, args.city_port, args.keep,
+                                out=lambda s: print(s, flush=True)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Both ends of the city link together: the real school gateway forwards a
+board's records through a real Mosquitto to the real city service, which
+stores them, acks them (the gateway's outbox drains) and shows the room."""
+
+import secrets
+
+import pytest
+
+from cloud_bridge.service import CityService
+from cloud_bridge.settings import CitySettings
+from edge_gateway.brokers import Mosquitto
+from edge_gateway.config import Config
+from edge_gateway.service import Gateway
+from edge_gateway.testing import Board, wait_for
+
+pytestmark = pytest.mark.broker
+
+SCHOOL = "0341234a"
+
+
+@pytest.fixture
+def city_broker():
+    b = Mosquitto().start()
+    yield b
+    b.stop()
+
+
+def test_a_real_gateway_drains_into_the_city(amqtt_broker, city_broker, tmp_path):
+    city = CityService(CitySettings(
+        token=secrets.token_urlsafe(24), broker_host=city_broker.host, broker_port=city_broker.port,
+        db_path=str(tmp_path / "city.db"), http_port=0, reconnect_min_s=0.1, reconnect_max_s=1.0)).start()
+    gateway = board = None
+    try:
+        assert city.ingest.wait_ready(15)
+        gateway = Gateway(Config.from_dict({
+            "school": SCHOOL, "gateway_id": "gw-0341234a", "db": str(tmp_path / "gateway.sqlite"),
+            "school_broker": {"host": amqtt_broker.host, "port": amqtt_broker.port},
+            "city_broker": {"host": city_broker.host, "port": city_broker.port},
+            "rooms": {"cm2-b": {"wifi": "allowed"}},
+        }), reconnect_max_s=1).start()
+        board = Board(amqtt_broker.host, amqtt_broker.port, SCHOOL, "cm2-b").connect()
+        board.cmd_for(board.request())
+        # birth, lesson.requested, the gateway's decision: all stored, all acked.
+        wait_for(lambda: city.store.record_count(SCHOOL) >= 3 and gateway.outbox_size() == 0,
+                 timeout=15, what="the gateway's outbox drained into the city")
+        assert city.metrics.snapshot()["rejected"] == dict.fromkeys(city.metrics.snapshot()["rejected"], 0)
+        assert city.store.seqs(SCHOOL) == list(range(1, city.store.record_count(SCHOOL) + 1))
+        [school] = city.store.status()["schools"]
+        assert (school["school"], school["gateway"]) == (SCHOOL, "gw-0341234a")
+        wait_for(lambda: city.store.status()["schools"][0]["online"] is True, what="gateway online at the city")
+        [room] = school["rooms"]
+        assert (room["room"], room["online"], room["boot"]) == ("cm2-b", True, 1)
+        assert {r["kind"] for r in city.store.records(school=SCHOOL)} >= {"state", "evt", "decision"}
+    finally:
+        if board:
+            board.close()
+        if gateway:
+            gateway.stop()
+        city.stop()
