@@ -47,10 +47,9 @@ def _port_or_free(port: int) -> int:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
-            return port
         except OSError:
             s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+        return s.getsockname()[1]
 
 
 class _Http:
