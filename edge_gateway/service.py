@@ -208,8 +208,8 @@ class Gateway:
         # city_down: nothing to do; the next city_up resends from the last ack.
 
     def _reject(self, reason: str, msg: mqtt.MQTTMessage, detail: str) -> None:
-        self._count(("rejected", reason))
         log.warning("rejected (%s) on %s: %s; payload %.*r", reason, _topic_of(msg), detail, PAYLOAD_LOG_CHARS, msg.payload)
+        self._count(("rejected", reason))  # after the log: a reader of the count finds the reason logged
 
     def _board_message(self, msg: mqtt.MQTTMessage, now: float) -> None:
         try:
@@ -231,11 +231,11 @@ class Gateway:
             body = msg.payload.decode()
         except ProtocolError as e:
             return self._reject(rejection_reason(e), msg, str(e))
-        self._count(("accepted", leaf))
         if leaf == "tele":
             # Periodic readings update the live view only; the history keeps events.
             if not self.registry.is_history(room, obj["boot"]):
                 self.registry.apply_tele(room, obj, now)
+            self._count(("accepted", leaf))
             return
         send = None
         with self.store.transaction():
@@ -249,6 +249,7 @@ class Gateway:
                     self._count("history")
                 else:
                     self.registry.touch(room, now)
+        self._count(("accepted", leaf))  # once committed: whoever reads the count finds the record
         if send is not None:
             self.school.send_cmd(room, send)
 

@@ -11,6 +11,17 @@ from .board import Board
 from .config import ConfigError, load
 
 
+def _show_fault(board):
+    # No network, no session: the relay stays off and the LED says "call the
+    # technician" until someone fixes config.json and resets the board.
+    from .compat import sleep_ms, ticks_ms
+    from .led import level
+
+    while True:
+        board.set_led(level("fault", ticks_ms()))
+        sleep_ms(50)
+
+
 def main():
     with open("board.json") as f:
         board = Board(json.load(f))
@@ -19,7 +30,7 @@ def main():
         cfg = load("config.json")
     except ConfigError as e:
         print("preau: configuration error:", e)
-        board.set_led(True)
+        _show_fault(board)
         return
     board.start_uplink()
     asyncio.run(Classroom(cfg, board, storage="/").run())
