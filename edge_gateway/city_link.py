@@ -92,6 +92,7 @@ class Forwarder:
         self.acked = store.acked()
         self.sent_upto = self.acked
         self.last_progress = 0.0
+        self.online = False
         self.batches_sent = 0
         self.records_sent = 0
         self.resends = 0
@@ -105,8 +106,12 @@ class Forwarder:
 
     def on_up(self, now: float) -> None:
         # Whatever was in flight when the link dropped may be lost: start again from the ack.
+        self.online = True
         self.sent_upto = self.acked
         self.pump(now)
+
+    def on_down(self) -> None:
+        self.online = False
 
     def on_ack(self, acked: int, now: float) -> None:
         last = self.store.last_seq()
@@ -123,7 +128,9 @@ class Forwarder:
         self.pump(now)
 
     def pump(self, now: float) -> None:
-        if not self.link.connected:
+        # `online` is the worker's view (set when it handles city_up), so nothing is sent
+        # on a new connection before the resend-from-ack that city_up starts.
+        if not (self.online and self.link.connected):
             return
         if self.sent_upto > self.acked and now - self.last_progress >= self.resend_after_s:
             log.warning("city: no ack beyond %s for %.0f s, resending from there", self.acked, now - self.last_progress)

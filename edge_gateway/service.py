@@ -10,6 +10,7 @@ embedded in an asyncio program (the demo) or run by `main()`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -91,6 +92,7 @@ class Gateway:
         self._last_seq = self.store.last_seq()
         self._acked = self.store.acked()
         self._worker: threading.Thread | None = None
+        self._stopped = False
 
     # lifecycle -----------------------------------------------------------------
 
@@ -109,6 +111,9 @@ class Gateway:
         return self
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self.school.stop()
         if self.city is not None:
             self.city.stop()
@@ -205,7 +210,8 @@ class Gateway:
             self.forwarder.on_up(now)
         elif kind == "city_ack":
             self.forwarder.on_ack(item[1], now)
-        # city_down: nothing to do; the next city_up resends from the last ack.
+        elif kind == "city_down":
+            self.forwarder.on_down()  # the next city_up resends from the last ack
 
     def _reject(self, reason: str, msg: mqtt.MQTTMessage, detail: str) -> None:
         log.warning("rejected (%s) on %s: %s; payload %.*r", reason, _topic_of(msg), detail, PAYLOAD_LOG_CHARS, msg.payload)
@@ -333,6 +339,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--bind: expected host:port, got {bind!r}")
         gateway = Gateway(config, connect_attempts=max(1, args.connect_attempts)).start()
         app = create_app(gateway, settings)
+        running = gateway
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app):
+            yield
+            # Here, not only in `finally`: uvicorn re-raises SIGTERM once it has shut
+            # down, so code after `run()` may never execute.
+            running.stop()
+
+        app.router.lifespan_context = lifespan
 
         import uvicorn
 

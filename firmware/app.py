@@ -225,8 +225,10 @@ class Classroom:
                     await self.mqtt.publish(self.t_ack, encode(self._acks_out[0]), False, 1)
                     self._acks_out.pop(0)
                 while self.events.queue and self.mqtt.up:
-                    await self.mqtt.publish(self.t_evt, encode(self.events.peek()), False, 1)
-                    self.events.pop()
+                    evt = self.events.peek()
+                    await self.mqtt.publish(self.t_evt, encode(evt), False, 1)
+                    if self.events.peek() is evt:  # the queue may have dropped it meanwhile
+                        self.events.pop()
                 if self._reboot and not self._acks_out:
                     await asyncio.sleep(0.2)
                     self.board.set_relay(False)
@@ -273,8 +275,13 @@ class Classroom:
             self.session.press_long(self.clock.uptime_ms())
         if self.mqtt.up:
             try:
-                while self.events.queue:  # the session's end reaches the gateway
-                    await self.mqtt.publish(self.t_evt, encode(self.events.pop()), False, 1)
+                # Let the publisher hand the last events (the session's end)
+                # to the MQTT client; bounded, a shutdown must not hang.
+                self._wake.set()
+                for _ in range(40):
+                    if not self.events.queue:
+                        break
+                    await asyncio.sleep(0.05)
                 dead = {"v": 1, "online": False, "boot": self.boot, "reason": "shutdown"}
                 await self.mqtt.publish(self.t_state, encode(dead), True, 1)
                 await self.mqtt.disconnect()

@@ -31,12 +31,12 @@ function parseArgs(argv) {
   return { libs, heapsize };
 }
 
-// Copies the .py files of a host folder into /lib/NAME/ as one package.
+// Copies the .py and .mpy files of a host folder into /lib/NAME/ as one package.
 function installPackage(mp, name, dir) {
   const target = `/lib/${name}`;
   mp.FS.mkdirTree(target);
   for (const file of fs.readdirSync(dir).sort()) {
-    if (file.endsWith(".py")) {
+    if (file.endsWith(".py") || file.endsWith(".mpy")) {
       mp.FS.writeFile(`${target}/${file}`, fs.readFileSync(path.join(dir, file)));
     }
   }

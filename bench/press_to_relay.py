@@ -1,0 +1,111 @@
+"""Teacher press to relay on, through a real broker and the real gateway.
+
+The real firmware (simulated board) publishes `lesson.requested`; the real
+gateway decides and answers `grant`; the board energises the relay. Timed
+from the debounced press (`Classroom.on_press`) to the relay output, for N
+sessions, each ended by a long press. For scale, the same run measures a
+bare MQTT round trip (paho -> broker -> paho) on the same broker.
+
+    .venv/bin/python bench/press_to_relay.py [--n 300] [--broker mosquitto|amqtt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+
+from edge_gateway.brokers import Mosquitto, ThreadedAmqtt  # noqa: E402
+from edge_gateway.config import Config  # noqa: E402
+from edge_gateway.service import Gateway  # noqa: E402
+from firmware.button import LONG, SHORT  # noqa: E402
+from hardware.sim.classroom import SimClassroom  # noqa: E402
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def mqtt_round_trips(port: int, n: int) -> list[float]:
+    got = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-rtt")
+    c.on_message = lambda *a: got.set()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.subscribe("bench/rtt", 1)
+    time.sleep(0.3)
+    out = []
+    for _ in range(n):
+        got.clear()
+        t = time.perf_counter()
+        c.publish("bench/rtt", b"x", qos=1)
+        got.wait(5)
+        out.append((time.perf_counter() - t) * 1000)
+    c.loop_stop()
+    c.disconnect()
+    return out
+
+
+async def presses(port: int, n: int, workdir: str) -> list[float]:
+    config = Config.from_dict({
+        "school": "bench", "gateway_id": "gw-bench", "db": os.path.join(workdir, "gw.sqlite3"),
+        "school_broker": {"host": "127.0.0.1", "port": port},
+        "rooms": {"r1": {"wifi": "allowed"}},
+    }, source="bench")
+    gateway = await asyncio.to_thread(Gateway(config).start)
+    sim = SimClassroom({"school": "bench", "room": "r1", "broker": "127.0.0.1", "port": port},
+                       storage=os.path.join(workdir, "board"))
+    sim.start()
+    out = []
+    try:
+        while not sim.app.mqtt.up:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        app = sim.app
+        for _ in range(n):
+            t = time.perf_counter()
+            app.on_press(SHORT, app.clock.uptime_ms())
+            while not sim.relay:
+                await asyncio.sleep(0)
+            out.append((time.perf_counter() - t) * 1000)
+            app.on_press(LONG, app.clock.uptime_ms())
+            while sim.relay:
+                await asyncio.sleep(0)
+    finally:
+        await sim.stop()
+        await asyncio.to_thread(gateway.stop)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
+    args = ap.parse_args()
+    broker = (Mosquitto() if args.broker == "mosquitto" else ThreadedAmqtt()).start()
+    try:
+        rtt = mqtt_round_trips(broker.port, args.n)
+        with tempfile.TemporaryDirectory() as workdir:
+            press = asyncio.run(presses(broker.port, args.n, workdir))
+    finally:
+        broker.stop()
+    print(f"broker: {args.broker}, n = {args.n}")
+    print(f"bare MQTT QoS1 round trip  p50 {pct(rtt, 50):7.2f} ms  p99 {pct(rtt, 99):7.2f} ms")
+    print(f"press -> relay on          p50 {pct(press, 50):7.2f} ms  p99 {pct(press, 99):7.2f} ms"
+          f"  mean {statistics.mean(press):.2f} ms")
+    print(f"ratio press/round trip     p50 {pct(press, 50) / pct(rtt, 50):7.1f} x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
