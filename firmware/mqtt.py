@@ -193,7 +193,11 @@ class MQTTClient:
         self._last_ping = 0
         self._lock = asyncio.Lock()  # one packet at a time on the stream
         self._wake = asyncio.Event()  # connection lost, or disconnect() called
-        self._acked = asyncio.Event()  # pulsed at every PUBACK
+        # Set (never cleared) and replaced at a PUBACK when someone waits: a
+        # set()+clear() pulse is lost when the waiter's wait_for task has not
+        # started yet, on both CPython and MicroPython.
+        self._acked = asyncio.Event()
+        self._ack_waiters = 0
         self._done = asyncio.Event()  # run() has returned
 
     # ----- public API -----
@@ -316,18 +320,23 @@ class MQTTClient:
     async def wait_puback(self, pid, timeout_ms=None):
         """Wait until `pid` is PUBACKed; False if timeout_ms passes first."""
         t0 = ticks_ms()
-        while not self.acked(pid):
-            if timeout_ms is None:
-                await self._acked.wait()
-                continue
-            left = timeout_ms - ticks_diff(ticks_ms(), t0)
-            if left <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._acked.wait(), left / 1000)
-            except asyncio.TimeoutError:
-                pass
-        return True
+        self._ack_waiters += 1
+        try:
+            while not self.acked(pid):
+                ev = self._acked
+                if timeout_ms is None:
+                    await ev.wait()
+                    continue
+                left = timeout_ms - ticks_diff(ticks_ms(), t0)
+                if left <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(ev.wait(), left / 1000)
+                except asyncio.TimeoutError:
+                    pass
+            return True
+        finally:
+            self._ack_waiters -= 1
 
     # ----- one connection -----
 
@@ -582,8 +591,10 @@ class MQTTClient:
             for i in range(len(self._inflight)):
                 if self._inflight[i][_PID] == pid:
                     del self._inflight[i]
-                    self._acked.set()
-                    self._acked.clear()
+                    if self._ack_waiters:
+                        ev = self._acked
+                        self._acked = asyncio.Event()
+                        ev.set()
                     break
         elif kind == _SUBACK and len(body) >= 3:
             if body[2] & 0x80:

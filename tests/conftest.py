@@ -17,6 +17,14 @@ def amqtt_broker():
     broker.stop()
 
 
+@pytest.fixture
+def city_broker():
+    """A second Mosquitto: the city's hop, separate from the school's."""
+    broker = Mosquitto().start()
+    yield broker
+    broker.stop()
+
+
 @pytest.fixture(params=["mosquitto", "amqtt"])
 def broker(request):
     """Each test using this runs once against Mosquitto and once against amqtt."""

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
 import uuid
 
 import paho.mqtt.client as mqtt
 
-
-def wait_for(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    """Poll `pred` until truthy; fail with `what` after `timeout` seconds.
-    Bounded waits, never a wall-clock assertion."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
+from edge_gateway.testing import wait_for  # noqa: F401 - one polling helper for all tests
 
 
 async def await_for(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):

@@ -8,7 +8,6 @@ import pytest
 
 from cloud_bridge.service import CityService
 from cloud_bridge.settings import CitySettings
-from edge_gateway.brokers import Mosquitto
 from edge_gateway.config import Config
 from edge_gateway.service import Gateway
 from edge_gateway.testing import Board, wait_for
@@ -16,13 +15,6 @@ from edge_gateway.testing import Board, wait_for
 pytestmark = pytest.mark.broker
 
 SCHOOL = "0341234a"
-
-
-@pytest.fixture
-def city_broker():
-    b = Mosquitto().start()
-    yield b
-    b.stop()
 
 
 def test_a_real_gateway_drains_into_the_city(amqtt_broker, city_broker, tmp_path):

@@ -366,6 +366,21 @@ def test_a_failing_on_message_is_counted_and_the_message_still_acked():
     assert got == [b"fine"]
 
 
+def test_puback_between_wait_start_and_its_inner_task_is_not_lost():
+    # Regression: wait_for() runs event.wait() in a task that starts one loop
+    # step later; a PUBACK in that gap used to be missed until the timeout.
+    async def main():
+        c = MQTTClient("b", "127.0.0.1", 1)
+        pid = await c.publish("t", b"x", qos=1)  # down: queued
+        waiter = asyncio.create_task(c.wait_puback(pid, 60000))
+        await asyncio.sleep(0)  # the waiter is inside wait_for, its inner task not yet run
+        await c._dispatch(0x40, pid.to_bytes(2, "big"))  # the PUBACK, as the reader would
+        assert await asyncio.wait_for(waiter, 5) is True
+        assert c.inflight_count() == 0
+
+    run(main())
+
+
 # ----- real brokers, paho as the peer -----
 
 

@@ -4,7 +4,6 @@ ingest, and the gateway's real SQLite outbox."""
 
 import pytest
 
-from edge_gateway.brokers import Mosquitto
 from edge_gateway.config import Config
 from edge_gateway.service import Gateway
 from edge_gateway.testing import Board, City, wait_for
@@ -12,13 +11,6 @@ from edge_gateway.testing import Board, City, wait_for
 pytestmark = pytest.mark.broker
 
 SCHOOL = "0341234a"
-
-
-@pytest.fixture
-def city_broker():
-    b = Mosquitto().start()
-    yield b
-    b.stop()
 
 
 def config(school_broker, city_broker, tmp_path):
