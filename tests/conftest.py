@@ -1,6 +1,23 @@
 import pytest
 
 from edge_gateway.brokers import Mosquitto, ThreadedAmqtt
+from hardware.sim.classroom import SimClassroom
+
+
+@pytest.fixture(autouse=True)
+def access_point_fail_safes():
+    """In every test that runs a simulated board: the relay's first level at
+    each boot is off, and it is off when the test ends (loi 2015-136 art. 7)."""
+    SimClassroom.instances.clear()
+    yield
+    for sim in SimClassroom.instances:
+        pin = sim.pin("ap_relay")
+        off = 1 if sim.profile["pins"]["ap_relay"].get("active_low") else 0
+        for machine in sim.boots:
+            levels = [level for _, p, level in machine.history if p == pin]
+            assert levels and levels[0] == off, f"{sim.room}: relay not driven off first at boot"
+        assert not sim.relay, f"{sim.room}: access point left on at the end of the test"
+    SimClassroom.instances.clear()
 
 
 @pytest.fixture

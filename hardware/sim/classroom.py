@@ -19,6 +19,10 @@ log = logging.getLogger("preau.sim")
 
 
 class SimClassroom:
+    # Every simulated board made in this process, so a test harness can check
+    # the access-point rules on all of them (tests/conftest.py does).
+    instances: list["SimClassroom"] = []
+
     def __init__(self, config: dict, storage: str | None = None, profile: str | None = None) -> None:
         self.config = validate(dict(config), where=f"sim config {config.get('room')}")
         self.profile = load_profile(profile or self.config["board"])
@@ -28,11 +32,14 @@ class SimClassroom:
         self.app: Classroom | None = None
         self.machine: SimMachine | None = None
         self._task: asyncio.Task | None = None
+        self.boots: list[SimMachine] = []
+        SimClassroom.instances.append(self)
         self.boot()
 
     def boot(self) -> None:
         """Power on: a fresh machine, the real firmware from its first line."""
         self.machine = SimMachine()
+        self.boots.append(self.machine)
         b = self.profile["pins"]["button"]
         self.machine.inputs[b["pin"]] = 1 if b.get("active_low", True) else 0  # released
         board = Board(self.profile, machine=self.machine)
