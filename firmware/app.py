@@ -183,7 +183,7 @@ class Classroom:
 
     def apply(self, now):
         s = self.session
-        s.tick(now)
+        s.tick(now, self.clock.time())
         self.board.set_relay(s.ap)
         self.board.set_led(ledmod.level(self.led_mode(now), now))
         if self.events.queue:

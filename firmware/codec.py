@@ -220,11 +220,29 @@ def check_tele(obj):
     return obj
 
 
+MAX_WINDOWS = 48
+
+
 def check_policy(obj):
     _field(obj, "start", "bool")
     _field(obj, "max_s", "int")
     _range(obj, "max_s", 0, MAX_DURATION_S)
     _field(obj, "ap", "bool")
+    if _field(obj, "cap_s", "int", False) is not None:
+        _range(obj, "cap_s", 60, MAX_DURATION_S)
+    _field(obj, "until", "uint", False)
+    windows = _field(obj, "windows", "list", False)
+    if windows is not None:
+        if len(windows) > MAX_WINDOWS:
+            raise ProtocolError("field windows: %d windows, limit %d" % (len(windows), MAX_WINDOWS))
+        last_end = 0
+        for i, w in enumerate(windows):
+            if not (isinstance(w, list) and len(w) == 4 and _is(w[0], "uint") and _is(w[1], "uint")
+                    and _is(w[2], "uint") and w[3] in (0, 1) and not (w[3] is True or w[3] is False)):
+                raise ProtocolError("field windows[%d]: expected [start, end, max_s, ap 0/1]" % i)
+            if w[1] <= w[0] or w[0] < last_end or w[2] > MAX_DURATION_S:
+                raise ProtocolError("field windows[%d]: empty, overlapping or too long" % i)
+            last_end = w[1]
     return obj
 
 

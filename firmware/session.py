@@ -88,11 +88,26 @@ class Session:
         self._end(now, "command")
         return True, "ended"
 
-    def tick(self, now):
+    def offline_rule(self, unix):
+        """What the retained policy allows now without the gateway:
+        (max_s, ap), or None. With the time known and the policy still
+        valid, only its windows count; otherwise its time-free fallback."""
+        p = self.policy
+        windows = p.get("windows")
+        if unix is not None and windows is not None and unix < p.get("until", 0):
+            for start, end, max_s, ap in windows:
+                if start <= unix < end:
+                    return min(max_s, end - unix), ap == 1
+            return None
+        if p.get("start") and p.get("max_s", 0) > 0:
+            return p["max_s"], bool(p.get("ap"))
+        return None
+
+    def tick(self, now, unix=None):
         if self.state == REQUESTING and now >= self._deadline:
-            p = self.policy
-            if p.get("start") and p.get("max_s", 0) > 0:
-                self._start(now, p["max_s"], bool(p.get("ap")), True, "offline")
+            rule = self.offline_rule(unix)
+            if rule is not None and rule[0] > 0:
+                self._start(now, rule[0], rule[1], True, "offline")
             else:
                 self._deny(now, "offline_policy", "offline")
         elif self.state == ACTIVE and now >= self._ends:
@@ -146,7 +161,10 @@ class Session:
 
     def _update_ap(self, now, reason="session_end"):
         want = self.state == ACTIVE and self._ap_allowed and not self._ap_capped and now < self._ends
-        if want and self.ap and now - self._ap_since >= self.ap_cap_ms:
+        cap_ms = self.ap_cap_ms
+        if "cap_s" in self.policy:  # the gateway may only lower the board's own cap
+            cap_ms = min(cap_ms, self.policy["cap_s"] * 1000)
+        if want and self.ap and now - self._ap_since >= cap_ms:
             # The hard cap holds whatever the gateway and the network say.
             self._ap_capped = True
             want = False

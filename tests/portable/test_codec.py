@@ -254,3 +254,14 @@ def test_valid_name():
     assert not codec.valid_name("+")
     assert not codec.valid_name(None)
     assert not codec.valid_name(b"cm2")
+
+
+def test_policy_windows_checked():
+    ok = {"v": 1, "start": True, "max_s": 2700, "ap": False, "cap_s": 3600, "until": 200,
+          "windows": [[10, 20, 600, 1], [30, 40, 600, 0]]}
+    assert codec.check_policy(dict(ok)) == ok
+    for bad in ([[10, 20, 600, True]], [[20, 10, 600, 0]], [[10, 20, 600, 0], [15, 30, 600, 0]],
+                [[10, 20, 600]], [["10", 20, 600, 0]], [[10, 20, 99999, 0]]):
+        obj = dict(ok)
+        obj["windows"] = bad
+        raises(codec.ProtocolError, codec.check_policy, obj)

@@ -162,3 +162,31 @@ def test_led_patterns_distinct():
         assert trace not in seen, mode
         seen.append(trace)
     assert level("on", 12345) == 1
+
+
+def test_offline_windows_apply_when_time_known():
+    s, ev, _ = make(request_timeout_ms=1000)
+    t0 = 1763900000
+    s.set_policy({"v": 1, "start": True, "max_s": 2700, "ap": False, "cap_s": 3600, "until": t0 + 172800,
+                  "windows": [[t0, t0 + 3000, 5400, 1], [t0 + 7000, t0 + 9000, 1800, 0]]})
+    assert s.offline_rule(t0 + 100) == (2900, True)  # clipped to the window's end
+    assert s.offline_rule(t0 + 7100) == (1800, False)
+    assert s.offline_rule(t0 + 5000) is None  # between windows: no session alone
+    assert s.offline_rule(None) == (2700, False)  # time unknown: the fallback
+    assert s.offline_rule(t0 + 200000) == (2700, False)  # policy expired: the fallback
+    s.press_short(0)
+    s.tick(1000, t0 + 100)
+    assert s.state == ACTIVE and s.ap is True and s.source == "offline"
+    s.tick(1000 + 3600 * 1000, t0 + 3700)  # the policy's cap_s lowers the board's cap
+    assert s.ap is False
+
+
+def test_offline_window_refusal_between_windows():
+    s, ev, _ = make(request_timeout_ms=1000)
+    t0 = 1763900000
+    s.set_policy({"v": 1, "start": True, "max_s": 2700, "ap": False, "until": t0 + 1000,
+                  "windows": [[t0 + 500, t0 + 900, 600, 0]]})
+    s.press_short(0)
+    s.tick(1000, t0 + 100)
+    assert s.state == IDLE
+    assert ev.queue[-1]["data"]["reason"] == "offline_policy"
