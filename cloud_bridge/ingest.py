@@ -24,6 +24,8 @@ import time
 from typing import Callable
 
 import paho.mqtt.client as mqtt
+
+from edge_gateway.link import tcp_nodelay
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .batch import BatchError, city_topic, parse_batch, parse_city_topic, parse_gateway_state, truncate
@@ -75,6 +77,7 @@ class Ingest:
             clean_session=False,
             protocol=mqtt.MQTTv311,
         )
+        tcp_nodelay(client)
         if s.username:
             client.username_pw_set(s.username, s.password)
         # paho annotates these as int but sleeps on them as given; tests use

@@ -135,6 +135,7 @@ class Mosquitto:
                 "log_type error\n"
                 "log_type warning\n"
                 "max_queued_messages 100000\n"
+                "set_tcp_nodelay true\n"
                 + self.extra_config
             )
         self.proc = subprocess.Popen(

@@ -30,6 +30,7 @@ from cloud_bridge.settings import CitySettings
 from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.brokers import start_amqtt
 from edge_gateway.config import Config
+from edge_gateway.link import tcp_nodelay
 from edge_gateway.service import Gateway
 from hardware.sim.classroom import SimClassroom
 
@@ -77,7 +78,7 @@ class Narrator:
     def __init__(self, port: int, t0: float, out) -> None:
         self.t0 = t0
         self.out = out
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="preau-demo-narrator")
+        self.client = tcp_nodelay(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="preau-demo-narrator"))
         self.client.on_connect = lambda c, *_: c.subscribe(f"preau/v1/{SCHOOL}/+/evt", 1)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)

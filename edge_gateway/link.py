@@ -4,7 +4,10 @@ with capped backoff, and errors translated where they enter."""
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
+import socket
 import threading
 import time
 
@@ -12,6 +15,19 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .config import BrokerConfig
+
+
+def tcp_nodelay(client: mqtt.Client) -> mqtt.Client:
+    """Send each MQTT packet at once. paho writes a packet in more than one
+    send(); with Nagle's algorithm on, the second waits for the peer's delayed
+    ACK: 40 ms added to every press-to-grant round trip on Linux."""
+
+    def on_socket_open(_client, _userdata, sock) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    client.on_socket_open = on_socket_open
+    return client
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +57,7 @@ class MqttLink:
             clean_session=clean_session,
             manual_ack=manual_ack,
         )
+        tcp_nodelay(self.client)
         if broker.username is not None:
             self.client.username_pw_set(broker.username, broker.password)
         if broker.tls:

@@ -249,6 +249,13 @@ class Gateway:
                 self._state(room, obj, body, now)
             elif leaf == "evt":
                 send = self._event(room, obj, body, now)
+                if send is not None:
+                    # Answer before the commit's fsync: a teacher waits on this.
+                    # Should the commit then fail, the board's own events
+                    # (session.started) still tell the story, and the request,
+                    # not yet acknowledged to the broker, comes back and is
+                    # answered again (the board acks a second grant as stale).
+                    self.school.send_cmd(room, send)
             elif leaf == "ack":
                 self.store.add(room, "ack", now, body, obj["boot"])
                 if self.registry.is_history(room, obj["boot"]):
@@ -256,8 +263,6 @@ class Gateway:
                 else:
                     self.registry.touch(room, now)
         self._count(("accepted", leaf))  # once committed: whoever reads the count finds the record
-        if send is not None:
-            self.school.send_cmd(room, send)
 
     def _state(self, room: str, obj: dict, body: str, now: float) -> None:
         if self.registry.is_history(room, obj["boot"]):

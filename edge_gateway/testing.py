@@ -15,6 +15,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware.codec import topic
 
+from .link import tcp_nodelay
+
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
     """Poll until predicate() is truthy; AssertionError after `timeout` seconds."""
@@ -29,7 +31,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str =
 
 
 def _client(client_id: str, clean_session: bool = True) -> mqtt.Client:
-    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+    return tcp_nodelay(mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session))
 
 
 def _connect(client: mqtt.Client, host: str, port: int) -> None:

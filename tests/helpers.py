@@ -9,6 +9,7 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
+from edge_gateway.link import tcp_nodelay
 from edge_gateway.testing import wait_for  # noqa: F401 - one polling helper for all tests
 
 
@@ -31,7 +32,7 @@ class Peer:
     def __init__(self, host: str, port: int, subscribe: str | list[str] = "#") -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex[:8]}")
+        self.client = tcp_nodelay(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex[:8]}"))
         self._subs = [subscribe] if isinstance(subscribe, str) else subscribe
         self._ready = threading.Event()
         self.client.on_connect = self._on_connect
