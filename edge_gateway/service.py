@@ -92,6 +92,8 @@ class Gateway:
         self._last_seq = self.store.last_seq()
         self._acked = self.store.acked()
         self._worker: threading.Thread | None = None
+        self._timed: set[tuple[str, int]] = set()  # (room, boot) given the time
+        self._time_ids = 0
         self._stopped = False
 
     # lifecycle -----------------------------------------------------------------
@@ -270,7 +272,17 @@ class Gateway:
             log.info("room %s: state from old boot %s kept as history", room, obj["boot"])
             self.store.add(room, "state", now, body, obj["boot"])
             return
-        if not self.registry.apply_state(room, obj, body, now):
+        fresh = self.registry.apply_state(room, obj, body, now)
+        if obj["online"] and (room, obj["boot"]) not in self._timed:
+            # The board has no trusted clock: give it ours at every boot (and
+            # once after our own restart), so its offline policy windows and
+            # event times work without waiting for the next grant.
+            self._timed.add((room, obj["boot"]))
+            self._time_ids += 1
+            self.school.send_cmd(room, {"v": 1, "id": "t-%d-%d" % (int(now), self._time_ids),
+                                        "cmd": "time", "now": int(now)})
+            self._count("time_sent")
+        if not fresh:
             self._count("duplicates")
             return
         self.store.add(room, "state", now, body, obj["boot"])

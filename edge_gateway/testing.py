@@ -50,7 +50,8 @@ class Board:
     def __init__(self, host: str, port: int, school: str, room: str, boot: int = 1) -> None:
         self.host, self.port, self.school, self.room, self.boot = host, port, school, room, boot
         self.seq = 0
-        self.cmds: list[dict] = []
+        self.cmds: list[dict] = []  # commands about sessions (grant, deny, end, ...)
+        self.times: list[dict] = []  # `time` commands: the gateway giving its clock
         self.policy: dict | None = None
         self.client = _client(f"board-{school}-{room}-{boot}-{id(self)}")
 
@@ -63,7 +64,8 @@ class Board:
         if msg.topic == self.topic("policy"):
             self.policy = json.loads(msg.payload)
         elif msg.topic == self.topic("cmd"):
-            self.cmds.append(json.loads(msg.payload))
+            cmd = json.loads(msg.payload)
+            (self.times if cmd.get("cmd") == "time" else self.cmds).append(cmd)
 
     def connect(self, birth: bool = True) -> "Board":
         self.client.will_set(self.topic("state"), json.dumps({"v": 1, "online": False, "boot": self.boot}), qos=1, retain=True)

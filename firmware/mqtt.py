@@ -84,6 +84,12 @@ def encode_length(n):
             return bytes(out)
 
 
+def backoff_wait(delay, r8):
+    """Equal jitter: a wait in [delay/2, delay] from 8 random bits, so a whole
+    school's boards that lost the gateway together do not come back in step."""
+    return delay // 2 + (r8 * (delay - delay // 2) >> 8)
+
+
 def _bytes(x):
     if isinstance(x, str):
         return x.encode()
@@ -183,7 +189,7 @@ class MQTTClient:
         self._subs = []  # [topic, qos, connection number it was sent on]
         self._pid = 0
         self._conn = 0  # connection number, bumped at every attempt
-        self._writer = None  # set only between CONNACK and teardown
+        self._writer = None  # the open stream, from connect to teardown; usable while `up`
         self._rx_task = None
         self._run_task = None
         self._first_phase = False  # on_connect is running
@@ -225,9 +231,7 @@ class MQTTClient:
                     break
                 if self.stats["connects"] != connects and ticks_diff(ticks_ms(), t0) >= _STABLE_MS:
                     delay = lo
-                # Equal jitter: a whole school's boards that lost the gateway
-                # together do not come back in step.
-                wait = delay // 2 + (getrandbits(8) * (delay - delay // 2) >> 8)
+                wait = backoff_wait(delay, getrandbits(8))
                 delay = min(delay * 2, hi)
                 self._wake.clear()
                 await self._pause(wait)
@@ -244,6 +248,10 @@ class MQTTClient:
         birth, are always taken)."""
         topic = _bytes(topic)
         payload = _bytes(payload)
+        # Checked here: a queued message the broker refuses would make it drop
+        # every connection, for ever.
+        if not topic or b"+" in topic or b"#" in topic:
+            raise ValueError("bad topic to publish: %r" % (topic,))
         first = _PUBLISH | (1 if retain else 0)
         if qos == 0:
             if not self.up:
@@ -286,7 +294,10 @@ class MQTTClient:
             self._subs.append(s)
         if not self.up:
             return None
-        return await self._subscribe(s)
+        try:
+            return await self._subscribe(s)
+        except OSError:
+            return None  # remembered: sent again after the reconnect
 
     async def disconnect(self):
         """Clean DISCONNECT (the broker drops the Last Will) and stop run()."""
@@ -500,6 +511,8 @@ class MQTTClient:
                 if self._first_phase and not e[_FIRST]:
                     return  # the backlog waits for on_connect to finish
                 if e[_SENT]:
+                    # In place: a transport still holding the first copy can
+                    # only see DUP set early, which the broker tolerates.
                     e[_PKT][0] |= _DUP
                     self.stats["retransmits"] += 1
                 e[_SENT] = conn

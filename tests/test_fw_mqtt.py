@@ -13,8 +13,8 @@ import threading
 import paho.mqtt.client as paho
 import pytest
 
-from edge_gateway.brokers import Mosquitto
-from firmware.mqtt import MQTTClient, MQTTError, encode_length
+from edge_gateway.brokers import Mosquitto, free_port
+from firmware.mqtt import MQTTClient, MQTTError, backoff_wait, encode_length
 
 ROOM = "preau/v1/0341234a/cm2-b/"
 FAST = (20, 200)  # backoff_ms for tests: reconnects are quick but still doubled
@@ -92,6 +92,45 @@ def test_encode_length_uses_one_to_four_bytes():
     assert encode_length(268435455) == b"\xff\xff\xff\x7f"
     with pytest.raises(ValueError):
         encode_length(268435456)
+
+
+def test_backoff_wait_is_between_half_and_the_whole_delay():
+    assert backoff_wait(1000, 0) == 500
+    assert backoff_wait(1000, 255) == 998
+    assert all(500 <= backoff_wait(1000, r) <= 1000 for r in range(256))
+    assert backoff_wait(1, 255) == 0
+
+
+def test_reconnect_backoff_doubles_up_to_the_maximum():
+    waits = []
+
+    async def main():
+        c = MQTTClient("b", "127.0.0.1", free_port(), backoff_ms=(100, 800))  # nobody listens
+
+        async def pause(ms):  # the one place run() waits: record instead of sleeping
+            waits.append(ms)
+            if len(waits) == 6:
+                await c.disconnect()
+
+        c._pause = pause
+        await c.run()  # returns after disconnect()
+        assert c.stats["connects"] == 0 and c.stats["errors"] == 6
+        assert isinstance(c.last_error, ConnectionRefusedError)
+
+    run(main())
+    for wait, delay in zip(waits, (100, 200, 400, 800, 800, 800), strict=True):
+        assert delay // 2 <= wait <= delay
+
+
+def test_publish_rejects_wildcard_and_empty_topics():
+    async def main():
+        c = MQTTClient("b", "127.0.0.1", 1)
+        for topic in ("", "preau/v1/+/cm2-b/evt", b"preau/#"):
+            with pytest.raises(ValueError):
+                await c.publish(topic, b"{}", qos=1)
+        assert c.inflight_count() == 0
+
+    run(main())
 
 
 # ----- a scripted broker at the byte boundary -----

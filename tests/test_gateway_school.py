@@ -76,6 +76,9 @@ def test_request_granted_with_room_wifi_and_disabled_room_denied(gateway, board_
 
     ids = [c["id"] for b in (wifi_room, wired_room, disabled) for c in b.cmds]
     assert len(set(ids)) == 3
+    # every board was given the gateway's clock once, at its birth
+    for b in (wifi_room, wired_room, disabled):
+        assert len(b.times) == 1 and check_cmd(b.times[0])["now"] > 1_700_000_000
     assert gateway.metrics["decisions"] == {"grant": 2, "deny": 1}
 
 
