@@ -10,6 +10,8 @@ worker writes."""
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import sqlite3
 from contextlib import closing
@@ -72,12 +74,14 @@ ROOM_COLUMNS = ("room", "online", "boot", "fw", "board", "session", "ap", "last_
 class Store:
     def __init__(self, path: str) -> None:
         self.path = path
+        self._depth = 0
         # check_same_thread=False: opened by the starting thread, then used by the worker alone.
         self.conn = sqlite3.connect(path, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         # FULL: the school link acknowledges a board's QoS 1 message only after its
-        # commit, so the record must be on the card by then. A few records a minute:
-        # the fsync per commit costs nothing that matters, even on an SD card.
+        # commit, so the record must be on the card by then. The worker commits a
+        # whole batch of queued messages at once (one fsync), and answers lesson
+        # requests before the commit, so the fsync is never on a teacher's path.
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA busy_timeout=5000")
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -90,9 +94,35 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def transaction(self) -> sqlite3.Connection:
-        """`with store.transaction():` commits on success, rolls back on error."""
-        return self.conn
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """`with store.transaction():` commits on success, rolls back on error.
+        Nested inside another, it is a SAVEPOINT: the worker wraps a whole
+        batch of messages in one transaction (one fsync), and each message's
+        own block still rolls back alone if it fails."""
+        if self._depth == 0:
+            self._depth = 1
+            try:
+                with self.conn:  # COMMIT, or ROLLBACK on an exception
+                    if not self.conn.in_transaction:
+                        self.conn.execute("BEGIN")
+                    yield self.conn
+            finally:
+                self._depth = 0
+            return
+        name = "sp%d" % self._depth
+        self._depth += 1
+        self.conn.execute("SAVEPOINT " + name)
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK TO " + name)
+            self.conn.execute("RELEASE " + name)
+            raise
+        else:
+            self.conn.execute("RELEASE " + name)
+        finally:
+            self._depth -= 1
 
     # records -------------------------------------------------------------
 

@@ -55,6 +55,7 @@ _POLICY_TABLE = (
 _PERIOD_TYPE_KEYS = ("sessions", "projector", "ap", "max_s", "label_fr", "label_en")
 _PERIOD_KEYS = ("start", "end", "type", "overnight")
 _DAY_KEYS = ("periods", "same_as")
+HOLIDAYS = "holidays"  # [week.holidays]: the holiday leisure centre, Monday to Friday
 _CLOSURE_KEYS = ("start", "end", "label", "rooms")
 _SPECIAL_KEYS = ("date", "label", "plan", "rooms")
 _ICAL_KEYS = ("file", "room_map", "default_type")
@@ -285,7 +286,7 @@ def load_policy(
 
     period_types = _period_types(v, data)
     rooms = _rooms(v, data)
-    week = _week(v, data, period_types)
+    week, holiday_periods = _week(v, data, period_types)
     closures = _closures(v, data, rooms)
     special_days = _special_days(v, data, rooms)
     slots, warnings = _ical(v, data, rooms, period_types, base_dir, timezone, closures, special_days)
@@ -294,6 +295,7 @@ def load_policy(
         rooms=rooms,
         period_types=period_types,
         week=week,
+        holiday_periods=holiday_periods,
         closures=tuple(closures),
         special_days=tuple(special_days),
         timetable=tuple(slots),
@@ -394,14 +396,15 @@ def _rooms(v: _Validator, data: Mapping) -> dict[str, RoomPolicy]:
     return rooms
 
 
-def _week(v: _Validator, data: Mapping, types: Mapping[str, PeriodType]) -> dict[str, tuple[Period, ...]]:
+def _week(v: _Validator, data: Mapping, types: Mapping[str, PeriodType]):
+    """(weekday plans, holiday leisure-centre periods)."""
     if "week" not in data:
-        return dict(DEFAULT_WEEK)
+        return dict(DEFAULT_WEEK), ()
     table = v.table(data["week"], "week")
-    v.known(table, "week", WEEKDAYS)
+    v.known(table, "week", WEEKDAYS + (HOLIDAYS,))
     week: dict[str, tuple[Period, ...]] = {}
     aliases: dict[str, str] = {}
-    for day in WEEKDAYS:
+    for day in WEEKDAYS + (HOLIDAYS,):
         if day not in table:
             continue
         key = f"week.{day}"
@@ -416,6 +419,8 @@ def _week(v: _Validator, data: Mapping, types: Mapping[str, PeriodType]) -> dict
                     f"{key}.same_as",
                     f"expected another weekday of [week] that lists its own periods, got {_show(other)}",
                 )
+            if day == HOLIDAYS or other == HOLIDAYS:
+                v.fail(f"{key}.same_as", "the holidays plan lists its own periods")
             aliases[day] = other
             continue
         raw = v.array(spec.get("periods", []), f"{key}.periods")
@@ -440,6 +445,8 @@ def _week(v: _Validator, data: Mapping, types: Mapping[str, PeriodType]) -> dict
                     f"expected a time after start {_hm(start)}, got {_hm(end)} "
                     "(a period crossing midnight needs overnight = true)",
                 )
+            if overnight and day == HOLIDAYS:
+                v.fail(f"{pkey}.end", "expected a period ending the same day: no overnight period in the holidays plan")
             if overnight and end > start:
                 v.fail(f"{pkey}.overnight", f"overnight = true needs end before start (it ends the next day), got {_hm(start)}-{_hm(end)}")
             periods.append((start, i, Period(start, end, item["type"], overnight)))
@@ -453,6 +460,7 @@ def _week(v: _Validator, data: Mapping, types: Mapping[str, PeriodType]) -> dict
         week[day] = tuple(p for _, _, p in periods)
     for day, other in aliases.items():
         week[day] = week[other]
+    holiday_periods = week.pop(HOLIDAYS, ())
     # An overnight period must end before the next day's first period starts.
     for n, day in enumerate(WEEKDAYS):
         after = WEEKDAYS[(n + 1) % 7]
@@ -460,7 +468,7 @@ def _week(v: _Validator, data: Mapping, types: Mapping[str, PeriodType]) -> dict
             nxt = week.get(after, ())
             if p.overnight and nxt and nxt[0].start < p.end:
                 v.fail(f"week.{day}", f"its overnight period {_hm(p.start)}-{_hm(p.end)} overlaps {after}'s first period")
-    return week
+    return week, holiday_periods
 
 
 def _closures(v: _Validator, data: Mapping, rooms: Mapping) -> list:

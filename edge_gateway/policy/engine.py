@@ -225,7 +225,13 @@ def _day_segments(policy: SchoolPolicy, calendar, room: str, day: date):
     day_end = local_to_utc(day + timedelta(days=1), time(0), tz)
     info = calendar.day(day, room)
     if not info.open:
-        return [(day_start, day_end, ("closed",))], info
+        segments = [(day_start, day_end, ("closed",))]
+        if info.reason == "school_holiday" and day.weekday() < 5:
+            for p in policy.holiday_periods:
+                start = local_to_utc(day, p.start, tz)
+                end = local_to_utc(day, p.end, tz, latest=True)
+                segments = _paint(segments, start, end, ("holiday", p.type))
+        return segments, info
     segments = [(day_start, day_end, _NO_PERIOD)]
     before = day - timedelta(days=1)
     before_info = calendar.day(before, room)
@@ -250,15 +256,17 @@ def _rule(
     notes: list[str] = []
     if not info.covered:
         notes.append("calendar_not_covered")
-    closed_day = base[0] == "closed"
-    period: PeriodType | None = policy.period_types[base[1]] if base[0] == "period" else None
+    closed_day = base[0] in ("closed", "holiday")
+    period: PeriodType | None = policy.period_types[base[1]] if base[0] in ("period", "holiday") else None
     sessions, max_s, projector, ap, label = False, 0, False, False, None
-    if closed_day:
+    if base[0] == "closed":
         reason, label = info.reason or "closure", info.label
     elif period is None:
         reason = "no_period"
     elif not period.sessions:
         reason = "period_no_sessions"
+        if closed_day:
+            label = info.label
     else:
         reason, sessions, max_s = "granted", True, period.max_s
         projector, ap = period.projector, period.ap

@@ -81,7 +81,8 @@ def import_ical(
     try:
         parsed = icalendar.Calendar.from_ical(data, multiple=True)
     except Exception as e:  # icalendar raises many types on garbage; all mean "not iCalendar"
-        raise IcalError(f"{source}: not an iCalendar file ({e})") from None
+        # The parser quotes the offending bytes; keep the message one line long.
+        raise IcalError(f"{source}: not an iCalendar file ({str(e)[:120]})") from None
     if not parsed or any(getattr(c, "name", None) != "VCALENDAR" for c in parsed):
         raise IcalError(f"{source}: not an iCalendar file (no VCALENDAR)")
 

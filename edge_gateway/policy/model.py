@@ -84,6 +84,9 @@ class SchoolPolicy:
     period_types: Mapping[str, PeriodType]
     week: Mapping[str, tuple[Period, ...]]
     commune: str = ""
+    # The holiday leisure centre (centre de loisirs): periods on school-holiday
+    # weekdays. Never the access point there (a closed day for the school).
+    holiday_periods: tuple[Period, ...] = ()
     timezone: str = "Europe/Paris"
     alsace_moselle: bool = False
     wifi_never: bool = False
