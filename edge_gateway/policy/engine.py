@@ -161,21 +161,18 @@ def calendar_for(policy: SchoolPolicy):
 
 
 @lru_cache(maxsize=4096)
-def local_to_utc(day: date, wall: time, tz_name: str, latest: bool = False) -> datetime:
-    """The instant of wall time `wall` on `day`. Periods are in wall time: on
-    the 25-hour day the repeated hour counts twice (a period starts at the
-    first occurrence and ends at the second); on the 23-hour day a wall time
-    that does not exist is the jump itself."""
+def local_to_utc(day: date, wall: time, tz_name: str) -> datetime:
+    """The first instant the wall clock reads `wall` on `day`. Periods are in
+    wall time: on the 25-hour day a boundary in the repeated hour is its first
+    pass (a period 01:00-04:00 lasts four real hours); on the 23-hour day a
+    wall time that never shows is the jump itself (03:00 summer time)."""
     tz = ZoneInfo(tz_name)
     naive = datetime.combine(day, wall)
     first = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
-    second = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
-    if first == second:
+    if first.astimezone(tz).replace(tzinfo=None) == naive:
         return first
-    lo, hi = min(first, second), max(first, second)
-    if first.astimezone(tz).replace(tzinfo=None) == naive:  # repeated hour
-        return hi if latest else lo
-    return _offset_change(lo, hi, tz)
+    second = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    return _offset_change(min(first, second), max(first, second), tz)
 
 
 def _offset_change(lo: datetime, hi: datetime, tz: ZoneInfo) -> datetime:
@@ -229,7 +226,7 @@ def _day_segments(policy: SchoolPolicy, calendar, room: str, day: date):
         if info.reason == "school_holiday" and day.weekday() < 5:
             for p in policy.holiday_periods:
                 start = local_to_utc(day, p.start, tz)
-                end = local_to_utc(day, p.end, tz, latest=True)
+                end = local_to_utc(day, p.end, tz)
                 segments = _paint(segments, start, end, ("holiday", p.type))
         return segments, info
     segments = [(day_start, day_end, _NO_PERIOD)]
@@ -240,10 +237,10 @@ def _day_segments(policy: SchoolPolicy, calendar, room: str, day: date):
         # own periods are painted after and win.
         for p in policy.periods(room, before_info.plan or WEEKDAYS[before.weekday()]):
             if p.overnight:
-                segments = _paint(segments, day_start, local_to_utc(day, p.end, tz, latest=True), ("period", p.type))
+                segments = _paint(segments, day_start, local_to_utc(day, p.end, tz), ("period", p.type))
     for p in policy.periods(room, info.plan or WEEKDAYS[day.weekday()]):
         start = local_to_utc(day, p.start, tz)
-        end = day_end if p.overnight else local_to_utc(day, p.end, tz, latest=True)
+        end = day_end if p.overnight else local_to_utc(day, p.end, tz)
         # An overnight period is cut at midnight here; tomorrow continues it
         # only if tomorrow is open (a closure the next day ends the session).
         segments = _paint(segments, start, min(end, day_end), ("period", p.type))
@@ -415,15 +412,17 @@ def decide(policy: SchoolPolicy, calendar, overrides: Sequence[Override], room: 
     now + the period's maximum (the access point's hard cap when it is on)."""
     _require_aware(now, "now")
     tz = ZoneInfo(policy.timezone)
+    # Arithmetic in UTC: aware datetimes sharing a zone add in wall time.
+    now_utc = now.astimezone(UTC)
     now = now.astimezone(tz)
-    w = windows(policy, calendar, overrides, room, now, now + timedelta(seconds=MAX_MAX_S + 1))[0]
+    w = windows(policy, calendar, overrides, room, now_utc, now_utc + timedelta(seconds=MAX_MAX_S + 1))[0]
     notes = tuple(n for n in w.notes if n == "calendar_not_covered")
     if not w.sessions:
         return _decision(policy, False, None, 0, False, False, w.reason, w.period, w.label, notes, now)
-    duration = math.floor(min((w.end - now).total_seconds(), w.max_s))
+    duration = math.floor(min((w.end - now_utc).total_seconds(), w.max_s))
     if duration < max(1, policy.min_session_s):
         return _decision(policy, False, None, 0, False, False, "too_close_to_end", w.period, w.label, notes, now)
-    until = (now + timedelta(seconds=duration)).astimezone(tz)
+    until = (now_utc + timedelta(seconds=duration)).astimezone(tz)
     return _decision(policy, True, until, duration, w.projector, w.ap, "granted", w.period, w.label, w.notes, now)
 
 
