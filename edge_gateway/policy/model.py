@@ -6,7 +6,7 @@ configuration: every value here is frozen and its mappings are read-only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping
