@@ -29,6 +29,7 @@ from edge_gateway.brokers import Mosquitto, ThreadedAmqtt  # noqa: E402
 from edge_gateway.config import Config  # noqa: E402
 from edge_gateway.link import tcp_nodelay  # noqa: E402
 from edge_gateway.service import Gateway  # noqa: E402
+from edge_gateway.testing import school_clock  # noqa: E402
 from edge_gateway.testing import Board  # noqa: E402
 
 SCHOOL = "bench"
@@ -116,10 +117,10 @@ def requests(port: int, n: int) -> list[float]:
 def run(port: int, n: int, rate: int, kind: str, workdir: str, tag: str) -> tuple[list[float], float]:
     config = Config.from_dict({
         "school": SCHOOL, "gateway_id": "gw-bench", "db": os.path.join(workdir, f"gw-{tag}.sqlite3"),
-        "school_broker": {"host": "127.0.0.1", "port": port},
+        "school_broker": {"host": "127.0.0.1", "port": port}, "policy": {"zone": "C"},
         "rooms": {room: {"wifi": "allowed"} for room in ["r1", *LOAD_ROOMS]},
     }, source="bench")
-    gateway = Gateway(config).start()
+    gateway = Gateway(config, clock=school_clock()).start()
     stop, sent = mp.Event(), mp.Value("l", 0)
     proc = None
     try:

@@ -28,6 +28,7 @@ from edge_gateway.brokers import Mosquitto, ThreadedAmqtt  # noqa: E402
 from edge_gateway.config import Config  # noqa: E402
 from edge_gateway.link import tcp_nodelay  # noqa: E402
 from edge_gateway.service import Gateway  # noqa: E402
+from edge_gateway.testing import school_clock  # noqa: E402
 from firmware.button import LONG, SHORT  # noqa: E402
 from hardware.sim.classroom import SimClassroom  # noqa: E402
 
@@ -63,10 +64,10 @@ def mqtt_round_trips(port: int, n: int) -> list[float]:
 async def presses(port: int, n: int, workdir: str) -> list[float]:
     config = Config.from_dict({
         "school": "bench", "gateway_id": "gw-bench", "db": os.path.join(workdir, "gw.sqlite3"),
-        "school_broker": {"host": "127.0.0.1", "port": port},
+        "school_broker": {"host": "127.0.0.1", "port": port}, "policy": {"zone": "C"},
         "rooms": {"r1": {"wifi": "allowed"}},
     }, source="bench")
-    gateway = await asyncio.to_thread(Gateway(config).start)
+    gateway = await asyncio.to_thread(Gateway(config, clock=school_clock()).start)
     sim = SimClassroom({"school": "bench", "room": "r1", "broker": "127.0.0.1", "port": port},
                        storage=os.path.join(workdir, "board"))
     sim.start()

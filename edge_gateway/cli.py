@@ -3,6 +3,8 @@
     preau demo      a simulated school: brokers, classrooms, gateway, city
     preau gateway   the school gateway service
     preau city      the city supervision service
+    preau policy explain --config school.toml [--week DATE] [--lang fr|en] [--room ROOM]
+                    the week's plan for each room, and why (no broker needed)
 """
 
 from __future__ import annotations
@@ -16,19 +18,25 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="preau", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["demo", "gateway", "city"])
+    parser.add_argument("command", choices=["demo", "gateway", "city", "policy"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command not in ("demo", "gateway", "city"):
+    if command not in ("demo", "gateway", "city", "policy"):
         parser.error(f"unknown command {command!r}")
+    if command == "policy":
+        if not rest or rest[0] != "explain":
+            parser.error("usage: preau policy explain --config FILE [--week DATE] [--lang fr|en] [--room ROOM]")
+        command, rest = "policy explain", rest[1:]
     if command == "demo":
         from edge_gateway.demo import main as run
     elif command == "gateway":
         from edge_gateway.service import main as run
-    else:
+    elif command == "city":
         from cloud_bridge.service import main as run
+    else:
+        from edge_gateway.policy.explain import main as run
     try:
         return run(rest)
     except KeyboardInterrupt:

@@ -10,10 +10,9 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from firmware.codec import MAX_DURATION_S, valid_name
+from firmware.codec import valid_name
 
 WIFI_CHOICES = ("allowed", "never")
-DEFAULT_DURATION_S = 2700
 
 
 class ConfigError(ValueError):
@@ -45,8 +44,9 @@ class Config:
     city_broker: BrokerConfig | None = None
     http_bind: str = "127.0.0.1:8080"
     http_token: str | None = None
-    duration_s: int = DEFAULT_DURATION_S
     rooms: dict[str, RoomConfig] = field(default_factory=dict)
+    # The lesson-time policy (edge_gateway/policy): week, periods, calendar.
+    policy: Any = None
     source: str = "<config>"
 
     @classmethod
@@ -67,7 +67,9 @@ class Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<config>", base_dir: str | None = None) -> "Config":
         v = _Validator(source)
-        v.known(data, "", ("school", "gateway_id", "db", "school_broker", "city_broker", "http", "session", "rooms"))
+        from .policy.config import POLICY_KEYS, ROOM_KEYS, PolicyConfigError, load_policy
+
+        v.known(data, "", ("school", "gateway_id", "db", "school_broker", "city_broker", "http", "rooms") + POLICY_KEYS)
         school = v.name(data, "school")
         gateway_id = v.name(data, "gateway_id")
         db = v.string(data, "db")
@@ -83,9 +85,6 @@ class Config:
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             v.fail("http.bind", f'expected "host:port", got {bind!r}')
         token = v.string(http, "token", "http", default=None)
-        session = v.table(data, "session", required=False) or {}
-        v.known(session, "session", ("duration_s",))
-        duration = v.integer(session, "duration_s", "session", 1, MAX_DURATION_S, default=DEFAULT_DURATION_S)
         rooms_table = v.table(data, "rooms", required=True)
         rooms = {}
         for room, spec in rooms_table.items():
@@ -94,7 +93,7 @@ class Config:
                 v.fail(key, "room name must be 1-32 characters of a-z, 0-9, '-' and not 'gateway'")
             if not isinstance(spec, Mapping):
                 v.fail(key, f"expected a table, got {spec!r}")
-            v.known(spec, key, ("wifi", "sessions"))
+            v.known(spec, key, ("wifi", "sessions") + ROOM_KEYS)
             wifi = spec.get("wifi", "never")
             if wifi not in WIFI_CHOICES:
                 v.fail(f"{key}.wifi", f'expected "allowed" or "never", got {_show(wifi)}')
@@ -104,6 +103,10 @@ class Config:
             rooms[room] = RoomConfig(wifi=wifi, sessions=sessions)
         if not rooms:
             v.fail("rooms", "expected at least one [rooms.<room>] table")
+        try:
+            policy = load_policy(data, source=source, base_dir=base_dir)
+        except PolicyConfigError as e:
+            raise ConfigError(str(e)) from None
         return cls(
             school=school,
             gateway_id=gateway_id,
@@ -112,8 +115,8 @@ class Config:
             db=db,
             http_bind=bind,
             http_token=token,
-            duration_s=duration,
             rooms=rooms,
+            policy=policy,
             source=source,
         )
 

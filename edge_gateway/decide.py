@@ -1,32 +1,50 @@
-"""Answer a lesson request. A fixed rule for now; the policy engine
-(timetable, periods, holidays, overrides) replaces `decide` later, keeping
-its signature: pure, time injected, no I/O."""
+"""The gateway's side of a lesson decision: the policy engine
+(`edge_gateway.policy.engine`, pure) turned into protocol commands.
+
+`PolicyState` is what the worker thread decides with: the configuration's
+policy, its calendar (built once, cached lookups) and the overrides in
+force. It is immutable and swapped whole, so a configuration reload or an
+override change never leaves a half-updated rule set."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from .config import Config
+from .policy.engine import Decision, calendar_for, encode_offline
+from .policy.engine import decide as engine_decide
+from .policy.engine import offline_policy as engine_offline_policy
+from .policy.model import Override
+
+MAX_TEXT = 200  # keeps a deny well under the board's 1 KB payload limit
 
 
 @dataclass(frozen=True)
-class Decision:
-    grant: bool
-    duration_s: int = 0
-    projector: bool = False
-    ap: bool = False
-    reason: str | None = None
-    text: str | None = None
+class PolicyState:
+    config: Config
+    calendar: object
+    overrides: tuple[Override, ...] = field(default=())
+
+    @classmethod
+    def build(cls, config: Config, overrides: tuple[Override, ...] = ()) -> "PolicyState":
+        return cls(config, calendar_for(config.policy), tuple(overrides))
+
+    def with_overrides(self, overrides) -> "PolicyState":
+        return PolicyState(self.config, self.calendar, tuple(overrides))
+
+    def decide(self, room: str, now: float) -> Decision:
+        return engine_decide(self.config.policy, self.calendar, self.overrides, room, _utc(now))
+
+    def offline_policy(self, room: str, now: float) -> dict:
+        return engine_offline_policy(self.config.policy, self.calendar, self.overrides, room, _utc(now))
+
+    def offline_payload(self, room: str, now: float) -> bytes:
+        return encode_offline(self.offline_policy(room, now))
 
 
-def decide(config: Config, room: str, now: float) -> Decision:
-    spec = config.rooms.get(room)
-    if spec is None:
-        return Decision(grant=False, reason="unknown_room", text="This room is not configured on the gateway.")
-    if not spec.sessions:
-        return Decision(grant=False, reason="room_disabled", text="Sessions are disabled in this room.")
-    # Loi n° 2015-136: the access point only for a teaching session, never in a "Wi-Fi never" room.
-    return Decision(grant=True, duration_s=config.duration_s, projector=True, ap=spec.wifi == "allowed")
+def _utc(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC)
 
 
 def command(decision: Decision, cmd_id: str, req: int, now: float) -> dict:
@@ -42,14 +60,5 @@ def command(decision: Decision, cmd_id: str, req: int, now: float) -> dict:
             "projector": decision.projector,
             "now": int(now),
         }
-    cmd = {"v": 1, "id": cmd_id, "cmd": "deny", "req": req, "reason": decision.reason, "now": int(now)}
-    if decision.text:
-        cmd["text"] = decision.text
-    return cmd
-
-
-def offline_policy(config: Config, room: str) -> dict:
-    """The retained `policy`: what the board may do alone when the gateway is gone.
-    AP off: without the gateway nobody checks the period, so the safe default."""
-    spec = config.rooms[room]
-    return {"v": 1, "start": spec.sessions, "max_s": config.duration_s, "ap": False}
+    return {"v": 1, "id": cmd_id, "cmd": "deny", "req": req, "reason": decision.reason,
+            "text": decision.text_fr[:MAX_TEXT], "now": int(now)}

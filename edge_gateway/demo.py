@@ -32,6 +32,7 @@ from edge_gateway.brokers import start_amqtt
 from edge_gateway.config import Config
 from edge_gateway.link import tcp_nodelay
 from edge_gateway.service import Gateway
+from edge_gateway.testing import school_clock
 from hardware.sim.classroom import SimClassroom
 
 SCHOOL = "0341234a"
@@ -41,6 +42,10 @@ ROOMS = {
     "ce2-b": ("never", True),
     "cm1-c": ("allowed", False),
 }
+# The demo's clock: a Tuesday in term time, 35 s before lunch (class time ends
+# at 11:45 in the default week), so the demo shows sessions ending with the
+# period and a request refused at lunch, whatever the real date and hour.
+DEMO_TIME = "2026-11-24T11:44:25+01:00"
 log = logging.getLogger("preau.demo")
 
 
@@ -114,7 +119,7 @@ class Narrator:
 
 async def teacher(boards: dict[str, SimClassroom], say, stop: asyncio.Event) -> None:
     """The scripted morning: (seconds from start, room, press length)."""
-    script = [(2, "cp-a", 0.2), (4, "ce2-b", 0.2), (6, "cm1-c", 0.2), (12, "cp-a", 2.4)]
+    script = [(2, "cp-a", 0.2), (4, "ce2-b", 0.2), (6, "cm1-c", 0.2), (12, "cp-a", 2.4), (40, "cp-a", 0.2)]
     t0 = time.monotonic()
     for at, room, hold in script:
         delay = at - (time.monotonic() - t0)
@@ -153,6 +158,8 @@ def check_city(city: CityService) -> list[tuple[bool, str]]:
         (has("cp-a", "ap.changed", on=False), "cp-a: access point turned off"),
         (has("ce2-b", "session.started", ap=False), "ce2-b: session without Wi-Fi (room is 'Wi-Fi never')"),
         (has("cm1-c", "session.denied", reason="room_disabled"), "cm1-c: request denied with its reason"),
+        (has("ce2-b", "session.ended", reason="time"), "ce2-b: session ended with the class period (11:45)"),
+        (has("cp-a", "session.denied", reason="period_no_sessions"), "cp-a: request at lunch time denied"),
     ]
 
 
@@ -171,10 +178,12 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
         "db": os.path.join(workdir, "gateway.sqlite3"),
         "school_broker": {"host": "127.0.0.1", "port": school_port},
         "city_broker": {"host": "127.0.0.1", "port": city_mqtt_port},
-        "session": {"duration_s": 15},
+        # The school's real rules (zone C, the default 4-day week); a session
+        # asked a minute before lunch lasts until lunch, then lunch is refused.
+        "policy": {"zone": "C", "commune": "Montpellier", "min_session_s": 10},
         "rooms": {room: {"wifi": wifi, "sessions": sessions} for room, (wifi, sessions) in ROOMS.items()},
     }, source="demo")
-    gateway = await asyncio.to_thread(Gateway(config, resend_after_s=3).start)
+    gateway = await asyncio.to_thread(Gateway(config, resend_after_s=3, clock=school_clock(DEMO_TIME)).start)
     gw_port = _port_or_free(gateway_port)
     gw_http = _Http(create_app(gateway, ApiSettings(token=gw_token)), gw_port)
     t0 = time.monotonic()
@@ -191,6 +200,7 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
     out(f"  gateway API            curl -H 'Authorization: Bearer {gw_token}' http://127.0.0.1:{gw_port}/api/rooms")
     out(f"  city API               curl -H 'Authorization: Bearer {city_token}' {city.url}/api/status")
     out(f"  data                   {workdir}")
+    out(f"  school clock           {DEMO_TIME} (Tuesday, Europe/Paris), running at real speed")
     out(f"  running for {duration:.0f} s (Ctrl-C ends it cleanly)\n")
 
     stop = asyncio.Event()
@@ -206,15 +216,19 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
             sim.start()
         script = asyncio.create_task(teacher(boards, narrator.say, stop))
         end = t0 + duration
-        next_table = t0 + 5
+        next_table = t0 + 2
+        last_table = ""
         while not stop.is_set() and time.monotonic() < end:
             try:
                 await asyncio.wait_for(stop.wait(), 0.25)
             except asyncio.TimeoutError:
                 pass
             if time.monotonic() >= next_table:
-                out(status_table(gateway, city, boards))
-                next_table += 5
+                table = status_table(gateway, city, boards)
+                if table.split("\n", 1)[1] != last_table:  # only when a room changed
+                    out(table)
+                    last_table = table.split("\n", 1)[1]
+                next_table += 2
         script.cancel()
         out("\nending: boards shut down cleanly (access points off), gateway drains its outbox to the city")
         for sim in boards.values():
@@ -231,8 +245,8 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
         relays_off = all(not sim.relay for sim in boards.values())
         out(f"  [{'ok' if relays_off else 'FAIL'}] every access point is off at the end")
         ok = all(good for good, _ in results) and relays_off
-        if not ok and duration < 20:
-            out("  (the script needs about 20 s: run with --duration 30 or more to see it all)")
+        if not ok and duration < 42:
+            out("  (the script needs about 42 s: run with --duration 45 or more to see it all)")
             ok = relays_off
     finally:
         await asyncio.to_thread(narrator.stop)
@@ -248,8 +262,8 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="preau demo", description=__doc__)
-    parser.add_argument("--duration", type=float, default=40.0, metavar="SECONDS",
-                        help="how long the demo runs (default 40; the script needs about 20)")
+    parser.add_argument("--duration", type=float, default=45.0, metavar="SECONDS",
+                        help="how long the demo runs (default 45; the script needs about 42)")
     parser.add_argument("--gateway-port", type=int, default=8080, help="gateway API port (a free one if taken)")
     parser.add_argument("--city-port", type=int, default=8081, help="city API port (a free one if taken)")
     parser.add_argument("--keep", action="store_true", help="keep the databases after the demo")

@@ -38,6 +38,12 @@ class Registry:
                 if row["room"] in self._rooms:  # a room removed from the config is forgotten
                     self._rooms[row["room"]] = dict(row)
 
+    def set_rooms(self, rooms: Iterable[str]) -> None:
+        """After a configuration reload: new rooms start empty, removed ones are forgotten."""
+        with self._lock:
+            wanted = list(rooms)
+            self._rooms = {room: self._rooms.get(room) or _empty(room) for room in wanted}
+
     def known(self, room: str) -> bool:
         return room in self._rooms
 

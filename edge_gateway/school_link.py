@@ -18,7 +18,6 @@ from firmware.codec import encode, topic
 
 from . import VERSION
 from .config import Config
-from .decide import offline_policy
 from .link import MqttLink
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,8 @@ BOARD_LEAVES = ("state", "evt", "ack", "tele")
 class SchoolLink(MqttLink):
     name = "school broker"
 
-    def __init__(self, config: Config, deliver: Callable[[mqtt.MQTTMessage], None], *, reconnect_max_s: float = 30.0) -> None:
+    def __init__(self, config: Config, deliver: Callable[[mqtt.MQTTMessage], None], *, reconnect_max_s: float = 30.0,
+                 on_connected: Callable[[], None] | None = None) -> None:
         # clean_session=False: the broker keeps our subscriptions and queues the boards'
         # QoS 1 messages while the gateway restarts.
         super().__init__(
@@ -41,6 +41,7 @@ class SchoolLink(MqttLink):
         )
         self.config = config
         self._deliver = deliver
+        self._on_connected = on_connected
         self.state_topic = topic(config.school, "gateway", "state")
         self.client.will_set(self.state_topic, self._gateway_state(False), qos=1, retain=True)
 
@@ -54,8 +55,12 @@ class SchoolLink(MqttLink):
         school = self.config.school
         self.client.subscribe([(topic(school, "+", leaf), 1) for leaf in BOARD_LEAVES])
         self.client.publish(self.state_topic, self._gateway_state(True), qos=1, retain=True)
-        for room in self.config.rooms:
-            self.client.publish(topic(school, room, "policy"), encode(offline_policy(self.config, room)), qos=1, retain=True)
+        if self._on_connected is not None:
+            self._on_connected()  # the worker (re)publishes the rooms' offline policies
+
+    def publish_policy(self, room: str, payload: bytes) -> bool:
+        """The room's retained offline policy (docs/protocol.md)."""
+        return self.publish(topic(self.config.school, room, "policy"), payload, qos=1, retain=True)
 
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
         self._deliver(msg)

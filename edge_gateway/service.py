@@ -20,6 +20,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -28,7 +31,8 @@ from firmware.codec import ProtocolError, parse, parse_topic
 
 from .city_link import CityLink, Forwarder
 from .config import Config, ConfigError
-from .decide import command, decide
+from .decide import PolicyState, command
+from .policy.model import Override
 from .link import LinkError
 from .registry import Registry
 from .school_link import BOARD_LEAVES, SchoolLink
@@ -84,7 +88,10 @@ class Gateway:
             raise GatewayError(f"database {config.db}: {e}") from e
         self.registry = Registry(config.rooms)
         self.registry.load(self.store.load_rooms())
-        self.school = SchoolLink(config, lambda msg: self._queue.put(("board", msg)), reconnect_max_s=reconnect_max_s)
+        self.policy = PolicyState.build(config, self._overrides_from(self.store.active_overrides(clock())))
+        self._policy_day = self._local_day(clock())
+        self.school = SchoolLink(config, lambda msg: self._queue.put(("board", msg)), reconnect_max_s=reconnect_max_s,
+                                 on_connected=lambda: self._queue.put(("school_up",)))
         self.city: CityLink | None = None
         self.forwarder: Forwarder | None = None
         if config.city_broker is not None:
@@ -215,6 +222,10 @@ class Gateway:
                             self._handle_one(item, now)
                 if self.forwarder is not None:
                     self.forwarder.pump(now)
+                if self._local_day(now) != self._policy_day:
+                    # After midnight the 48 h of windows move on by a day.
+                    self._policy_day = self._local_day(now)
+                    self._publish_policies(now)
             except Exception:  # the batch's commit itself failed (disk full, I/O error)
                 log.exception("gateway worker: could not commit %d message(s)", len(batch))
                 self._count("internal_errors")
@@ -246,6 +257,14 @@ class Gateway:
         kind = item[0]
         if kind == "board":
             self._board_message(item[1], now)
+        elif kind == "school_up":
+            self._publish_policies(now)
+        elif kind == "call":
+            _, fn, args, future = item
+            try:
+                future.set_result(fn(now, *args))
+            except Exception as e:  # reported to the caller (the API), who says what was wrong
+                future.set_exception(e)
         elif kind == "city_up":
             self.forwarder.on_up(now)
         elif kind == "city_ack":
@@ -347,15 +366,142 @@ class Gateway:
         if self.store.has_decision(room, boot, req):
             self._count("duplicates")
             return None
-        decision = decide(self.config, room, now)
+        decision = self.policy.decide(room, now)
         # The decision's own record seq makes the command id unique for ever, across restarts.
         cmd_id = "g-%06d" % (self.store.last_seq() + 1)
         cmd = command(decision, cmd_id, req, now)
         stored = self.store.add(room, "decision", now, _json(cmd), boot, req)
         assert stored == self.store.last_seq()
         self._count(("decision", cmd["cmd"]))
-        log.info("room %s: %s request %s/%s (%s)", room, cmd["cmd"], boot, req, decision.reason or "granted")
+        log.info("room %s: %s request %s/%s (%s)", room, cmd["cmd"], boot, req, decision.reason)
         return cmd
+
+    # policy: offline policies, overrides, configuration reload ---------------------
+
+    def _local_day(self, now: float):
+        return datetime.fromtimestamp(now, ZoneInfo(self.config.policy.timezone)).date()
+
+    @staticmethod
+    def _overrides_from(rows: list[dict]) -> tuple[Override, ...]:
+        out = []
+        for r in rows:
+            try:
+                out.append(_override(r))
+            except ValueError as e:  # a row written by an older version: skipped, said
+                log.warning("override %s ignored: %s", r.get("id"), e)
+        return tuple(out)
+
+    def _publish_policies(self, now: float, rooms=None) -> None:
+        for room in rooms or self.config.rooms:
+            try:
+                payload = self.policy.offline_payload(room, now)
+            except Exception:
+                log.exception("room %s: could not compute the offline policy", room)
+                self._count("internal_errors")
+                continue
+            self.school.publish_policy(room, payload)
+        self._count("policies_published", len(rooms or self.config.rooms))
+
+    def call(self, fn, *args, timeout: float = 10.0):
+        """Run `fn(now, *args)` on the worker thread (the single writer) and
+        return its result or raise its exception. For the API's threads."""
+        future: Future = Future()
+        self._queue.put(("call", fn, args, future), timeout=timeout)
+        return future.result(timeout)
+
+    def add_override(self, *, scope: str, room: str | None, effect: str, who: str, why: str,
+                     expires: float, starts: float | None = None, ap: bool = False, ap_only: bool = False) -> dict:
+        return self.call(self._add_override, dict(scope=scope, room=room, effect=effect, who=who, why=why,
+                                                  expires=expires, starts=starts, ap=ap, ap_only=ap_only))
+
+    def _add_override(self, now: float, fields: dict) -> dict:
+        who, why = (fields["who"] or "").strip(), (fields["why"] or "").strip()
+        if not 1 <= len(who) <= 40:
+            raise OverrideError("who: a role of 1 to 40 characters (\"direction\", \"mairie\"), not a person's name")
+        if not 1 <= len(why) <= 200:
+            raise OverrideError("why: 1 to 200 characters, shown to whoever wonders why")
+        if fields["scope"] == "room" and fields["room"] not in self.config.rooms:
+            raise OverrideError(f"room: {fields['room']!r} is not a room of this school")
+        starts = now if fields["starts"] is None else float(fields["starts"])
+        expires = float(fields["expires"])
+        if expires <= now:
+            raise OverrideError("expires: must be in the future")
+        if expires - starts > MAX_OVERRIDE_S:
+            raise OverrideError(f"expires: an override lasts at most {MAX_OVERRIDE_S // 86400} days; change the configuration for longer")
+        row = dict(fields, who=who, why=why, starts=starts, expires=expires, id=self.store.next_override_id())
+        try:
+            _override(row)  # the model's own checks (scope/room, ap_only only on deny, ...)
+        except ValueError as e:
+            raise OverrideError(str(e)) from None
+        with self.store.transaction():
+            self.store.add_override(row, now)
+            self.store.audit(now, who, "override.add", row)
+        self.policy = self.policy.with_overrides(self._overrides_from(self.store.active_overrides(now)))
+        self._publish_policies(now, [row["room"]] if row["scope"] == "room" else None)
+        log.info("override %s added by %s: %s %s (%s)", row["id"], who, row["effect"], row["room"] or "school", why)
+        return row | {"created": now, "cancelled": None}
+
+    def cancel_override(self, override_id: str, who: str) -> bool:
+        return self.call(self._cancel_override, override_id, who)
+
+    def _cancel_override(self, now: float, override_id: str, who: str) -> bool:
+        with self.store.transaction():
+            done = self.store.cancel_override(override_id, now)
+            if done:
+                self.store.audit(now, who or "?", "override.cancel", {"id": override_id})
+        if done:
+            self.policy = self.policy.with_overrides(self._overrides_from(self.store.active_overrides(now)))
+            self._publish_policies(now)
+        return done
+
+    def reload(self, path: str, who: str = "system") -> dict:
+        """Load the configuration file again. A broken file is refused and the
+        running configuration stays; so is a change that needs a restart."""
+        try:
+            new = Config.load(path)
+            for name in ("school", "gateway_id", "db", "school_broker", "city_broker", "http_bind"):
+                if getattr(new, name) != getattr(self.config, name):
+                    raise ConfigError(f"{new.source}: {name.replace('_', '.', 1) if name.endswith('broker') else name}: "
+                                      "changed; this needs a gateway restart, the running configuration stays")
+            state = PolicyState.build(new, self.policy.overrides)
+        except ConfigError as e:
+            self.call(self._audit_reload, who, False, str(e))
+            self._count_now("config_rejected")
+            log.error("configuration reload refused, the running one stays: %s", e)
+            raise
+        return self.call(self._swap_config, new, state, who)
+
+    def _audit_reload(self, now: float, who: str, ok: bool, detail: str) -> None:
+        with self.store.transaction():
+            self.store.audit(now, who, "config.reload" if ok else "config.rejected", {"detail": detail})
+
+    def _swap_config(self, now: float, new: Config, state: PolicyState, who: str) -> dict:
+        self.config = new
+        self.policy = state
+        self.registry.set_rooms(new.rooms)
+        self._audit_reload(now, who, True, f"{len(new.rooms)} rooms")
+        self._publish_policies(now)
+        log.info("configuration reloaded from %s: %d rooms", new.source, len(new.rooms))
+        return {"ok": True, "rooms": sorted(new.rooms)}
+
+    def explain(self, room: str, at: float | None = None):
+        """The decision a request in `room` would get at `at` (now by default)."""
+        return self.policy.decide(room, self.clock() if at is None else at)
+
+
+MAX_OVERRIDE_S = 14 * 86400
+
+
+class OverrideError(ValueError):
+    pass
+
+
+def _override(row: dict) -> Override:
+    return Override(
+        id=row["id"], scope=row["scope"], room=row["room"], effect=row["effect"], ap=bool(row["ap"]),
+        ap_only=bool(row["ap_only"]), starts=datetime.fromtimestamp(row["starts"], UTC),
+        expires=datetime.fromtimestamp(row["expires"], UTC), who=row["who"], why=row["why"],
+    )
 
 
 def _json(obj: dict) -> str:

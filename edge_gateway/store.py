@@ -53,6 +53,32 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+
+-- Temporary allow/deny decisions of the director or the city, kept for ever
+-- (cancelled ones too): they are the school's answer to "why was Wi-Fi on?".
+CREATE TABLE IF NOT EXISTS overrides (
+    id        TEXT PRIMARY KEY,
+    scope     TEXT NOT NULL CHECK (scope IN ('room', 'school')),
+    room      TEXT,
+    effect    TEXT NOT NULL CHECK (effect IN ('allow', 'deny')),
+    ap        INTEGER NOT NULL,
+    ap_only   INTEGER NOT NULL,
+    starts    REAL NOT NULL,
+    expires   REAL NOT NULL,
+    who       TEXT NOT NULL,   -- a role ("direction", "mairie"), never a person's name
+    why       TEXT NOT NULL,
+    created   REAL NOT NULL,
+    cancelled REAL
+);
+
+-- Append-only: every change to the rules a session depends on.
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     REAL NOT NULL,
+    who    TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL   -- JSON
+);
 """
 
 
@@ -93,6 +119,34 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    # overrides and audit (worker thread) -----------------------------------
+
+    def add_override(self, o: dict, created: float) -> None:
+        self.conn.execute(
+            "INSERT INTO overrides (id, scope, room, effect, ap, ap_only, starts, expires, who, why, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (o["id"], o["scope"], o["room"], o["effect"], int(o["ap"]), int(o["ap_only"]), o["starts"],
+             o["expires"], o["who"], o["why"], created),
+        )
+
+    def cancel_override(self, override_id: str, at: float) -> bool:
+        cur = self.conn.execute("UPDATE overrides SET cancelled = ? WHERE id = ? AND cancelled IS NULL", (at, override_id))
+        return cur.rowcount == 1
+
+    def active_overrides(self, now: float) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT id, scope, room, effect, ap, ap_only, starts, expires, who, why, created, cancelled FROM overrides"
+            " WHERE cancelled IS NULL AND expires > ? ORDER BY created", (now,))
+        return [_override_row(r) for r in rows]
+
+    def next_override_id(self) -> str:
+        row = self.conn.execute("SELECT COUNT(*) FROM overrides").fetchone()
+        return "o-%06d" % (int(row[0]) + 1)
+
+    def audit(self, at: float, who: str, action: str, detail: dict) -> None:
+        self.conn.execute("INSERT INTO audit (at, who, action, detail) VALUES (?, ?, ?, ?)",
+                          (at, who, action, json.dumps(detail, separators=(",", ":"), sort_keys=True)))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -181,6 +235,37 @@ class Store:
     def load_rooms(self) -> Iterator[dict]:
         for r in self.conn.execute("SELECT %s FROM rooms" % ", ".join(ROOM_COLUMNS)):
             yield dict(zip(ROOM_COLUMNS, r))
+
+
+def _override_row(row) -> dict:
+    keys = ("id", "scope", "room", "effect", "ap", "ap_only", "starts", "expires", "who", "why", "created", "cancelled")
+    out = dict(zip(keys, row))
+    out["ap"], out["ap_only"] = bool(out["ap"]), bool(out["ap_only"])
+    return out
+
+
+def read_overrides(path: str, include_past: bool = False, now: float | None = None, limit: int = 200) -> list[dict]:
+    """Overrides, newest first, for the web API (its own read-only connection)."""
+    uri = "file:%s?mode=ro" % path
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        conn.execute("PRAGMA busy_timeout=5000")
+        sql = "SELECT id, scope, room, effect, ap, ap_only, starts, expires, who, why, created, cancelled FROM overrides"
+        args: list = []
+        if not include_past:
+            sql += " WHERE cancelled IS NULL AND expires > ?"
+            args.append(now)
+        sql += " ORDER BY created DESC LIMIT ?"
+        args.append(limit)
+        return [_override_row(r) for r in conn.execute(sql, args)]
+
+
+def read_audit(path: str, limit: int = 100) -> list[dict]:
+    uri = "file:%s?mode=ro" % path
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        conn.execute("PRAGMA busy_timeout=5000")
+        rows = conn.execute("SELECT id, at, who, action, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [{"id": i, "at": at, "who": who, "action": action, "detail": json.loads(detail)}
+                for i, at, who, action, detail in rows]
 
 
 def read_records(path: str, room: str | None = None, kinds: tuple[str, ...] = ("evt",), limit: int = 100) -> list[Record]:

@@ -166,3 +166,17 @@ class City:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+# A Tuesday in term time, in class hours (zone C, Europe/Paris): the policy
+# engine grants a session with the access point then, for 5400 s at most.
+SCHOOL_TIME = "2026-11-24T09:00:00+01:00"
+
+
+def school_clock(start: str = SCHOOL_TIME) -> Callable[[], float]:
+    """A gateway clock that starts at `start` and runs at real speed, so
+    tests and the demo decide at a known school time whatever today is."""
+    from datetime import datetime
+
+    offset = datetime.fromisoformat(start).timestamp() - time.time()
+    return lambda: time.time() + offset

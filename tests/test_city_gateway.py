@@ -10,7 +10,7 @@ from cloud_bridge.service import CityService
 from cloud_bridge.settings import CitySettings
 from edge_gateway.config import Config
 from edge_gateway.service import Gateway
-from edge_gateway.testing import Board, wait_for
+from edge_gateway.testing import Board, school_clock, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -29,7 +29,8 @@ def test_a_real_gateway_drains_into_the_city(amqtt_broker, city_broker, tmp_path
             "school_broker": {"host": amqtt_broker.host, "port": amqtt_broker.port},
             "city_broker": {"host": city_broker.host, "port": city_broker.port},
             "rooms": {"cm2-b": {"wifi": "allowed"}},
-        }), reconnect_max_s=1).start()
+            "policy": {"zone": "C"},
+        }), reconnect_max_s=1, clock=school_clock()).start()
         board = Board(amqtt_broker.host, amqtt_broker.port, SCHOOL, "cm2-b").connect()
         board.cmd_for(board.request())
         # birth, lesson.requested, the gateway's decision: all stored, all acked.

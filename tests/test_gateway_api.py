@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.config import Config, ConfigError
 from edge_gateway.service import Gateway
-from edge_gateway.testing import Board, wait_for
+from edge_gateway.testing import Board, school_clock, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -20,8 +20,9 @@ def gateway(amqtt_broker, tmp_path):
         "school": SCHOOL, "gateway_id": "gw-0341234a", "db": str(tmp_path / "gw.sqlite"),
         "school_broker": {"host": amqtt_broker.host, "port": amqtt_broker.port},
         "rooms": {"cm2-b": {"wifi": "allowed"}, "cp-a": {}},
+        "policy": {"zone": "C"},
     })
-    gw = Gateway(c).start()
+    gw = Gateway(c, clock=school_clock()).start()
     yield gw
     gw.stop()
 

@@ -6,7 +6,7 @@ import pytest
 
 from edge_gateway.config import Config
 from edge_gateway.service import Gateway
-from edge_gateway.testing import Board, City, wait_for
+from edge_gateway.testing import Board, City, school_clock, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -22,6 +22,7 @@ def config(school_broker, city_broker, tmp_path):
             "school_broker": {"host": school_broker.host, "port": school_broker.port},
             "city_broker": {"host": city_broker.host, "port": city_broker.port},
             "rooms": {"cm2-b": {"wifi": "allowed"}, "bcd": {"sessions": False}},
+            "policy": {"zone": "C"},
         }
     )
 
@@ -32,7 +33,7 @@ def run(amqtt_broker, city_broker, tmp_path):
     started = []
 
     def start(start=True, **kw):
-        gw = Gateway(config(amqtt_broker, city_broker, tmp_path), reconnect_max_s=1, **kw)
+        gw = Gateway(config(amqtt_broker, city_broker, tmp_path), reconnect_max_s=1, clock=school_clock(), **kw)
         started.append(gw)
         return gw.start() if start else gw
 

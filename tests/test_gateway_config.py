@@ -1,13 +1,16 @@
 """Configuration, the fixed decision rule and the command line: no broker
 except where a test says so."""
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_gateway.api import ApiSettings
 from edge_gateway.config import Config, ConfigError
-from edge_gateway.decide import command, decide, offline_policy
+from edge_gateway.decide import PolicyState, command
 from edge_gateway.service import Gateway, GatewayError, main
 from firmware.codec import check_cmd, check_policy
 
@@ -25,8 +28,9 @@ password = "secret"
 [http]
 bind = "0.0.0.0:8080"
 
-[session]
-duration_s = 2700
+[policy]
+zone = "C"
+commune = "Montpellier"
 
 [rooms.cm2-b]
 wifi = "allowed"
@@ -50,7 +54,8 @@ def test_example_loads_with_defaults_and_db_next_to_the_file(tmp_path):
     assert c.db == str(tmp_path / "gateway.sqlite")
     assert c.school_broker.username == "gateway" and c.city_broker is None
     assert c.rooms["bcd"].sessions is False and c.rooms["cm2-b"].wifi == "allowed"
-    assert c.duration_s == 2700 and c.http_bind == "0.0.0.0:8080"
+    assert c.http_bind == "0.0.0.0:8080"
+    assert c.policy.zone == "C" and c.policy.timezone == "Europe/Paris"
 
 
 @pytest.mark.parametrize(
@@ -58,7 +63,7 @@ def test_example_loads_with_defaults_and_db_next_to_the_file(tmp_path):
     [
         (('wifi = "allowed"', 'wifi = "yes"'), 'school.toml: rooms.cm2-b.wifi: expected "allowed" or "never", got "yes"'),
         (("sessions = true", 'sessions = "true"'), 'school.toml: rooms.cm2-b.sessions: expected true or false, got "true"'),
-        (("duration_s = 2700", "duration_s = 99999"), "school.toml: session.duration_s: expected an integer 1..14400, got 99999"),
+        (('zone = "C"', 'zone = "D"'), "school.toml:16: policy.zone: expected one of: \"A\", \"B\", \"C\"; got \"D\""),
         (('school = "0341234a"', 'school = "0341234A"'), "school.toml: school: expected 1-32 characters"),
         (("port = 1883", "port = 0"), "school.toml: school_broker.port: expected an integer 1..65535, got 0"),
         (("[rooms.bcd]", "[rooms.Salle_1]"), "school.toml: rooms.Salle_1: room name must be"),
@@ -92,28 +97,36 @@ def test_api_token_required_from_env_or_file(tmp_path):
     assert ApiSettings.from_config(c2, {}).token == "f1le"
 
 
-def test_decide_fixed_rule_and_commands_follow_the_codec(tmp_path):
+TUESDAY_0900 = datetime(2026, 11, 24, 9, 0, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
+
+
+def test_decisions_and_commands_follow_the_codec(tmp_path):
     c = Config.load(write(tmp_path, EXAMPLE.replace('[rooms.bcd]', '[rooms.cp-a]\nwifi = "never"\n\n[rooms.bcd]')))
-    grant = command(decide(c, "cm2-b", 1763900001.7), "g-000042", 3, 1763900001.7)
-    assert check_cmd(grant) == {"v": 1, "id": "g-000042", "cmd": "grant", "req": 3, "duration_s": 2700,
-                                "ap": True, "projector": True, "now": 1763900001}
-    assert decide(c, "cp-a", 0).ap is False and decide(c, "cp-a", 0).grant
-    deny = check_cmd(command(decide(c, "bcd", 0), "g-000043", 5, 0))
-    assert deny["cmd"] == "deny" and deny["reason"] == "room_disabled"
-    assert decide(c, "nowhere", 0).reason == "unknown_room"
-    assert check_policy(offline_policy(c, "cm2-b")) == {"v": 1, "start": True, "max_s": 2700, "ap": False}
-    assert offline_policy(c, "bcd")["start"] is False
+    state = PolicyState.build(c)
+    grant = command(state.decide("cm2-b", TUESDAY_0900 + 0.7), "g-000042", 3, TUESDAY_0900 + 0.7)
+    # class time 08:30-11:45, at most 5400 s: the grant runs to 10:30
+    assert check_cmd(grant) == {"v": 1, "id": "g-000042", "cmd": "grant", "req": 3, "duration_s": 5400,
+                                "ap": True, "projector": True, "now": int(TUESDAY_0900)}
+    assert state.decide("cp-a", TUESDAY_0900).ap is False and state.decide("cp-a", TUESDAY_0900).grant
+    deny = check_cmd(command(state.decide("bcd", TUESDAY_0900), "g-000043", 5, TUESDAY_0900))
+    assert deny["cmd"] == "deny" and deny["reason"] == "room_disabled" and deny["text"]
+    lunch = command(state.decide("cm2-b", TUESDAY_0900 + 3 * 3600), "g-44", 6, 0)  # 12:00
+    assert lunch["cmd"] == "deny" and lunch["reason"] == "period_no_sessions"
+    assert state.decide("nowhere", TUESDAY_0900).reason == "unknown_room"
+    policy = check_policy(state.offline_policy("cm2-b", TUESDAY_0900))
+    assert policy["start"] is True and policy["ap"] is False and policy["windows"]
+    assert state.offline_policy("bcd", TUESDAY_0900)["start"] is False
 
 
-@given(wifi=st.sampled_from(["allowed", "never"]), sessions=st.booleans(), duration=st.integers(1, 14400), now=st.floats(0, 4e9))
-def test_access_point_only_with_a_granted_session_in_a_wifi_room(wifi, sessions, duration, now):
+@given(wifi=st.sampled_from(["allowed", "never"]), sessions=st.booleans(),
+       now=st.floats(TUESDAY_0900 - 400 * 86400, TUESDAY_0900 + 400 * 86400))
+def test_access_point_only_with_a_granted_session_in_a_wifi_room(wifi, sessions, now):
     c = Config.from_dict({"school": "s", "gateway_id": "g", "db": ":memory:", "school_broker": {"host": "h"},
-                          "session": {"duration_s": duration}, "rooms": {"r": {"wifi": wifi, "sessions": sessions}}})
-    d = decide(c, "r", now)
-    assert d.grant == sessions
-    assert d.ap == (sessions and wifi == "allowed")
+                          "policy": {"zone": "C"}, "rooms": {"r": {"wifi": wifi, "sessions": sessions}}})
+    d = PolicyState.build(c).decide("r", now)
+    assert not d.grant or sessions
+    assert not d.ap or (d.grant and wifi == "allowed")
     check_cmd(command(d, "g-1", 1, now))
-    assert offline_policy(c, "r")["ap"] is False
 
 
 def test_cli_bad_config_exits_2_with_file_and_key(tmp_path, capsys):

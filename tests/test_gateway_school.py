@@ -2,13 +2,15 @@
 paho clients playing the boards, and a real SQLite file."""
 
 import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
 import logging
 
 import pytest
 
 from edge_gateway.config import Config
 from edge_gateway.service import Gateway
-from edge_gateway.testing import Board, wait_for
+from edge_gateway.testing import Board, wait_for, school_clock
 from firmware.codec import check_cmd, check_policy, parse
 
 pytestmark = pytest.mark.broker
@@ -23,7 +25,7 @@ def school_config(broker, tmp_path, **extra):
             "gateway_id": "gw-0341234a",
             "db": str(tmp_path / "gateway.sqlite"),
             "school_broker": {"host": broker.host, "port": broker.port},
-            "session": {"duration_s": 2700},
+            "policy": {"zone": "C", "commune": "Montpellier"},
             "rooms": {
                 "cm2-b": {"wifi": "allowed", "sessions": True},
                 "cp-a": {"wifi": "never", "sessions": True},
@@ -37,7 +39,7 @@ def school_config(broker, tmp_path, **extra):
 
 @pytest.fixture
 def gateway(broker, tmp_path):
-    gw = Gateway(school_config(broker, tmp_path), reconnect_max_s=1).start()
+    gw = Gateway(school_config(broker, tmp_path), reconnect_max_s=1, clock=school_clock()).start()
     yield gw
     gw.stop()
 
@@ -63,7 +65,8 @@ def test_request_granted_with_room_wifi_and_disabled_room_denied(gateway, board_
     grant = wifi_room.cmd_for(req)
     check_cmd(grant)
     assert grant["cmd"] == "grant" and grant["req"] == req
-    assert grant["ap"] is True and grant["projector"] is True and grant["duration_s"] == 2700
+    # Tuesday 09:00 in class time (08:30-11:45, at most 5400 s with the access point)
+    assert grant["ap"] is True and grant["projector"] is True and grant["duration_s"] == 5400
     assert grant["id"].startswith("g-") and isinstance(grant["now"], int)
 
     req = wired_room.request()
@@ -85,10 +88,22 @@ def test_request_granted_with_room_wifi_and_disabled_room_denied(gateway, board_
 def test_offline_policy_and_gateway_state_are_retained(gateway, board_factory):
     late = board_factory("cm2-b")  # subscribes after the gateway published: retained
     wait_for(lambda: late.policy, what="retained policy")
-    assert check_policy(late.policy) == {"v": 1, "start": True, "max_s": 2700, "ap": False}
+    policy = check_policy(late.policy)
+    assert policy["start"] is True and policy["ap"] is False  # without the time: no radio
+    # 48 h of windows from Tuesday 09:00: Tuesday's class periods with the
+    # access point, no window during lunch, none on Wednesday with the AP.
+    now = gateway.clock()
+    assert policy["until"] == int(now) + 48 * 3600
+    first = policy["windows"][0]
+    assert first[0] == int(now) and first[3] == 1 and first[2] == 5400
+    for start, end, max_s, ap in policy["windows"]:
+        local = datetime.fromtimestamp(start, ZoneInfo("Europe/Paris"))
+        if ap:
+            assert local.weekday() in (0, 1, 3, 4) and 8 <= local.hour < 17
     disabled = board_factory("bcd")
     wait_for(lambda: disabled.policy, what="retained policy")
     assert disabled.policy["start"] is False and disabled.policy["ap"] is False
+    assert disabled.policy["windows"] == []
 
     seen = {}
     watcher = Board(late.host, late.port, SCHOOL, "gateway")
