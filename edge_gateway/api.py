@@ -1,35 +1,44 @@
-"""The gateway's web API: rooms now, recent events, health and Prometheus
-metrics. `/api/*` needs the bearer token (`PREAU_GATEWAY_TOKEN` or
-`http.token`); there is no default token, on purpose."""
+"""The gateway's web API: rooms now, recent events, decisions explained,
+overrides, configuration reload, health and Prometheus metrics.
+
+Two roles, each a bearer token, neither with a default: the director's
+(`PREAU_GATEWAY_TOKEN` or `http.token`) reads and changes; the viewer's
+(`PREAU_GATEWAY_VIEWER_TOKEN` or `http.viewer_token`, optional) only reads."""
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .config import Config, ConfigError
-from .service import Gateway
-from .store import read_records
+from .service import Gateway, OverrideError
+from .store import read_audit, read_overrides, read_records
 
 TOKEN_ENV = "PREAU_GATEWAY_TOKEN"
+VIEWER_TOKEN_ENV = "PREAU_GATEWAY_VIEWER_TOKEN"
 
 
 @dataclass(frozen=True)
 class ApiSettings:
-    token: str
+    token: str  # the director's: read and change
+    viewer_token: str | None = None  # read only
+    config_path: str | None = None  # what POST /api/config/reload reads again
 
     @classmethod
-    def from_config(cls, config: Config, environ: Mapping[str, str]) -> "ApiSettings":
+    def from_config(cls, config: Config, environ: Mapping[str, str], config_path: str | None = None) -> "ApiSettings":
         token = environ.get(TOKEN_ENV) or config.http_token
         if not token:
             raise ConfigError(f"{config.source}: http.token: missing and {TOKEN_ENV} is not set; the API needs a bearer token")
-        return cls(token=token)
+        viewer = environ.get(VIEWER_TOKEN_ENV) or config.http_viewer_token
+        if viewer and hmac.compare_digest(viewer.encode(), token.encode()):
+            raise ConfigError(f"{config.source}: http.viewer_token: must differ from the director's token")
+        return cls(token=token, viewer_token=viewer or None, config_path=config_path)
 
 
 # output models -----------------------------------------------------------------------
@@ -66,16 +75,27 @@ def _gateway(request: Request) -> Gateway:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _authorized(
+def _role(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    expected: str = request.app.state.settings.token
-    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise HTTPException(status_code=401, detail="bearer token required", headers={"WWW-Authenticate": "Bearer"})
+) -> str:
+    settings: ApiSettings = request.app.state.settings
+    given = b"" if credentials is None else credentials.credentials.encode()
+    if credentials is not None and hmac.compare_digest(given, settings.token.encode()):
+        return "director"
+    if credentials is not None and settings.viewer_token and hmac.compare_digest(given, settings.viewer_token.encode()):
+        return "viewer"
+    raise HTTPException(status_code=401, detail="bearer token required", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _director(role: Annotated[str, Depends(_role)]) -> str:
+    if role != "director":
+        raise HTTPException(status_code=403, detail="this needs the director's token; the viewer's only reads")
+    return role
 
 
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
-Authorized = Depends(_authorized)
+Authorized = Depends(_role)
+DirectorOnly = Depends(_director)
 
 
 # routers --------------------------------------------------------------------------------
@@ -100,6 +120,119 @@ def list_events(
     if room is not None and room not in gateway.config.rooms:
         raise HTTPException(status_code=404, detail=f"no room {room!r} in this school")
     return [r.as_dict() for r in read_records(gateway.config.db, room=room, kinds=("evt",), limit=limit)]
+
+
+class DecisionOut(BaseModel):
+    room: str
+    at: float
+    grant: bool
+    until: str | None
+    duration_s: int
+    projector: bool
+    ap: bool
+    reason: str
+    text_fr: str
+    text_en: str
+    period: str | None
+    warnings: list[str]
+
+
+policy_router = APIRouter(prefix="/api/policy", tags=["policy"], dependencies=[Authorized])
+
+
+def _known_room(gateway: Gateway, room: str) -> None:
+    if room not in gateway.config.rooms:
+        raise HTTPException(status_code=404, detail=f"no room {room!r} in this school")
+
+
+@policy_router.get("/explain", response_model=DecisionOut)
+def explain(
+    gateway: GatewayDep,
+    room: Annotated[str, Query(max_length=32)],
+    at: Annotated[float | None, Query(description="Unix time; now when absent")] = None,
+) -> dict:
+    """The answer a request in `room` gets at `at`, and why, in French and English."""
+    _known_room(gateway, room)
+    when = gateway.clock() if at is None else at
+    d = gateway.explain(room, when)
+    return {"room": room, "at": when, "grant": d.grant, "until": d.until.isoformat() if d.until else None,
+            "duration_s": d.duration_s, "projector": d.projector, "ap": d.ap, "reason": d.reason,
+            "text_fr": d.text_fr, "text_en": d.text_en, "period": d.period, "warnings": list(d.warnings)}
+
+
+@policy_router.get("/offline/{room}")
+def offline(gateway: GatewayDep, room: str) -> dict:
+    """The retained offline policy the board holds now (docs/protocol.md)."""
+    _known_room(gateway, room)
+    return gateway.policy.offline_policy(room, gateway.clock())
+
+
+class OverrideIn(BaseModel):
+    scope: Literal["room", "school"]
+    room: str | None = Field(default=None, max_length=32)
+    effect: Literal["allow", "deny"]
+    ap: bool = False
+    ap_only: bool = False
+    minutes: int | None = Field(default=None, ge=1, le=14 * 24 * 60, description="from now; or give expires")
+    starts: float | None = Field(default=None, description="Unix time; now when absent")
+    expires: float | None = Field(default=None, description="Unix time")
+    who: str = Field(min_length=1, max_length=40, description='a role ("direction", "mairie"), not a name')
+    why: str = Field(min_length=1, max_length=200)
+
+
+overrides_router = APIRouter(prefix="/api/overrides", tags=["overrides"])
+
+
+@overrides_router.get("", dependencies=[Authorized])
+def list_overrides(gateway: GatewayDep, all: bool = False) -> list[dict]:
+    return read_overrides(gateway.config.db, include_past=all, now=gateway.clock())
+
+
+@overrides_router.post("", status_code=201, dependencies=[DirectorOnly])
+def add_override(gateway: GatewayDep, body: OverrideIn) -> dict:
+    if (body.minutes is None) == (body.expires is None):
+        raise HTTPException(status_code=422, detail="give either minutes or expires")
+    start = gateway.clock() if body.starts is None else body.starts
+    expires = body.expires if body.expires is not None else start + 60 * body.minutes
+    try:
+        return gateway.add_override(scope=body.scope, room=body.room, effect=body.effect, ap=body.ap,
+                                    ap_only=body.ap_only, starts=body.starts, expires=expires, who=body.who,
+                                    why=body.why)
+    except OverrideError as e:
+        raise HTTPException(status_code=422, detail=str(e)) from None
+
+
+@overrides_router.delete("/{override_id}", dependencies=[DirectorOnly])
+def cancel_override(gateway: GatewayDep, override_id: str,
+                    who: Annotated[str, Query(min_length=1, max_length=40)]) -> dict:
+    if not gateway.cancel_override(override_id, who):
+        raise HTTPException(status_code=404, detail=f"no override {override_id!r} in force")
+    return {"id": override_id, "cancelled": True}
+
+
+admin_router = APIRouter(prefix="/api", tags=["administration"], dependencies=[DirectorOnly])
+
+
+@admin_router.get("/audit")
+def audit(gateway: GatewayDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+    return read_audit(gateway.config.db, limit)
+
+
+class ReloadIn(BaseModel):
+    who: str = Field(default="direction", min_length=1, max_length=40)
+
+
+@admin_router.post("/config/reload")
+def reload_config(request: Request, gateway: GatewayDep, body: ReloadIn | None = None) -> dict:
+    """Read the configuration file again; a broken one is refused (422, with
+    the file, key and what was expected) and the running one stays."""
+    path = request.app.state.settings.config_path
+    if not path:
+        raise HTTPException(status_code=409, detail="this gateway was not started from a configuration file")
+    try:
+        return gateway.reload(path, who=(body or ReloadIn()).who)
+    except ConfigError as e:
+        raise HTTPException(status_code=422, detail=str(e)) from None
 
 
 ops_router = APIRouter(tags=["operations"])
@@ -155,5 +288,8 @@ def create_app(gateway: Gateway, settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     app.include_router(rooms_router)
     app.include_router(events_router)
+    app.include_router(policy_router)
+    app.include_router(overrides_router)
+    app.include_router(admin_router)
     app.include_router(ops_router)
     return app

@@ -44,6 +44,7 @@ class Config:
     city_broker: BrokerConfig | None = None
     http_bind: str = "127.0.0.1:8080"
     http_token: str | None = None
+    http_viewer_token: str | None = None
     rooms: dict[str, RoomConfig] = field(default_factory=dict)
     # The lesson-time policy (edge_gateway/policy): week, periods, calendar.
     policy: Any = None
@@ -79,12 +80,13 @@ class Config:
         school_broker = v.broker(data, "school_broker", required=True)
         city_broker = v.broker(data, "city_broker", required=False)
         http = v.table(data, "http", required=False) or {}
-        v.known(http, "http", ("bind", "token"))
+        v.known(http, "http", ("bind", "token", "viewer_token"))
         bind = v.string(http, "bind", "http", default="127.0.0.1:8080")
         host, sep, port = bind.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             v.fail("http.bind", f'expected "host:port", got {bind!r}')
         token = v.string(http, "token", "http", default=None)
+        viewer_token = v.string(http, "viewer_token", "http", default=None)
         rooms_table = v.table(data, "rooms", required=True)
         rooms = {}
         for room, spec in rooms_table.items():
@@ -115,6 +117,7 @@ class Config:
             db=db,
             http_bind=bind,
             http_token=token,
+            http_viewer_token=viewer_token,
             rooms=rooms,
             policy=policy,
             source=source,

@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         config = Config.load(args.config)
         from .api import ApiSettings, create_app
 
-        settings = ApiSettings.from_config(config, os.environ)
+        settings = ApiSettings.from_config(config, os.environ, config_path=args.config)
         bind = args.bind or config.http_bind
         host, _, port = bind.rpartition(":")
         if not port.isdigit():
@@ -551,8 +551,20 @@ def main(argv: list[str] | None = None) -> int:
 
         app.router.lifespan_context = lifespan
 
+        import signal
+
         import uvicorn
 
+        def on_sighup(_signum, _frame) -> None:
+            # `systemctl reload preau-gateway`: read the file again, off the
+            # signal handler; a broken file is refused and logged.
+            def reload() -> None:
+                with contextlib.suppress(ConfigError):
+                    gateway.reload(args.config, who="systemd")
+
+            threading.Thread(target=reload, name="reload", daemon=True).start()
+
+        signal.signal(signal.SIGHUP, on_sighup)
         # uvicorn handles SIGTERM/SIGINT (systemd stop) and returns.
         uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level=args.log_level.lower())).run()
         return 0
