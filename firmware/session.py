@@ -23,6 +23,10 @@ LED_OFFLINE = "offline"
 MAX_SESSION_S = 14400
 DENIED_SHOW_MS = 3000
 DEFAULT_POLICY = {"start": True, "max_s": 2700, "ap": False}
+# Alone, the board does not start a session that would last less than this
+# (the gateway's policy.min_session_s default): five minutes before the end
+# of a window, a press is refused rather than cut short.
+MIN_OFFLINE_S = 300
 
 
 class Session:
@@ -97,7 +101,8 @@ class Session:
         if unix is not None and windows is not None and unix < p.get("until", 0):
             for start, end, max_s, ap in windows:
                 if start <= unix < end:
-                    return min(max_s, end - unix), ap == 1
+                    length = min(max_s, end - unix)
+                    return (length, ap == 1) if length >= MIN_OFFLINE_S else None
             return None
         if p.get("start") and p.get("max_s", 0) > 0:
             return p["max_s"], bool(p.get("ap"))

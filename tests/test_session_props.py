@@ -70,3 +70,41 @@ def test_ap_never_on_outside_an_allowed_session(seq, wifi_never, cap_s):
             ap_on_since = None
         if s.state != ACTIVE:
             assert s.ap is False
+
+
+@st.composite
+def policies(draw):
+    t = draw(st.integers(1_700_000_000, 1_900_000_000))
+    windows = []
+    for _ in range(draw(st.integers(0, 10))):
+        t += draw(st.integers(0, 20000))
+        end = t + draw(st.integers(1, 20000))
+        windows.append([t, end, draw(st.integers(0, 14400)), draw(st.integers(0, 1))])
+        t = end
+    until = draw(st.integers(1_700_000_000, 1_900_100_000))
+    return {"v": 1, "start": draw(st.booleans()), "max_s": draw(st.integers(0, 14400)), "ap": False,
+            "until": until, "windows": windows}
+
+
+@settings(max_examples=400, deadline=None)
+@given(policies(), st.one_of(st.none(), st.integers(1_690_000_000, 1_910_000_000)))
+def test_offline_rule_stays_inside_the_windows(policy, unix):
+    from firmware.codec import check_policy
+    from firmware.session import MIN_OFFLINE_S
+
+    check_policy(policy)  # the generator only makes valid policies
+    s = Session(Events(0, Clock()))
+    s.set_policy(policy)
+    rule = s.offline_rule(unix)
+    if unix is None or unix >= policy["until"]:
+        # the time-free fallback: never the access point (the gateway sends ap false)
+        assert rule is None or (rule == (policy["max_s"], False) and policy["start"])
+        return
+    inside = [w for w in policy["windows"] if w[0] <= unix < w[1]]
+    if rule is None:
+        assert not inside or min(inside[0][2], inside[0][1] - unix) < MIN_OFFLINE_S
+        return
+    [(start, end, max_s, ap)] = inside
+    length, with_ap = rule
+    assert MIN_OFFLINE_S <= length <= max_s and unix + length <= end
+    assert with_ap == (ap == 1)

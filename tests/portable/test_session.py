@@ -190,3 +190,12 @@ def test_offline_window_refusal_between_windows():
     s.tick(1000, t0 + 100)
     assert s.state == IDLE
     assert ev.queue[-1]["data"]["reason"] == "offline_policy"
+
+
+def test_offline_window_too_close_to_its_end_is_refused():
+    s, ev, _ = make()
+    t0 = 1763900000
+    s.set_policy({"v": 1, "start": True, "max_s": 2700, "ap": False, "until": t0 + 10000,
+                  "windows": [[t0, t0 + 1000, 5400, 1]]})
+    assert s.offline_rule(t0 + 600) == (400, True)
+    assert s.offline_rule(t0 + 800) is None  # 200 s left: refused, not cut short
