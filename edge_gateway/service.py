@@ -90,6 +90,7 @@ class Gateway:
         self.registry.load(self.store.load_rooms())
         self.policy = PolicyState.build(config, self._overrides_from(self.store.active_overrides(clock())))
         self._policy_day = self._local_day(clock())
+        self._check_calendar_coverage(clock())
         self.school = SchoolLink(config, lambda msg: self._queue.put(("board", msg)), reconnect_max_s=reconnect_max_s,
                                  on_connected=lambda: self._queue.put(("school_up",)))
         self.city: CityLink | None = None
@@ -180,7 +181,20 @@ class Gateway:
             "school_broker": self.school.connected,
             "city_broker": None if self.city is None else self.city.connected,
             "outbox": self.outbox_size(),
+            "calendar_covered_until": self.policy.calendar.coverage()[1].isoformat(),
         }
+
+    def _check_calendar_coverage(self, now: float) -> None:
+        """Say it early when the embedded school-holiday data runs out: past
+        its end the engine only knows the school's own closures."""
+        last = self.policy.calendar.coverage()[1]
+        days_left = (last - self._local_day(now)).days
+        if days_left < 0:
+            log.warning("school-holiday data ended on %s: only the configured closures apply; "
+                        "update the vacances-scolaires-france package", last)
+        elif days_left < 120:
+            log.warning("school-holiday data ends on %s (%d days): update the vacances-scolaires-france package",
+                        last, days_left)
 
     # worker thread -----------------------------------------------------------------
 
@@ -226,6 +240,7 @@ class Gateway:
                     # After midnight the 48 h of windows move on by a day.
                     self._policy_day = self._local_day(now)
                     self._publish_policies(now)
+                    self._check_calendar_coverage(now)
             except Exception:  # the batch's commit itself failed (disk full, I/O error)
                 log.exception("gateway worker: could not commit %d message(s)", len(batch))
                 self._count("internal_errors")
@@ -367,6 +382,8 @@ class Gateway:
             self._count("duplicates")
             return None
         decision = self.policy.decide(room, now)
+        if "calendar_not_covered" in decision.warnings:
+            log.warning("room %s: decided without school-holiday data for this date; configured closures only", room)
         # The decision's own record seq makes the command id unique for ever, across restarts.
         cmd_id = "g-%06d" % (self.store.last_seq() + 1)
         cmd = command(decision, cmd_id, req, now)

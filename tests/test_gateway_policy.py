@@ -207,3 +207,18 @@ def test_config_error_type_is_the_gateways(tmp_path):
     path = write_config(tmp_path, 1883, '\n[[closures]]\nstart = 2026-12-01\nend = 2026-11-30\nlabel = "x"\n')
     with pytest.raises(ConfigError, match="closures"):
         Config.load(path)
+
+
+def test_beyond_the_holiday_data_the_gateway_says_so(mosquitto, tmp_path, caplog):
+    path = write_config(tmp_path, mosquitto.port, '\n[[closures]]\nstart = 2031-12-20\nend = 2032-01-04\n'
+                                                  'label = "Vacances de Noël (arrêté rectoral)"\n')
+    gw = Gateway(Config.load(path), clock=school_clock("2031-11-25T09:00:00+01:00")).start()
+    try:
+        assert "school-holiday data ended on 2028-08-31" in caplog.text
+        assert gw.health()["calendar_covered_until"] == "2028-08-31"
+        d = gw.explain("cm2-b")
+        assert d.grant and "calendar_not_covered" in d.warnings  # granted, and said
+        closed = gw.explain("cm2-b", datetime(2031, 12, 22, 10, 0, tzinfo=PARIS).timestamp())
+        assert not closed.grant and closed.reason == "closure"  # the school's own closures still hold
+    finally:
+        gw.stop()
