@@ -272,7 +272,7 @@ class Classroom:
         """Clean stop: relay off, death published, clean disconnect."""
         self.board.set_relay(False)
         if self.session.state == ACTIVE:
-            self.session.press_long(self.clock.uptime_ms())
+            self.session.end(self.clock.uptime_ms(), "shutdown")
         if self.mqtt.up:
             try:
                 # Let the publisher hand the last events (the session's end)

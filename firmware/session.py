@@ -86,10 +86,10 @@ class Session:
         self._deny(now, reason, "gateway")
         return True, "denied"
 
-    def end(self, now):
+    def end(self, now, reason="command"):
         if self.state != ACTIVE:
             return False, "no_session"
-        self._end(now, "command")
+        self._end(now, reason)
         return True, "ended"
 
     def offline_rule(self, unix):
