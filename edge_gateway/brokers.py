@@ -138,11 +138,8 @@ class Mosquitto:
                 "set_tcp_nodelay true\n"
                 + self.extra_config
             )
-        self.proc = subprocess.Popen(
-            [self.binary(), "-c", conf],
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.workdir, "mosquitto.log"), "w"),
-        )
+        with open(os.path.join(self.workdir, "mosquitto.log"), "w") as log_file:
+            self.proc = subprocess.Popen([self.binary(), "-c", conf], stdout=subprocess.DEVNULL, stderr=log_file)
         try:
             wait_port(self.host, self.port)
         except BrokerError:
