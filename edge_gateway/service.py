@@ -102,6 +102,7 @@ class Gateway:
         self._acked = self.store.acked()
         self._worker: threading.Thread | None = None
         self._after_commit: list[tuple] = []  # counts applied once the batch is committed
+        self._answers: list[tuple] = []  # (future, result) of API calls, answered after the commit
         self._timed: set[tuple[str, int]] = set()  # (room, boot) given the time
         self._time_ids = 0
         self._stopped = False
@@ -229,6 +230,7 @@ class Gateway:
                 batch.pop()
             now = self.clock()
             self._after_commit = []
+            self._answers = []
             try:
                 if batch:
                     with self.store.transaction():
@@ -245,11 +247,16 @@ class Gateway:
                 log.exception("gateway worker: could not commit %d message(s)", len(batch))
                 self._count("internal_errors")
                 self._after_commit = []
+                for future, _ in self._answers:
+                    future.set_exception(GatewayError("the gateway could not write to its database"))
+                self._answers = []
                 # Not acknowledged to the broker: the persistent session brings
                 # them back after a reconnect; nothing is lost.
                 batch = [item for item in batch if item[0] != "board"]
             for key, n in self._after_commit:
                 self._count_now(key, n)
+            for future, result in self._answers:
+                future.set_result(result)
             for item in batch:
                 if item[0] == "board":
                     self.school.ack(item[1])
@@ -277,9 +284,12 @@ class Gateway:
         elif kind == "call":
             _, fn, args, future = item
             try:
-                future.set_result(fn(now, *args))
+                result = fn(now, *args)
             except Exception as e:  # reported to the caller (the API), who says what was wrong
                 future.set_exception(e)
+            else:
+                # answered once the batch is committed: the caller's next read sees it
+                self._answers.append((future, result))
         elif kind == "city_up":
             self.forwarder.on_up(now)
         elif kind == "city_ack":

@@ -201,6 +201,8 @@ def test_events_stored_once_in_history_with_gap_counted(gateway, board_factory, 
     marker = board.request()
     board.cmd_for(marker)
     wait_for(lambda: gateway.metrics["events_missing"] == 2, what="gap counted once committed")
+    # the answer leaves before its batch's commit: wait for the commit itself
+    wait_for(lambda: gateway.metrics["decisions"].get("grant") == 1, what="the marker's batch committed")
     import sqlite3
 
     with sqlite3.connect(tmp_path / "gateway.sqlite") as db:
