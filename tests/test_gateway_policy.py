@@ -222,3 +222,23 @@ def test_beyond_the_holiday_data_the_gateway_says_so(mosquitto, tmp_path, caplog
         assert not closed.grant and closed.reason == "closure"  # the school's own closures still hold
     finally:
         gw.stop()
+
+
+def test_the_example_school_file_runs_a_gateway(mosquitto, tmp_path):
+    """examples/school.toml is the technician's starting point: it must load
+    as a gateway configuration, not only as a policy."""
+    import pathlib
+
+    text = (pathlib.Path(__file__).parent.parent / "examples" / "school.toml").read_text()
+    text = text.replace("port = 1883", f"port = {mosquitto.port}", 1)
+    path = tmp_path / "school.toml"
+    path.write_text(text)
+    config = Config.load(path)
+    assert config.db == str(tmp_path / "gateway.sqlite") and len(config.rooms) >= 5
+    gw = Gateway(config, clock=school_clock()).start()
+    try:
+        assert gw.health()["ok"]
+        room = sorted(config.rooms)[0]
+        assert gw.explain(room).reason in ("granted", "room_disabled")
+    finally:
+        gw.stop()
