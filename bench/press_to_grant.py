@@ -25,6 +25,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from bench._common import pct  # noqa: E402
+
 from edge_gateway.brokers import Mosquitto, ThreadedAmqtt  # noqa: E402
 from edge_gateway.config import Config  # noqa: E402
 from edge_gateway.link import tcp_nodelay  # noqa: E402
@@ -34,11 +36,6 @@ from edge_gateway.testing import Board  # noqa: E402
 
 SCHOOL = "bench"
 LOAD_ROOMS = [f"load-{i:02d}" for i in range(20)]
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def load_process(port: int, rate: int, kind: str, stop, sent) -> None:

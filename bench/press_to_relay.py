@@ -24,6 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from bench._common import pct  # noqa: E402
+
 from edge_gateway.brokers import Mosquitto, ThreadedAmqtt  # noqa: E402
 from edge_gateway.config import Config  # noqa: E402
 from edge_gateway.link import tcp_nodelay  # noqa: E402
@@ -31,11 +33,6 @@ from edge_gateway.service import Gateway  # noqa: E402
 from edge_gateway.testing import school_clock  # noqa: E402
 from firmware.button import LONG, SHORT  # noqa: E402
 from hardware.sim.classroom import SimClassroom  # noqa: E402
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def mqtt_round_trips(port: int, n: int) -> list[float]:

@@ -4,16 +4,18 @@
 # very file. Tasks: MQTT link, button, ticker (session, relay, LED),
 # publisher (events, acks), telemetry.
 import asyncio
+import json
+import os
 
 from . import VERSION
 from . import led as ledmod
 from .button import LONG, SHORT, ButtonLogic
 from .clock import Clock
 from .codec import ProtocolError, encode, parse, topic
-from .compat import ThreadSafeFlag
+from .compat import ThreadSafeFlag, sleep_ms_async
 from .events import Events
 from .mqtt import MQTTClient
-from .session import ACTIVE, Session
+from .session import ACTIVE, REQUESTING, Session
 
 TICK_MS = 50
 BUTTON_SAMPLE_MS = 10
@@ -29,11 +31,15 @@ def bump_boot_counter(storage):
             boot = int(f.read().strip() or "0") + 1
     except (OSError, ValueError):
         boot = 0
+    # Write then rename: a power cut mid-write leaves the old counter, never
+    # a torn one (a repeated boot would make the gateway drop our events as
+    # duplicates of the previous boot's).
     try:
-        with open(path, "w") as f:
+        with open(path + ".new", "w") as f:
             f.write(str(boot))
-    except OSError:
-        pass  # a full or read-only flash must not stop the board
+        os.rename(path + ".new", path)
+    except OSError as e:
+        print("preau: boot counter not saved (%s); the next boot may repeat %d" % (e, boot))
     return boot
 
 
@@ -47,7 +53,8 @@ class Classroom:
         if storage and not storage.endswith("/"):
             storage += "/"
         self.boot = bump_boot_counter(storage)
-        self.events = Events(self.boot, self.clock)
+        self._wake = ThreadSafeFlag()  # the publisher has something to send
+        self.events = Events(self.boot, self.clock, on_emit=self._wake.set)
         self.session = Session(
             self.events,
             wifi_never=cfg["wifi_never"],
@@ -59,7 +66,6 @@ class Classroom:
         self.identify_until = 0
         self._acks = []  # recent (id, ack payload) for QoS 1 redelivery
         self._acks_out = []
-        self._wake = ThreadSafeFlag()
         self._button_flag = ThreadSafeFlag()
         self._reboot = False
         school, room = cfg["school"], cfg["room"]
@@ -103,8 +109,7 @@ class Classroom:
         }
 
     async def _on_connect(self):
-        await self.mqtt.subscribe(self.t_cmd, 1)
-        await self.mqtt.subscribe(self.t_policy, 1)
+        # The client re-subscribes by itself (subscriptions made in run()).
         await self.mqtt.publish(self.t_state, encode(self.birth()), True, 1)
         self._wake.set()
 
@@ -131,12 +136,10 @@ class Classroom:
                 self.events.emit("cmd.rejected", {"reason": str(e)[:120]})
             else:
                 self._send_ack({"v": 1, "id": cid, "ok": False, "boot": self.boot, "error": "bad_command"})
-            self._wake.set()
             return
         for cid, ack in self._acks:
             if cid == cmd["id"]:  # QoS 1 redelivery: answer again, act once
-                self._acks_out.append(ack)
-                self._wake.set()
+                self._send_ack(ack)
                 return
         ok, text = self._execute(cmd)
         ack = {"v": 1, "id": cmd["id"], "ok": ok, "boot": self.boot}
@@ -183,17 +186,17 @@ class Classroom:
 
     def apply(self, now):
         s = self.session
-        s.tick(now, self.clock.time())
+        # Wall time only matters when a request times out (offline windows);
+        # reading it every tick would allocate a big int 20 times a second.
+        s.tick(now, self.clock.time() if s.state == REQUESTING else None)
         self.board.set_relay(s.ap)
         self.board.set_led(ledmod.level(self.led_mode(now), now))
-        if self.events.queue:
-            self._wake.set()
 
     # -- tasks ----------------------------------------------------------------
     async def _ticker(self):
         while True:
             self.apply(self.clock.uptime_ms())
-            await asyncio.sleep(TICK_MS / 1000)
+            await sleep_ms_async(TICK_MS)
 
     async def _button_task(self):
         while True:
@@ -207,7 +210,7 @@ class Classroom:
                     self.on_press(press, now)
                 if not self.button.busy():
                     break
-                await asyncio.sleep(BUTTON_SAMPLE_MS / 1000)
+                await sleep_ms_async(BUTTON_SAMPLE_MS)
 
     def on_press(self, press, now):
         self.events.emit("button", {"press": press})
@@ -221,8 +224,9 @@ class Classroom:
         while True:
             await self._wake.wait()
             try:
+                pid = None
                 while self._acks_out and self.mqtt.up:
-                    await self.mqtt.publish(self.t_ack, encode(self._acks_out[0]), False, 1)
+                    pid = await self.mqtt.publish(self.t_ack, encode(self._acks_out[0]), False, 1)
                     self._acks_out.pop(0)
                 while self.events.queue and self.mqtt.up:
                     evt = self.events.peek()
@@ -230,7 +234,9 @@ class Classroom:
                     if self.events.peek() is evt:  # the queue may have dropped it meanwhile
                         self.events.pop()
                 if self._reboot and not self._acks_out:
-                    await asyncio.sleep(0.2)
+                    # the "rebooting" ack reaches the broker first (bounded wait)
+                    if pid is not None:
+                        await self.mqtt.wait_puback(pid, 2000)
                     self.board.set_relay(False)
                     self.board.reset()
             except OSError:
@@ -254,6 +260,8 @@ class Classroom:
 
     async def run(self):
         self.apply(self.clock.uptime_ms())
+        await self.mqtt.subscribe(self.t_cmd, 1)  # remembered, sent at every connection
+        await self.mqtt.subscribe(self.t_policy, 1)
         tasks = [
             asyncio.create_task(self.mqtt.run()),
             asyncio.create_task(self._ticker()),
@@ -273,6 +281,10 @@ class Classroom:
         self.board.set_relay(False)
         if self.session.state == ACTIVE:
             self.session.end(self.clock.uptime_ms(), "shutdown")
+        elif self.session.state == REQUESTING:
+            # a grant or the offline timeout must not turn the relay back on
+            # while the last messages go out
+            self.session.press_long(self.clock.uptime_ms())
         if self.mqtt.up:
             try:
                 # Let the publisher hand the last events (the session's end)
@@ -292,8 +304,6 @@ class Classroom:
 def _id_of(payload):
     """Best effort: the id of a command that failed validation, to ack it."""
     try:
-        import json
-
         obj = json.loads(payload)
         cid = obj.get("id")
         if isinstance(cid, str) and 1 <= len(cid) <= 32:

@@ -71,6 +71,9 @@ class Board:
                 power=Pin(lan["power"]) if lan.get("power") is not None else None,  # pyright: ignore[reportCallIssue]  # (see mdc)
                 phy_type=getattr(network, "PHY_" + lan["phy"]),  # pyright: ignore[reportCallIssue]  # (see mdc)
                 phy_addr=lan["phy_addr"],  # pyright: ignore[reportCallIssue]  # (see mdc)
+                # The PHY's 50 MHz clock comes from the ESP32 (GPIO17 out on the ESP32-POE).
+                ref_clk=Pin(lan["ref_clk"]) if lan.get("ref_clk") is not None else None,  # pyright: ignore[reportCallIssue]  # (see mdc)
+                ref_clk_mode=Pin.OUT if lan.get("ref_clk_mode") == "out" else Pin.IN,  # pyright: ignore[reportCallIssue]  # (see mdc)
             )
             nic.active(True)
             return nic

@@ -56,3 +56,11 @@ except AttributeError:  # CPython and ports without it: the simulator's pins
         async def wait(self):
             await self._event.wait()
             self._event.clear()
+
+
+try:
+    sleep_ms_async = asyncio.sleep_ms  # type: ignore[attr-defined]
+except AttributeError:  # CPython: no float allocation concern there
+
+    async def sleep_ms_async(ms):  # type: ignore[misc]
+        await asyncio.sleep(ms / 1000)

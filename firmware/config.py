@@ -2,7 +2,7 @@
 # a missing or wrong key names itself, so a technician fixes it in one go.
 import json
 
-from .codec import valid_name
+from .codec import _is, valid_name
 
 # key: (kind, default); default None means required
 SCHEMA = {
@@ -29,18 +29,13 @@ class ConfigError(ValueError):
 
 
 def _ok(kind, value):
-    is_bool = value is True or value is False
     if kind == "name":
         return valid_name(value)
     if kind == "str":
         return isinstance(value, str) and len(value) > 0
     if kind == "str?":
         return value is None or isinstance(value, str)
-    if kind == "int":
-        return isinstance(value, int) and not is_bool
-    if kind == "bool":
-        return is_bool
-    return False
+    return _is(value, kind)  # int, bool: the codec's own type rules
 
 
 _WHAT = {"name": "a name of 1-32 characters a-z 0-9 -", "str": "a non-empty string",

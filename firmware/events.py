@@ -5,8 +5,9 @@
 
 
 class Events:
-    def __init__(self, boot, clock, capacity=64):
+    def __init__(self, boot, clock, capacity=64, on_emit=None):
         self.boot = boot
+        self.on_emit = on_emit  # wakes whoever sends the queue
         self.clock = clock
         self.capacity = capacity
         self.seq = 0
@@ -31,6 +32,8 @@ class Events:
             self.queue.pop(0)
             self.dropped += 1
         self.queue.append(evt)
+        if self.on_emit is not None:
+            self.on_emit()
         return self.seq
 
     def peek(self):

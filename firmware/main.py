@@ -24,8 +24,7 @@ def _show_fault(board):
 
 def main():
     with open("board.json") as f:
-        board = Board(json.load(f))
-    board.set_relay(False)
+        board = Board(json.load(f))  # drives the relay off before anything else
     try:
         cfg = load("config.json")
     except ConfigError as e:

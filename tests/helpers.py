@@ -13,6 +13,13 @@ from edge_gateway.link import tcp_nodelay
 from edge_gateway.testing import wait_for  # noqa: F401 - one polling helper for all tests
 
 
+def run(coro, timeout: float = 60):
+    """Run a test's asyncio scenario, bounded."""
+    import asyncio
+
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
 async def await_for(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
     import asyncio
 

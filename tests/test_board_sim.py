@@ -3,12 +3,11 @@ and amqtt), with a paho client playing the gateway."""
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
 from hardware.sim.classroom import SimClassroom
-from tests.helpers import Peer, await_for
+from tests.helpers import Peer, await_for, run
 
 SCHOOL = "0341234a"
 
@@ -23,10 +22,6 @@ def board_config(broker, room="cm2-b", **extra):
 def relay_ever_on(sim: SimClassroom) -> bool:
     pin = sim.pin("ap_relay")
     return any(p == pin and level == 1 for _, p, level in sim.machine.history)
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def test_press_grant_end_through_a_real_broker(broker, tmp_path):

@@ -14,9 +14,6 @@ FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
 SOURCES = sorted(FIRMWARE.glob("*.py"))
 ARCH = "-march=xtensawin"  # hardware/boards/olimex-esp32-poe.json: "mcu": "esp32"
 
-_sizes = {}
-
-
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_compiles(source, tmp_path):
     out = tmp_path / (source.stem + ".mpy")
@@ -34,15 +31,3 @@ def test_compiles(source, tmp_path):
     message = proc.communicate(timeout=60)[0].decode(errors="replace")
     assert proc.returncode == 0, "mpy-cross rejected %s:\n%s" % (source.name, message)
     assert out.stat().st_size > 0
-    _sizes[source.name] = out.stat().st_size
-
-
-def test_total_mpy_size(capsys):
-    """Runs after the per-file tests (same module, defined later)."""
-    if not _sizes:
-        pytest.skip("no file compiled in this run")
-    with capsys.disabled():
-        print("\n.mpy sizes (mpy-cross %s):" % ARCH)
-        for name in sorted(_sizes):
-            print("  %-14s %6d bytes" % (name, _sizes[name]))
-        print("  %-14s %6d bytes (%d of %d files)" % ("total", sum(_sizes.values()), len(_sizes), len(SOURCES)))

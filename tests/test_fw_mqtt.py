@@ -15,22 +15,14 @@ import pytest
 
 from edge_gateway.brokers import Mosquitto, free_port
 from firmware.mqtt import MQTTClient, MQTTError, backoff_wait, encode_length
+from tests.helpers import await_for, run
 
 ROOM = "preau/v1/0341234a/cm2-b/"
 FAST = (20, 200)  # backoff_ms for tests: reconnects are quick but still doubled
 
 
-def run(coro, timeout=20):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
 async def until(cond, what, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        await asyncio.sleep(0.01)
+    await await_for(cond, timeout, interval=0.01, what=what)
 
 
 async def stop(client, task):

@@ -6,16 +6,7 @@ from hypothesis import strategies as st
 
 from firmware.events import Events
 from firmware.session import ACTIVE, Session
-
-
-class Clock:
-    now = 0
-
-    def uptime_ms(self):
-        return self.now
-
-    def time(self):
-        return None
+from tests.portable._util import FakeClock as Clock
 
 
 actions = st.lists(
@@ -42,9 +33,7 @@ def test_ap_never_on_outside_an_allowed_session(seq, wifi_never, cap_s):
     assert s.ap is False  # off at boot
     for act in seq:
         kind = act[0]
-        if kind == "wait":
-            now += act[1]
-        elif kind != "policy":
+        if kind != "policy":
             now += act[1]
         if kind == "short":
             s.press_short(now)

@@ -43,7 +43,7 @@ class SimClassroom:
         b = self.profile["pins"]["button"]
         self.machine.inputs[b["pin"]] = 1 if b.get("active_low", True) else 0  # released
         board = Board(self.profile, machine=self.machine)
-        self.app = Classroom(self.config, board, storage=self.storage + "/",
+        self.app = Classroom(self.config, board, storage=self.storage,
                              log=lambda msg: log.warning("%s: %s", self.room, msg))
 
     def pin(self, role: str) -> int:
@@ -52,8 +52,7 @@ class SimClassroom:
     @property
     def relay(self) -> bool:
         """Is the access point powered right now (the relay's real output)?"""
-        p = self.profile["pins"]["ap_relay"]
-        return bool(self.machine.output(p["pin"])) != bool(p.get("active_low"))
+        return self.app.board.relay()
 
     @property
     def led_mode(self) -> str:

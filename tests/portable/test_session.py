@@ -5,16 +5,7 @@ from firmware.events import Events
 from firmware.led import PATTERNS, level
 from firmware.session import ACTIVE, IDLE, REQUESTING, Session
 
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0
-
-    def uptime_ms(self):
-        return self.now
-
-    def time(self):
-        return None
+from ._util import FakeClock
 
 
 def make(**kw):
