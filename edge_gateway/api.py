@@ -272,6 +272,10 @@ def prometheus_text(gateway: Gateway) -> str:
            [("", m["history"])])
     family("preau_gateway_events_missing_total", "counter", "Board events never received (seq gaps).",
            [("", m["events_missing"])])
+    family("preau_gateway_time_sent_total", "counter", "Clock commands sent to booting boards.", [("", m["time_sent"])])
+    family("preau_gateway_policies_published_total", "counter", "Offline policies published to boards.",
+           [("", m["policies_published"])])
+    family("preau_gateway_config_rejected_total", "counter", "Configuration reloads refused.", [("", m["config_rejected"])])
     family("preau_gateway_outbox_records", "gauge", "Records not yet acknowledged by the city.", [("", m["outbox"])])
     family("preau_gateway_last_seq", "gauge", "Sequence number of the last record stored.", [("", m["last_seq"])])
     family("preau_gateway_broker_connected", "gauge", "1 when the link to a broker is up.",

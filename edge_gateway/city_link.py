@@ -108,7 +108,8 @@ class Forwarder:
         # Whatever was in flight when the link dropped may be lost: start again from the ack.
         self.online = True
         self.sent_upto = self.acked
-        self.pump(now)
+        # the worker pumps once this batch is committed: never a record the
+        # database might still roll back (its seq would be handed out again)
 
     def on_down(self) -> None:
         self.online = False
@@ -120,12 +121,10 @@ class Forwarder:
             return
         if acked <= self.acked:
             return
-        with self.store.transaction():
-            self.store.set_acked(acked)
+        self.store.set_acked(acked)
         self.acked = acked
         self.sent_upto = max(self.sent_upto, acked)
         self.last_progress = now
-        self.pump(now)
 
     def pump(self, now: float) -> None:
         # `online` is the worker's view (set when it handles city_up), so nothing is sent

@@ -103,6 +103,7 @@ class Gateway:
         self._worker: threading.Thread | None = None
         self._after_commit: list[tuple] = []  # counts applied once the batch is committed
         self._answers: list[tuple] = []  # (future, result) of API calls, answered after the commit
+        self._retry: list[tuple] = []  # board messages whose commit failed: first in the next batch
         self._timed: set[tuple[str, int]] = set()  # (room, boot) given the time
         self._time_ids = 0
         self._stopped = False
@@ -142,11 +143,10 @@ class Gateway:
     # what the API and the demo read (any thread) ---------------------------------
 
     def rooms(self) -> dict[str, dict]:
+        config = self.config  # one configuration, even during a reload
         snapshot = self.registry.snapshot()
-        for room, spec in self.config.rooms.items():
-            snapshot[room]["wifi"] = spec.wifi
-            snapshot[room]["sessions"] = spec.sessions
-        return snapshot
+        return {room: row | {"wifi": config.rooms[room].wifi, "sessions": config.rooms[room].sessions}
+                for room, row in snapshot.items() if room in config.rooms}
 
     @property
     def metrics(self) -> dict:
@@ -160,6 +160,9 @@ class Gateway:
             "history": c.get("history", 0),
             "events_missing": c.get("events_missing", 0),
             "internal_errors": c.get("internal_errors", 0),
+            "time_sent": c.get("time_sent", 0),
+            "policies_published": c.get("policies_published", 0),
+            "config_rejected": c.get("config_rejected", 0),
             "outbox": self.outbox_size(),
             "city_acked": self._acked,
             "last_seq": self._last_seq,
@@ -213,10 +216,12 @@ class Gateway:
 
     def _run(self) -> None:
         while True:
-            try:
-                batch = [self._queue.get(timeout=self.tick_s)]
-            except queue.Empty:
-                batch = []
+            batch, self._retry = self._retry, []
+            if not batch:
+                try:
+                    batch = [self._queue.get(timeout=self.tick_s)]
+                except queue.Empty:
+                    pass
             # Group commit: whatever queued up meanwhile (a board replaying its
             # outbox, telemetry from 30 rooms) shares one transaction and one
             # fsync instead of one each.
@@ -231,41 +236,55 @@ class Gateway:
             now = self.clock()
             self._after_commit = []
             self._answers = []
+            committed = True
             try:
                 if batch:
                     with self.store.transaction():
                         for item in batch:
                             self._handle_one(item, now)
+            except Exception:  # the batch's commit itself failed (disk full, I/O error)
+                committed = False
+                self._commit_failed(batch, now)
+            if committed:
+                for key, n in self._after_commit:
+                    self._count_now(key, n)
+                for future, result in self._answers:
+                    future.set_result(result)
+                for item in batch:
+                    if item[0] == "board":
+                        self.school.ack(item[1])
+                if any(item[0] == "board" for item in batch):
+                    self._last_seq = self.store.last_seq()
+            try:  # after the commit: the city link and the day's policies
                 if self.forwarder is not None:
                     self.forwarder.pump(now)
+                    self._acked = self.forwarder.acked
                 if self._local_day(now) != self._policy_day:
                     # After midnight the 48 h of windows move on by a day.
                     self._policy_day = self._local_day(now)
                     self._publish_policies(now)
                     self._check_calendar_coverage(now)
-            except Exception:  # the batch's commit itself failed (disk full, I/O error)
-                log.exception("gateway worker: could not commit %d message(s)", len(batch))
-                self._count("internal_errors")
-                self._after_commit = []
-                for future, _ in self._answers:
-                    future.set_exception(GatewayError("the gateway could not write to its database"))
-                self._answers = []
-                # Not acknowledged to the broker: the persistent session brings
-                # them back after a reconnect; nothing is lost.
-                batch = [item for item in batch if item[0] != "board"]
-            for key, n in self._after_commit:
-                self._count_now(key, n)
-            for future, result in self._answers:
-                future.set_result(result)
-            for item in batch:
-                if item[0] == "board":
-                    self.school.ack(item[1])
-            if batch:
-                self._last_seq = self.store.last_seq()
-            if self.forwarder is not None:
-                self._acked = self.forwarder.acked
+            except Exception:
+                log.exception("gateway worker: city link or daily policy refresh failed")
+                self._count_now("internal_errors")
             if stop:
                 return
+
+    def _commit_failed(self, batch: list, now: float) -> None:
+        log.exception("gateway worker: could not commit %d message(s); retrying", len(batch))
+        self._count_now("internal_errors")
+        for future, _ in self._answers:
+            future.set_exception(GatewayError("the gateway could not write to its database"))
+        # What was applied in memory before the failed commit goes back to
+        # what the database holds, and the boards hear it again.
+        with contextlib.suppress(Exception):
+            self.policy = self.policy.with_overrides(self._overrides_from(self.store.active_overrides(now)))
+            self._publish_policies(now)
+        # The board messages are not acknowledged to the broker; a healthy
+        # link would not redeliver them, so they go first into the next batch
+        # (deduplication makes a repeat harmless), after a short pause.
+        self._retry = [item for item in batch if item[0] == "board"]
+        time.sleep(min(1.0, self.tick_s))
 
     def _handle_one(self, item: tuple, now: float) -> None:
         try:
@@ -328,24 +347,23 @@ class Gateway:
             self._count(("accepted", leaf))
             return
         send = None
-        with self.store.transaction():
-            if leaf == "state":
-                self._state(room, obj, body, now)
-            elif leaf == "evt":
-                send = self._event(room, obj, body, now)
-                if send is not None:
-                    # Answer before the commit's fsync: a teacher waits on this.
-                    # Should the commit then fail, the board's own events
-                    # (session.started) still tell the story, and the request,
-                    # not yet acknowledged to the broker, comes back and is
-                    # answered again (the board acks a second grant as stale).
-                    self.school.send_cmd(room, send)
-            elif leaf == "ack":
-                self.store.add(room, "ack", now, body, obj["boot"])
-                if self.registry.is_history(room, obj["boot"]):
-                    self._count("history")
-                else:
-                    self.registry.touch(room, now)
+        if leaf == "state":
+            self._state(room, obj, body, now)
+        elif leaf == "evt":
+            send = self._event(room, obj, body, now)
+            if send is not None:
+                # Answer before the commit's fsync: a teacher waits on this.
+                # Should the commit then fail, the board's own events
+                # (session.started) still tell the story, and the request,
+                # not yet acknowledged to the broker, comes back and is
+                # answered again (the board acks a second grant as stale).
+                self.school.send_cmd(room, send)
+        elif leaf == "ack":
+            self.store.add(room, "ack", now, body, obj["boot"])
+            if self.registry.is_history(room, obj["boot"]):
+                self._count("history")
+            else:
+                self.registry.touch(room, now)
         self._count(("accepted", leaf))
 
     def _state(self, room: str, obj: dict, body: str, now: float) -> None:
@@ -397,8 +415,7 @@ class Gateway:
         # The decision's own record seq makes the command id unique for ever, across restarts.
         cmd_id = "g-%06d" % (self.store.last_seq() + 1)
         cmd = command(decision, cmd_id, req, now)
-        stored = self.store.add(room, "decision", now, _json(cmd), boot, req)
-        assert stored == self.store.last_seq()
+        self.store.add(room, "decision", now, _json(cmd), boot, req)
         self._count(("decision", cmd["cmd"]))
         log.info("room %s: %s request %s/%s (%s)", room, cmd["cmd"], boot, req, decision.reason)
         return cmd
@@ -460,9 +477,8 @@ class Gateway:
             _override(row)  # the model's own checks (scope/room, ap_only only on deny, ...)
         except ValueError as e:
             raise OverrideError(str(e)) from None
-        with self.store.transaction():
-            self.store.add_override(row, now)
-            self.store.audit(now, who, "override.add", row)
+        self.store.add_override(row, now)
+        self.store.audit(now, who, "override.add", row)
         self.policy = self.policy.with_overrides(self._overrides_from(self.store.active_overrides(now)))
         self._publish_policies(now, [row["room"]] if row["scope"] == "room" else None)
         log.info("override %s added by %s: %s %s (%s)", row["id"], who, row["effect"], row["room"] or "school", why)
@@ -472,10 +488,9 @@ class Gateway:
         return self.call(self._cancel_override, override_id, who)
 
     def _cancel_override(self, now: float, override_id: str, who: str) -> bool:
-        with self.store.transaction():
-            done = self.store.cancel_override(override_id, now)
-            if done:
-                self.store.audit(now, who or "?", "override.cancel", {"id": override_id})
+        done = self.store.cancel_override(override_id, now)
+        if done:
+            self.store.audit(now, who or "?", "override.cancel", {"id": override_id})
         if done:
             self.policy = self.policy.with_overrides(self._overrides_from(self.store.active_overrides(now)))
             self._publish_policies(now)
@@ -486,10 +501,14 @@ class Gateway:
         running configuration stays; so is a change that needs a restart."""
         try:
             new = Config.load(path)
-            for name in ("school", "gateway_id", "db", "school_broker", "city_broker", "http_bind"):
+            for name, key in (("school", "school"), ("gateway_id", "gateway_id"), ("db", "db"),
+                              ("school_broker", "school_broker"), ("city_broker", "city_broker"),
+                              ("http_bind", "http.bind"), ("http_token", "http.token"),
+                              ("http_viewer_token", "http.viewer_token")):
                 if getattr(new, name) != getattr(self.config, name):
-                    raise ConfigError(f"{new.source}: {name.replace('_', '.', 1) if name.endswith('broker') else name}: "
-                                      "changed; this needs a gateway restart, the running configuration stays")
+                    # the API's tokens are read at start: a changed token must not look applied
+                    raise ConfigError(f"{new.source}: {key}: changed; this needs a gateway restart, "
+                                      "the running configuration stays")
             state = PolicyState.build(new, self.policy.overrides)
         except ConfigError as e:
             self.call(self._audit_reload, who, False, str(e))
@@ -499,13 +518,14 @@ class Gateway:
         return self.call(self._swap_config, new, state, who)
 
     def _audit_reload(self, now: float, who: str, ok: bool, detail: str) -> None:
-        with self.store.transaction():
-            self.store.audit(now, who, "config.reload" if ok else "config.rejected", {"detail": detail})
+        self.store.audit(now, who, "config.reload" if ok else "config.rejected", {"detail": detail})
 
     def _swap_config(self, now: float, new: Config, state: PolicyState, who: str) -> dict:
+        self.registry.set_rooms(new.rooms)  # before the config: rooms() never sees a room it lacks
         self.config = new
-        self.policy = state
-        self.registry.set_rooms(new.rooms)
+        # the overrides in force now, not those when the file was read: an
+        # override added meanwhile must not be undone by the reload
+        self.policy = state.with_overrides(self.policy.overrides)
         self._audit_reload(now, who, True, f"{len(new.rooms)} rooms")
         self._publish_policies(now)
         log.info("configuration reloaded from %s: %d rooms", new.source, len(new.rooms))
