@@ -12,7 +12,8 @@ from typing import Any, Mapping
 
 from firmware.codec import valid_name
 
-WIFI_CHOICES = ("allowed", "never")
+from .policy.model import WIFI_CHOICES
+
 
 
 class ConfigError(ValueError):
@@ -30,12 +31,6 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
-class RoomConfig:
-    wifi: str = "never"
-    sessions: bool = True
-
-
-@dataclass(frozen=True)
 class Config:
     school: str
     gateway_id: str
@@ -45,7 +40,9 @@ class Config:
     http_bind: str = "127.0.0.1:8080"
     http_token: str | None = None
     http_viewer_token: str | None = None
-    rooms: dict[str, RoomConfig] = field(default_factory=dict)
+    # The rooms as the policy holds them (RoomPolicy: wifi, sessions, profile,
+    # equipment): one copy, read by the registry, the API and the engine.
+    rooms: Mapping[str, Any] = field(default_factory=dict)
     # The lesson-time policy (edge_gateway/policy): week, periods, calendar.
     policy: Any = None
     source: str = "<config>"
@@ -55,18 +52,23 @@ class Config:
         name = os.path.basename(os.fspath(path))
         try:
             with open(path, "rb") as f:
-                data = tomllib.load(f)
+                text = f.read().decode("utf-8")
+            data = tomllib.loads(text)
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such file") from None
         except OSError as e:
             raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}: not UTF-8 text") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{name}: not valid TOML ({e})") from None
         base = os.path.dirname(os.path.abspath(path))
-        return cls.from_dict(data, source=name, base_dir=base)
+        # the text goes along, so errors give line numbers without reading the file again
+        return cls.from_dict(data, source=name, base_dir=base, text=text)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<config>", base_dir: str | None = None) -> "Config":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<config>", base_dir: str | None = None,
+                  text: str | None = None) -> "Config":
         v = _Validator(source)
         from .policy.config import POLICY_KEYS, ROOM_KEYS, PolicyConfigError, load_policy
 
@@ -88,7 +90,6 @@ class Config:
         token = v.string(http, "token", "http", default=None)
         viewer_token = v.string(http, "viewer_token", "http", default=None)
         rooms_table = v.table(data, "rooms", required=True)
-        rooms = {}
         for room, spec in rooms_table.items():
             key = f"rooms.{room}"
             if not valid_name(room) or room == "gateway":
@@ -102,11 +103,10 @@ class Config:
             sessions = spec.get("sessions", True)
             if not isinstance(sessions, bool):
                 v.fail(f"{key}.sessions", f"expected true or false, got {_show(sessions)}")
-            rooms[room] = RoomConfig(wifi=wifi, sessions=sessions)
-        if not rooms:
+        if not rooms_table:
             v.fail("rooms", "expected at least one [rooms.<room>] table")
         try:
-            policy = load_policy(data, source=source, base_dir=base_dir)
+            policy = load_policy(data, source=source, base_dir=base_dir, text=text)
         except PolicyConfigError as e:
             raise ConfigError(str(e)) from None
         return cls(
@@ -118,7 +118,7 @@ class Config:
             http_bind=bind,
             http_token=token,
             http_viewer_token=viewer_token,
-            rooms=rooms,
+            rooms=policy.rooms,
             policy=policy,
             source=source,
         )

@@ -250,14 +250,8 @@ def load_policy(
 ) -> SchoolPolicy:
     """The school's policy from the parsed TOML (`tomllib.load`). `source` is
     the file name for messages; `base_dir` the folder that relative iCalendar
-    paths are relative to (and where `source` is read again, only to find
-    line numbers, unless `text` is given)."""
-    if text is None and base_dir and source:
-        try:
-            with open(os.path.join(base_dir, source), encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError):
-            text = None
+    paths are relative to; `text`, the file's text, lets errors give their
+    line number."""
     v = _Validator(source, text)
 
     policy = v.table(data.get("policy"), "policy") if "policy" in data else v.fail(
