@@ -458,3 +458,29 @@ def test_offline_policy_shrinks_its_horizon_to_fit_1024_bytes():
 def test_every_reason_has_both_languages():
     for code, (fr, en) in REASONS.items():
         assert fr and en and fr != en, code
+
+
+def test_an_ended_ical_timetable_no_longer_opens_wifi(tmp_path):
+    """A Monday 17:00-18:00 club that ended in June 2020: in 2026, Monday
+    17:10 is the school week's after-school time again, without Wi-Fi."""
+    import icalendar
+
+    cal = icalendar.Calendar()
+    cal.add("prodid", "-//test//")
+    cal.add("version", "2.0")
+    club = icalendar.Event()
+    club.add("uid", "club")
+    club.add("dtstart", datetime(2019, 9, 2, 17, 0, tzinfo=PARIS))
+    club.add("dtend", datetime(2019, 9, 2, 18, 0, tzinfo=PARIS))
+    club.add("location", "CM2 B")
+    club.add("rrule", {"freq": "weekly", "byday": ["MO"], "until": datetime(2020, 6, 30, tzinfo=timezone.utc)})
+    cal.add_component(club)
+    (tmp_path / "club.ics").write_bytes(cal.to_ical())
+    text = ('[policy]\nzone = "C"\n[rooms.cm2-b]\nwifi = "allowed"\n'
+            '[[ical]]\nfile = "club.ics"\nroom_map = { "CM2 B" = "cm2-b" }\n')
+    policy = load_policy(tomllib.loads(text), "school.toml", str(tmp_path), text)
+    cal_ = calendar_for(policy)
+    in_2020 = decide(policy, cal_, (), "cm2-b", datetime(2020, 3, 2, 17, 10, tzinfo=PARIS))
+    in_2026 = decide(policy, cal_, (), "cm2-b", datetime(2026, 3, 9, 17, 10, tzinfo=PARIS))
+    assert in_2020.grant and in_2020.ap  # the club's class-type slot, while it existed
+    assert in_2026.grant and not in_2026.ap  # périscolaire: sessions without Wi-Fi

@@ -216,3 +216,27 @@ def test_fuzz_mutated_valid_file(draw):
         if not data:
             data = bytearray(b"x")
     _outcome(bytes(data))
+
+
+def test_a_recurrence_exists_only_between_its_first_date_and_until():
+    """A weekly slot that ended in 2020, or starts next term, is no slot today:
+    it must not keep (or open early) a room's Wi-Fi period."""
+    data = ics(
+        event("old", "Club", dtstart=dt.datetime(2019, 9, 2, 17, 0, tzinfo=PARIS),
+              dtend=dt.datetime(2019, 9, 2, 18, 0, tzinfo=PARIS), location="CE2",
+              rrule={"freq": "weekly", "byday": ["MO"], "until": dt.datetime(2020, 6, 30, tzinfo=UTC)}),
+        event("count", "Atelier", dtstart=dt.datetime(2026, 9, 7, 9, 0, tzinfo=PARIS),
+              dtend=dt.datetime(2026, 9, 7, 10, 0, tzinfo=PARIS), location="CE2",
+              rrule={"freq": "weekly", "byday": ["MO"], "count": 10}),
+    )
+    result = import_ical(data, ROOMS)
+    [slot] = result.slots
+    assert (slot.first, slot.until) == (dt.date(2019, 9, 2), dt.date(2020, 6, 30))
+    assert slot.on(dt.date(2020, 6, 29)) and not slot.on(dt.date(2026, 3, 9)) and not slot.on(dt.date(2019, 8, 26))
+    assert any("COUNT" in w for w in result.warnings)  # skipped, said
+
+
+def test_default_type_applies_even_when_a_type_is_called_class():
+    data = ics(weekly("w", dt.datetime(2026, 1, 5, 9, 0, tzinfo=PARIS), dt.datetime(2026, 1, 5, 10, 0, tzinfo=PARIS)))
+    result = import_ical(data, ROOMS, period_types=frozenset({"class", "atelier"}), default_type="atelier")
+    assert {s.period_type for s in result.slots} == {"atelier"}

@@ -524,15 +524,14 @@ def _ical(v, data, rooms, types, base_dir, timezone, closures, special_days):
         except OSError as e:
             v.fail(f"{key}.file", f"cannot read {path!r} ({e.strerror}); expected an iCalendar file, relative to the config file")
         try:
-            imported = import_ical(raw, dict(room_map), source=path, tz=timezone, period_types=frozenset(types))
+            imported = import_ical(raw, dict(room_map), source=path, tz=timezone, period_types=frozenset(types),
+                                   default_type=default_type)
         except ValueError as e:
             v.fail(f"{key}.file", f"expected an iCalendar file: {e}")
         closures.extend(imported.closures)
         special_days.extend(imported.special_days)
         warnings.extend(imported.warnings)
         for slot in imported.slots:
-            if slot.period_type not in types:  # the importer's own default, "class"
-                slot = type(slot)(slot.room, slot.weekday, slot.start, slot.end, default_type, slot.label)
             clash = next(
                 (
                     s

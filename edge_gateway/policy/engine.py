@@ -82,21 +82,6 @@ REASONS: dict[str, tuple[str, str]] = {
     ),
 }
 
-DENY_REASONS = frozenset(
-    {
-        "unknown_room",
-        "room_disabled",
-        "no_period",
-        "period_no_sessions",
-        "school_holiday",
-        "public_holiday",
-        "closure",
-        "special_day_closed",
-        "override_deny",
-        "too_close_to_end",
-    }
-)
-CLOSED_REASONS = frozenset({"school_holiday", "public_holiday", "closure", "special_day_closed"})
 _DEFAULT_LABEL = {
     "school_holiday": ("vacances", "holidays"),
     "public_holiday": ("jour férié", "public holiday"),
@@ -197,14 +182,14 @@ def _require_aware(value: datetime, name: str) -> None:
 _NO_PERIOD = ("none",)
 
 
-def _paint(segments: list, start: datetime, end: datetime, value, over=None) -> list:
-    """Paint `value` over [start, end) (only over segments whose value is
-    `over`, if given). Segments are contiguous (start, end, value) tuples."""
+def _paint(segments: list, start: datetime, end: datetime, value) -> list:
+    """Paint `value` over [start, end). Segments are contiguous
+    (start, end, value) tuples."""
     if start >= end:
         return segments
     out = []
     for a, b, v in segments:
-        if b <= start or a >= end or (over is not None and v != over):
+        if b <= start or a >= end:
             out.append((a, b, v))
             continue
         if a < start:
@@ -235,10 +220,10 @@ def _day_segments(policy: SchoolPolicy, calendar, room: str, day: date):
     if before_info.open:
         # The tail of yesterday's overnight periods (a night event); today's
         # own periods are painted after and win.
-        for p in policy.periods(room, before_info.plan or WEEKDAYS[before.weekday()]):
+        for p in policy.periods(room, before_info.plan or WEEKDAYS[before.weekday()], before):
             if p.overnight:
                 segments = _paint(segments, day_start, local_to_utc(day, p.end, tz), ("period", p.type))
-    for p in policy.periods(room, info.plan or WEEKDAYS[day.weekday()]):
+    for p in policy.periods(room, info.plan or WEEKDAYS[day.weekday()], day):
         start = local_to_utc(day, p.start, tz)
         end = day_end if p.overnight else local_to_utc(day, p.end, tz)
         # An overnight period is cut at midnight here; tomorrow continues it

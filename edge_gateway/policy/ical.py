@@ -46,6 +46,15 @@ class TimetableSlot:
     end: dt.time
     period_type: str
     label: str
+    # The recurrence's own span (DTSTART's date, RRULE UNTIL): outside it the
+    # slot does not exist, and a timetable that ended must not keep a room's
+    # Wi-Fi period alive. None: unbounded. Not part of a slot's identity
+    # (equality): two imports of the same weekly slot are the same slot.
+    first: dt.date | None = field(default=None, compare=False)
+    until: dt.date | None = field(default=None, compare=False)
+
+    def on(self, day: dt.date) -> bool:
+        return (self.first is None or self.first <= day) and (self.until is None or day <= self.until)
 
 
 @dataclass
@@ -70,6 +79,7 @@ def import_ical(
     source: str = "<ical>",
     tz: str = "Europe/Paris",
     period_types: frozenset[str] = frozenset({"class"}),
+    default_type: str = "class",
 ) -> IcalImport:
     try:
         school_tz = ZoneInfo(tz)
@@ -91,7 +101,7 @@ def import_ical(
         for event in calendar.walk("VEVENT"):
             name = _event_name(event)
             try:
-                _import_event(event, name, rooms, school_tz, types, result)
+                _import_event(event, name, rooms, school_tz, types, default_type, result)
             except _Skip as e:
                 result.warnings.append(f"{source}: {name}: {e}; skipped")
             except Exception as e:  # untrusted input through a third-party parser
@@ -164,6 +174,7 @@ def _import_event(
     rooms: dict[str, str],
     school_tz: ZoneInfo,
     types: dict[str, str],
+    default_type: str,
     result: IcalImport,
 ) -> None:
     if _text(event.get("STATUS")).upper() == "CANCELLED":
@@ -173,7 +184,7 @@ def _import_event(
         raise _Skip("no DTSTART")
     label = _text(event.get("SUMMARY")) or _text(event.get("UID")) or "(sans titre)"
     if isinstance(start, dt.datetime):
-        _import_timed(event, name, start, label, rooms, school_tz, types, result)
+        _import_timed(event, name, start, label, rooms, school_tz, types, default_type, result)
     elif isinstance(start, dt.date):
         _import_all_day(event, start, label, rooms, result, name)
     else:
@@ -267,6 +278,7 @@ def _import_timed(
     rooms: dict[str, str],
     school_tz: ZoneInfo,
     types: dict[str, str],
+    default_type: str,
     result: IcalImport,
 ) -> None:
     rule = event.get("RRULE")
@@ -282,6 +294,8 @@ def _import_timed(
     interval = rule.get("INTERVAL", [1])
     if list(interval) != [1]:
         raise _Skip(f"RRULE INTERVAL={interval[0]} repeats less than weekly; a weekly slot would grant too much")
+    if "COUNT" in rule:
+        raise _Skip("RRULE COUNT is not supported; give UNTIL instead")
     for unsupported in ("BYSETPOS", "BYMONTH", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYHOUR", "BYMINUTE"):
         if unsupported in rule:
             raise _Skip(f"RRULE {unsupported} is not a weekly timetable")
@@ -329,7 +343,14 @@ def _import_timed(
     if unmapped:
         result.warnings.append(f"{name}: unknown room(s) {', '.join(map(repr, unmapped))} in location; ignored")
 
-    period_type = "class"
+    until = None
+    if rule.get("UNTIL"):
+        last = rule["UNTIL"][0]
+        until = _local(last, school_tz).date() if isinstance(last, dt.datetime) else last
+    if event.get("EXDATE") is not None:
+        result.warnings.append(f"{name}: EXDATE ignored; the slot also holds on the excluded dates")
+
+    period_type = default_type
     for category in _categories(event):
         known = types.get(category.casefold())
         if known is not None:
@@ -343,5 +364,6 @@ def _import_timed(
     for room in sorted(mapped):
         for weekday in sorted({(d + shift) % 7 for d in days}):
             result.slots.append(
-                TimetableSlot(room, weekday, local_start.time(), local_end.time(), period_type, label)
+                TimetableSlot(room, weekday, local_start.time(), local_end.time(), period_type, label,
+                              first=local_start.date(), until=until)
             )

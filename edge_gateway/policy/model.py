@@ -106,15 +106,15 @@ class SchoolPolicy:
         object.__setattr__(self, "period_types", _frozen(self.period_types))
         object.__setattr__(self, "week", _frozen({d: tuple(self.week.get(d, ())) for d in WEEKDAYS}))
 
-    def periods(self, room: str, plan: str) -> tuple[Period, ...]:
-        """The periods of weekday plan `plan` in `room`: the room's own
-        timetable (imported from iCalendar) for that weekday wins over the
-        school week."""
+    def periods(self, room: str, plan: str, day=None) -> tuple[Period, ...]:
+        """The periods of weekday plan `plan` in `room` (on date `day`, when
+        given): the room's own timetable (imported from iCalendar) for that
+        weekday, within its recurrence's dates, wins over the school week."""
         weekday = WEEKDAYS.index(plan)
         own = tuple(
-            Period(s.start, s.end, s.period_type, overnight=s.end <= s.start)
+            Period(s.start, s.end, s.period_type)
             for s in self.timetable
-            if s.room == room and s.weekday == weekday
+            if s.room == room and s.weekday == weekday and (day is None or s.on(day))
         )
         if own:
             return tuple(sorted(own, key=lambda p: p.start))
