@@ -96,14 +96,9 @@ def _decode(raw: bytes) -> dict:
     try:
         return decode(raw)
     except ProtocolError as e:
-        text = str(e)
-        if text.startswith("payload: not UTF-8 JSON"):
-            reason = "not_json"
-        elif text.startswith("payload: expected a JSON object"):
-            reason = "not_object"
-        else:
-            reason = "version"
-        raise BatchError(reason, text) from None
+        # decode() only fails on these three; a missing or mistyped `v` is a version fault
+        reason = e.kind if e.kind in ("not_json", "not_object") else "version"
+        raise BatchError(reason, str(e)) from None
 
 
 def parse_record(item: object) -> Record | BadRecord:

@@ -52,16 +52,13 @@ class GatewayError(RuntimeError):
     pass
 
 
+_REJECTION = {"not_json": "bad_json", "not_object": "bad_json", "version": "bad_version",
+              "too_large": "too_large", "topic": "bad_topic"}
+
+
 def rejection_reason(error: ProtocolError) -> str:
-    """Map the codec's sentence to a short metric label."""
-    text = str(error)
-    if text.startswith("payload: not UTF-8 JSON") or text.startswith("payload: expected a JSON object"):
-        return "bad_json"
-    if text.startswith("payload:"):
-        return "too_large"
-    if text.startswith("field v: unsupported version"):
-        return "bad_version"
-    return "bad_field"
+    """The gateway's metric label for the codec's own classification."""
+    return _REJECTION.get(error.kind, "bad_field")
 
 
 class Gateway:

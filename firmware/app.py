@@ -12,10 +12,40 @@ from . import led as ledmod
 from .button import LONG, SHORT, ButtonLogic
 from .clock import Clock
 from .codec import ProtocolError, encode, parse, topic
-from .compat import ThreadSafeFlag, sleep_ms_async
 from .events import Events
 from .mqtt import MQTTClient
 from .session import ACTIVE, REQUESTING, Session
+
+# The async seams live here, not in compat: the pure logic modules that
+# import compat must not pull asyncio into the board's RAM.
+try:
+    ThreadSafeFlag = asyncio.ThreadSafeFlag  # type: ignore[attr-defined]
+except AttributeError:  # CPython and ports without it: the simulator's pins
+    # call `set` from the event loop's own thread, so an Event is enough.
+
+    class ThreadSafeFlag:  # type: ignore[no-redef]
+        def __init__(self):
+            self._event = asyncio.Event()
+
+        def set(self):
+            self._event.set()
+
+        def clear(self):
+            self._event.clear()
+
+        async def wait(self):
+            await self._event.wait()
+            self._event.clear()
+
+
+try:
+    # MicroPython: an int sleep; asyncio.sleep(0.05) would allocate floats every tick
+    sleep_ms_async = asyncio.sleep_ms  # type: ignore[attr-defined]
+except AttributeError:  # CPython
+
+    async def sleep_ms_async(ms):  # type: ignore[misc]
+        await asyncio.sleep(ms / 1000)
+
 
 TICK_MS = 50
 BUTTON_SAMPLE_MS = 10

@@ -24,7 +24,16 @@ MAX_DURATION_S = 14400
 
 
 class ProtocolError(ValueError):
-    pass
+    # `kind` classifies the fault for counters, so callers never parse the
+    # sentence: "not_json", "not_object", "version", "too_large", "topic",
+    # or the class default "field".
+    kind = "field"
+
+
+def _fault(message, kind):
+    e = ProtocolError(message)
+    e.kind = kind
+    return e
 
 
 def valid_name(name):
@@ -45,17 +54,17 @@ def parse_topic(t):
     if isinstance(t, (bytes, bytearray)):
         t = bytes(t).decode()
     if not t.startswith(ROOT):
-        raise ProtocolError("topic %s: not under %s" % (t, ROOT))
+        raise _fault("topic %s: not under %s" % (t, ROOT), "topic")
     parts = t[len(ROOT):].split("/")
     if len(parts) != 3:
-        raise ProtocolError("topic %s: expected %s{school}/{room}/{leaf}" % (t, ROOT))
+        raise _fault("topic %s: expected %s{school}/{room}/{leaf}" % (t, ROOT), "topic")
     school, room, leaf = parts
     if not valid_name(school):
-        raise ProtocolError("topic %s: bad school name" % t)
+        raise _fault("topic %s: bad school name" % t, "topic")
     if not valid_name(room):
-        raise ProtocolError("topic %s: bad room name" % t)
+        raise _fault("topic %s: bad room name" % t, "topic")
     if leaf not in LEAVES:
-        raise ProtocolError("topic %s: unknown leaf %s" % (t, leaf))
+        raise _fault("topic %s: unknown leaf %s" % (t, leaf), "topic")
     return school, room, leaf
 
 
@@ -70,12 +79,12 @@ def decode(raw):
             raw = bytes(raw).decode()
         obj = json.loads(raw)
     except (ValueError, UnicodeError) as e:
-        raise ProtocolError("payload: not UTF-8 JSON (%s)" % e)
+        raise _fault("payload: not UTF-8 JSON (%s)" % e, "not_json")
     if not isinstance(obj, dict):
-        raise ProtocolError("payload: expected a JSON object")
+        raise _fault("payload: expected a JSON object", "not_object")
     _field(obj, "v", "int")
     if obj["v"] != V:
-        raise ProtocolError("field v: unsupported version %r" % obj["v"])
+        raise _fault("field v: unsupported version %r" % obj["v"], "version")
     return obj
 
 
@@ -259,5 +268,5 @@ CHECKS = {
 def parse(leaf, raw):
     """Decode and validate a payload received on `leaf`."""
     if len(raw) > MAX_BOARD_PAYLOAD:
-        raise ProtocolError("payload: %d bytes, limit %d" % (len(raw), MAX_BOARD_PAYLOAD))
+        raise _fault("payload: %d bytes, limit %d" % (len(raw), MAX_BOARD_PAYLOAD), "too_large")
     return CHECKS[leaf](decode(raw))

@@ -33,34 +33,3 @@ except AttributeError:  # CPython: same wrap-around as the ESP32 port (2**30)
 
     def sleep_ms(ms):  # type: ignore[misc]
         time.sleep(ms / 1000)
-
-
-
-import asyncio
-
-try:
-    ThreadSafeFlag = asyncio.ThreadSafeFlag  # type: ignore[attr-defined]
-except AttributeError:  # CPython and ports without it: the simulator's pins
-    # call `set` from the event loop's own thread, so an Event is enough.
-
-    class ThreadSafeFlag:  # type: ignore[no-redef]
-        def __init__(self):
-            self._event = asyncio.Event()
-
-        def set(self):
-            self._event.set()
-
-        def clear(self):
-            self._event.clear()
-
-        async def wait(self):
-            await self._event.wait()
-            self._event.clear()
-
-
-try:
-    sleep_ms_async = asyncio.sleep_ms  # type: ignore[attr-defined]
-except AttributeError:  # CPython: no float allocation concern there
-
-    async def sleep_ms_async(ms):  # type: ignore[misc]
-        await asyncio.sleep(ms / 1000)

@@ -265,3 +265,12 @@ def test_policy_windows_checked():
         obj = dict(ok)
         obj["windows"] = bad
         raises(codec.ProtocolError, codec.check_policy, obj)
+
+
+def test_errors_carry_their_kind():
+    for raw, kind in ((b"{", "not_json"), (b"[]", "not_object"), (b'{"v": 2}', "version"),
+                      (b'{"v": 1, "id": 5}', "field"), (b"x" * 2000, "too_large")):
+        e = raises(codec.ProtocolError, codec.parse, "cmd", raw)
+        assert e.kind == kind, (raw, e.kind)
+        assert str(e).startswith("payload") or str(e).startswith("field")
+    assert raises(codec.ProtocolError, codec.parse_topic, "x/y").kind == "topic"

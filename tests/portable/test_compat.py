@@ -62,7 +62,9 @@ def test_const_returns_its_value():
 
 
 async def test_thread_safe_flag_wakes_a_waiter():
-    flag = compat.ThreadSafeFlag()
+    from firmware.app import ThreadSafeFlag
+
+    flag = ThreadSafeFlag()
     flag.set()
     await flag.wait()  # already set: returns at once and clears
     flag.set()
