@@ -12,7 +12,8 @@ import threading
 import time
 from typing import Callable
 
-import uvicorn
+
+from edge_gateway.http import HttpError, HttpThread
 
 from .api import create_app
 from .errors import CityError, ConfigError
@@ -23,7 +24,6 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-_HTTP_START_S = 15.0
 
 
 class CityService:
@@ -34,8 +34,7 @@ class CityService:
         self.store: Store | None = None
         self.ingest: Ingest | None = None
         self.http_port: int | None = None
-        self._server: uvicorn.Server | None = None
-        self._http_thread: threading.Thread | None = None
+        self._http: HttpThread | None = None
 
     @property
     def url(self) -> str:
@@ -58,28 +57,16 @@ class CityService:
         return self
 
     def _start_http(self, app) -> None:
-        config = uvicorn.Config(app, host=self.settings.http_host, port=self.settings.http_port,
-                                log_level="warning", access_log=False, lifespan="off")
         try:
-            sock = config.bind_socket()
-        except (OSError, SystemExit) as e:  # uvicorn exits when it cannot bind
-            raise CityError(f"cannot listen on {self.settings.http_host}:{self.settings.http_port}: {e}") from None
-        self.http_port = sock.getsockname()[1]
-        self._server = uvicorn.Server(config)
-        self._http_thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                             name="city-http", daemon=True)
-        self._http_thread.start()
-        deadline = time.monotonic() + _HTTP_START_S
-        while not self._server.started:
-            if not self._http_thread.is_alive() or time.monotonic() > deadline:
-                raise CityError(f"the HTTP server on {self.url} did not start")
-            time.sleep(0.02)
+            self._http = HttpThread(app, self.settings.http_host, self.settings.http_port, name="city-http")
+        except HttpError as e:
+            raise CityError(str(e)) from None
+        self.http_port = self._http.port
 
     def stop(self) -> None:
-        if self._server and self._http_thread:
-            self._server.should_exit = True
-            self._http_thread.join(10)
-            self._server = self._http_thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         if self.ingest:
             self.ingest.stop()
             self.ingest = None

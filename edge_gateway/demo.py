@@ -16,20 +16,19 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
-import threading
 import time
 
 import paho.mqtt.client as mqtt
-import uvicorn
 
+from cloud_bridge.errors import CityError
 from cloud_bridge.service import CityService
 from cloud_bridge.settings import CitySettings
 from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.brokers import start_amqtt
 from edge_gateway.config import Config
+from edge_gateway.http import HttpThread
 from edge_gateway.link import tcp_nodelay
 from edge_gateway.service import Gateway
 from edge_gateway.testing import school_clock
@@ -47,34 +46,6 @@ ROOMS = {
 # period and a request refused at lunch, whatever the real date and hour.
 DEMO_TIME = "2026-11-24T11:44:25+01:00"
 log = logging.getLogger("preau.demo")
-
-
-def _port_or_free(port: int) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Http:
-    """uvicorn in a thread, for an app the demo embeds."""
-
-    def __init__(self, app, port: int) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    access_log=False, lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, name=f"http-{port}", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError(f"HTTP server on 127.0.0.1:{port} did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 class Narrator:
@@ -169,9 +140,13 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
     city_broker, city_mqtt_port = await start_amqtt()
     gw_token, city_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     # The brokers live on this loop: whatever blocks on them runs in a thread.
-    city = await asyncio.to_thread(CityService(CitySettings(
-        token=city_token, broker_port=city_mqtt_port, db_path=os.path.join(workdir, "city.sqlite3"),
-        http_port=_port_or_free(city_port))).start)
+    city_settings = CitySettings(token=city_token, broker_port=city_mqtt_port,
+                                 db_path=os.path.join(workdir, "city.sqlite3"), http_port=city_port)
+    try:
+        city = await asyncio.to_thread(CityService(city_settings).start)
+    except CityError:  # the port is taken: any free one will do for a demo
+        city_settings.http_port = 0
+        city = await asyncio.to_thread(CityService(city_settings).start)
     config = Config.from_dict({
         "school": SCHOOL,
         "gateway_id": f"gw-{SCHOOL}",
@@ -184,8 +159,9 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
         "rooms": {room: {"wifi": wifi, "sessions": sessions} for room, (wifi, sessions) in ROOMS.items()},
     }, source="demo")
     gateway = await asyncio.to_thread(Gateway(config, resend_after_s=3, clock=school_clock(DEMO_TIME)).start)
-    gw_port = _port_or_free(gateway_port)
-    gw_http = _Http(create_app(gateway, ApiSettings(token=gw_token)), gw_port)
+    gw_http = HttpThread(create_app(gateway, ApiSettings(token=gw_token)), "127.0.0.1", gateway_port,
+                         any_port_if_taken=True, name="gateway-http")
+    gw_port = gw_http.port
     t0 = time.monotonic()
     narrator = await asyncio.to_thread(Narrator, school_port, t0, out)
     boards = {
