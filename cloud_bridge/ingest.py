@@ -36,8 +36,8 @@ from .store import Store, StoreWriteError
 
 log = logging.getLogger(__name__)
 
-RECORDS_FILTER = "preau/v1/city/+/records"
-GATEWAY_FILTER = "preau/v1/city/+/gateway"
+RECORDS_FILTER = city_topic("+", "records")
+GATEWAY_FILTER = city_topic("+", "gateway")
 # CONNACK reasons that retrying will not cure (MQTT 5 codes; paho maps the
 # 3.1.1 return codes onto them): bad client id, bad credentials, not
 # authorised, banned, bad authentication method.

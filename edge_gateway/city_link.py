@@ -17,6 +17,7 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
+from cloud_bridge.batch import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, city_topic
 from firmware.codec import ProtocolError, decode, encode
 
 from .config import Config
@@ -25,13 +26,11 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 200
-BATCH_MAX_BYTES = 256 * 1024
+# The city link's contract, one definition for both ends (docs/protocol.md):
+# a batch larger than the city accepts would never be acknowledged.
+BATCH_MAX = MAX_BATCH_RECORDS
+BATCH_MAX_BYTES = MAX_BATCH_BYTES
 WINDOW_BATCHES = 5  # in flight before waiting for an ack: enough to drain a 2-day backlog quickly
-
-
-def city_topic(school: str, leaf: str) -> str:
-    return f"preau/v1/city/{school}/{leaf}"
 
 
 class CityLink(MqttLink):

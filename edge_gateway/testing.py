@@ -13,6 +13,7 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_bridge.batch import city_topic
 from firmware.codec import topic
 
 from .link import tcp_nodelay
@@ -147,7 +148,7 @@ class City:
                 self.stored.setdefault(r["seq"], r)
             acked = self.contiguous()
         if self.ack:
-            client.publish(f"preau/v1/city/{self.school}/ack", json.dumps({"v": 1, "school": self.school, "acked": acked}), qos=1)
+            client.publish(city_topic(self.school, "ack"), json.dumps({"v": 1, "school": self.school, "acked": acked}), qos=1)
 
     def reconnect(self) -> "City":
         """A new connection (after a broker restart), keeping what was stored."""
@@ -157,11 +158,11 @@ class City:
     def connect(self) -> "City":
         self.client.on_message = self._on_message
         _connect(self.client, self.host, self.port)
-        self.client.subscribe([(f"preau/v1/city/{self.school}/records", 1), (f"preau/v1/city/{self.school}/gateway", 1)])
+        self.client.subscribe([(city_topic(self.school, "records"), 1), (city_topic(self.school, "gateway"), 1)])
         return self
 
     def send_ack(self, acked: int) -> None:
-        self.client.publish(f"preau/v1/city/{self.school}/ack", json.dumps({"v": 1, "school": self.school, "acked": acked}), qos=1)
+        self.client.publish(city_topic(self.school, "ack"), json.dumps({"v": 1, "school": self.school, "acked": acked}), qos=1)
 
     def close(self) -> None:
         self.client.disconnect()
