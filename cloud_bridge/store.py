@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from edge_gateway.registry import SESSION_AFTER
 from firmware.codec import ProtocolError, check_evt, check_state
 
 from .batch import GATEWAY_ROOM, BadRecord, Batch, Record, truncate
@@ -72,14 +73,6 @@ CREATE TABLE IF NOT EXISTS rooms (
 );
 """
 
-# What a live event does to the room row (docs/protocol.md, "Events").
-_SESSION_AFTER = {
-    "boot": "idle",
-    "lesson.requested": "requesting",
-    "session.started": "active",
-    "session.denied": "idle",
-    "session.ended": "idle",
-}
 
 _ROOM_COLUMNS = ("online", "boot", "last_seen", "session", "ap", "fw", "board", "live_seq")
 _ACK_SCAN = 500
@@ -260,8 +253,8 @@ class Store:
             # not reached us yet: either way the board is up.
             new.update(online=1, boot=boot, live_seq=record.seq)
             event = body["type"]
-            if event in _SESSION_AFTER:
-                new["session"] = _SESSION_AFTER[event]
+            if event in SESSION_AFTER:
+                new["session"] = SESSION_AFTER[event]
             if event == "boot":
                 new["ap"] = 0  # the access point is off at every boot
             elif event == "ap.changed":

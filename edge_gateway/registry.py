@@ -13,8 +13,9 @@ from typing import Iterable
 
 from .store import ROOM_COLUMNS
 
-# How an event moves the room's session as the gateway sees it.
-_SESSION_AFTER = {
+# How an event moves the room's session (docs/protocol.md, "Events"); the
+# city's live view uses the same table.
+SESSION_AFTER = {
     "lesson.requested": "requesting",
     "session.started": "active",
     "session.denied": "idle",
@@ -92,8 +93,8 @@ class Registry:
             if obj.get("replay"):
                 return missing  # an old event resent from the board's outbox: not the present
             kind = obj["type"]
-            if kind in _SESSION_AFTER:
-                r["session"] = _SESSION_AFTER[kind]
+            if kind in SESSION_AFTER:
+                r["session"] = SESSION_AFTER[kind]
             if kind == "ap.changed":
                 r["ap"] = obj["data"]["on"]
             elif kind == "boot":
