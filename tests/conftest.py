@@ -11,11 +11,9 @@ def access_point_fail_safes():
     SimClassroom.instances.clear()
     yield
     for sim in SimClassroom.instances:
-        pin = sim.pin("ap_relay")
-        off = 1 if sim.profile["pins"]["ap_relay"].get("active_low") else 0
         for machine in sim.boots:
-            levels = [level for _, p, level in machine.history if p == pin]
-            assert levels and levels[0] == off, f"{sim.room}: relay not driven off first at boot"
+            levels = sim.relay_history(machine)
+            assert levels and levels[0] is False, f"{sim.room}: relay not driven off first at boot"
         assert not sim.relay, f"{sim.room}: access point left on at the end of the test"
     SimClassroom.instances.clear()
 

@@ -54,6 +54,13 @@ class SimClassroom:
         """Is the access point powered right now (the relay's real output)?"""
         return self.app.board.relay()
 
+    def relay_history(self, machine: SimMachine | None = None) -> list[bool]:
+        """Every level the relay was driven to in one boot (the current one by
+        default), as access point on/off, whatever the relay's polarity."""
+        pin = self.pin("ap_relay")
+        off = 1 if self.profile["pins"]["ap_relay"].get("active_low") else 0
+        return [level != off for _, p, level in (machine or self.machine).history if p == pin]
+
     @property
     def led_mode(self) -> str:
         return self.app.led_mode(self.app.clock.uptime_ms())
