@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 
 from bench._common import pct  # noqa: E402
 
-from edge_gateway.brokers import Mosquitto, ThreadedAmqtt  # noqa: E402
+from edge_gateway.brokers import Mosquitto, ThreadedAmqtt, free_port, wait_port  # noqa: E402
 from edge_gateway.config import Config  # noqa: E402
 from edge_gateway.link import tcp_nodelay  # noqa: E402
 from edge_gateway.service import Gateway  # noqa: E402
@@ -36,6 +36,28 @@ from edge_gateway.testing import Board  # noqa: E402
 
 SCHOOL = "bench"
 LOAD_ROOMS = [f"load-{i:02d}" for i in range(20)]
+
+
+def _amqtt_main(port: int) -> None:
+    broker = ThreadedAmqtt(port=port).start()
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        broker.stop()
+
+
+class AmqttProcess:
+    def start(self) -> "AmqttProcess":
+        self.port = free_port()
+        self.proc = mp.Process(target=_amqtt_main, args=(self.port,), daemon=True)
+        self.proc.start()
+        wait_port("127.0.0.1", self.port)
+        return self
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.join(10)
 
 
 def load_process(port: int, rate: int, kind: str, stop, sent) -> None:
@@ -146,7 +168,9 @@ def main() -> int:
     ap.add_argument("--load", choices=("evt", "tele"), default="evt")
     ap.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
     args = ap.parse_args()
-    broker = (Mosquitto() if args.broker == "mosquitto" else ThreadedAmqtt()).start()
+    # amqtt runs in a process of its own, as a broker does in the field: in
+    # this process it would share one GIL with the gateway and the board.
+    broker = Mosquitto().start() if args.broker == "mosquitto" else AmqttProcess().start()
     try:
         with tempfile.TemporaryDirectory() as workdir:
             quiet, _ = run(broker.port, args.n, 0, args.load, workdir, "quiet")
