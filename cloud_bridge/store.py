@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from edge_gateway.registry import SESSION_AFTER
+from edge_gateway.registry import session_after
 from firmware.codec import ProtocolError, check_evt, check_state
 
 from .batch import GATEWAY_ROOM, BadRecord, Batch, Record, truncate
@@ -253,8 +253,9 @@ class Store:
             # not reached us yet: either way the board is up.
             new.update(online=1, boot=boot, live_seq=record.seq)
             event = body["type"]
-            if event in SESSION_AFTER:
-                new["session"] = SESSION_AFTER[event]
+            after = session_after(body)
+            if after is not None:
+                new["session"] = after
             if event == "boot":
                 new["ap"] = 0  # the access point is off at every boot
             elif event == "ap.changed":

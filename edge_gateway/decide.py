@@ -58,6 +58,7 @@ def command(decision: Decision, cmd_id: str, req: int, now: float) -> dict:
             "duration_s": decision.duration_s,
             "ap": decision.ap,
             "projector": decision.projector,
+            "grace_s": decision.grace_s,
             "now": int(now),
         }
     return {"v": 1, "id": cmd_id, "cmd": "deny", "req": req, "reason": decision.reason,

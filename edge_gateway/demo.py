@@ -155,7 +155,7 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
         "city_broker": {"host": "127.0.0.1", "port": city_mqtt_port},
         # The school's real rules (zone C, the default 4-day week); a session
         # asked a minute before lunch lasts until lunch, then lunch is refused.
-        "policy": {"zone": "C", "commune": "Montpellier", "min_session_s": 10},
+        "policy": {"zone": "C", "commune": "Montpellier", "min_session_s": 10, "grace_s": 3},
         "rooms": {room: {"wifi": wifi, "sessions": sessions} for room, (wifi, sessions) in ROOMS.items()},
     }, source="demo")
     gateway = await asyncio.to_thread(Gateway(config, resend_after_s=3, clock=school_clock(DEMO_TIME)).start)

@@ -24,6 +24,14 @@ SESSION_AFTER = {
 }
 
 
+def session_after(event: dict) -> str | None:
+    """The room's session once this event is applied, or None if it does not
+    move it. An extension asked for, or refused, leaves the session running."""
+    if event["data"].get("extend"):
+        return None
+    return SESSION_AFTER.get(event["type"])
+
+
 def _empty(room: str) -> dict:
     return {c: None for c in ROOM_COLUMNS} | {"room": room}
 
@@ -93,8 +101,9 @@ class Registry:
             if obj.get("replay"):
                 return missing  # an old event resent from the board's outbox: not the present
             kind = obj["type"]
-            if kind in SESSION_AFTER:
-                r["session"] = SESSION_AFTER[kind]
+            after = session_after(obj)
+            if after is not None:
+                r["session"] = after
             if kind == "ap.changed":
                 r["ap"] = obj["data"]["on"]
             elif kind == "boot":

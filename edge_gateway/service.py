@@ -27,7 +27,7 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from firmware.codec import ProtocolError, parse, parse_topic
+from firmware.codec import MAX_DURATION_S, ProtocolError, parse, parse_topic
 
 from .city_link import CityLink, Forwarder
 from .config import Config, ConfigError
@@ -406,7 +406,14 @@ class Gateway:
         if self.store.has_decision(room, boot, req):
             self._count("duplicates")
             return None
-        decision = self.policy.decide(room, now)
+        data = obj["data"]
+        if data.get("extend"):
+            # One more slot: what the policy allows from the session's current
+            # end, which the board added to its own clock (uptime) on grant.
+            at = now + min(data.get("remaining_s", 0), MAX_DURATION_S)
+            decision = self.policy.decide(room, at)
+        else:
+            decision = self.policy.decide(room, now)
         if "calendar_not_covered" in decision.warnings:
             log.warning("room %s: decided without school-holiday data for this date; configured closures only", room)
         # The decision's own record seq makes the command id unique for ever, across restarts.

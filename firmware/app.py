@@ -11,7 +11,7 @@ from . import VERSION
 from . import led as ledmod
 from .button import LONG, SHORT, ButtonLogic
 from .clock import Clock
-from .codec import ProtocolError, encode, parse, topic
+from .wire import ProtocolError, encode, parse, topic
 from .events import Events
 from .mqtt import MQTTClient
 from .session import ACTIVE, REQUESTING, Session
@@ -90,6 +90,7 @@ class Classroom:
             wifi_never=cfg["wifi_never"],
             request_timeout_ms=cfg["request_timeout_ms"],
             ap_cap_s=cfg["ap_cap_s"],
+            grace_s=cfg["grace_s"],
         )
         self.button = ButtonLogic()
         self.rejected = {}
@@ -190,7 +191,7 @@ class Classroom:
         name = cmd["cmd"]
         s = self.session
         if name == "grant":
-            result = s.grant(cmd["req"], cmd["duration_s"], cmd["ap"], cmd["projector"], now)
+            result = s.grant(cmd["req"], cmd["duration_s"], cmd["ap"], cmd["projector"], now, cmd.get("grace_s"))
         elif name == "deny":
             result = s.deny(cmd["req"], cmd["reason"], now)
         elif name == "end":
@@ -218,7 +219,7 @@ class Classroom:
         s = self.session
         # Wall time only matters when a request times out (offline windows);
         # reading it every tick would allocate a big int 20 times a second.
-        s.tick(now, self.clock.time() if s.state == REQUESTING else None)
+        s.tick(now, self.clock.time() if s.waiting_time() else None)
         self.board.set_relay(s.ap)
         self.board.set_led(ledmod.level(self.led_mode(now), now))
 

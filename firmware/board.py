@@ -30,6 +30,7 @@ class Board:
         else:
             self._button = Pin(b["pin"], Pin.IN, pull)
         self.devices = ["button", "led", "ap_relay"]
+        self._nic = None
 
     def set_relay(self, on):
         self._relay.value(1 if bool(on) != self._relay_low else 0)
@@ -57,24 +58,84 @@ class Board:
     def reset(self):
         self.machine.reset()
 
-    def start_uplink(self):
+    def uart(self, baudrate=9600):
+        """The projector's serial port (8N1, non-blocking reads), or None
+        when the profile wires none."""
+        u = self.profile.get("uart")
+        if not u:
+            return None
+        Pin = self.machine.Pin
+        return self.machine.UART(u["id"], baudrate=baudrate, bits=8, parity=None, stop=1,
+                                 tx=Pin(u["tx"]), rx=Pin(u["rx"]), timeout=0)
+
+    def i2c(self):
+        """The kit's I2C bus, or None when the profile wires none."""
+        c = self.profile.get("i2c")
+        if not c:
+            return None
+        Pin = self.machine.Pin
+        return self.machine.I2C(c["id"], scl=Pin(c["scl"]), sda=Pin(c["sda"]), freq=c["freq"])
+
+    def wdt(self, timeout_ms):
+        # Once started it cannot be stopped: a hung loop resets the board, and
+        # the relay comes back off at boot. ESP32: at least 1000 ms; RP2040:
+        # at most 8388 ms.
+        return self.machine.WDT(timeout=timeout_ms)
+
+    def start_uplink(self, ssid=None, password=None):
         """Bring up the board's own uplink: wired Ethernet by default (no
-        radio in the classroom); a Wi-Fi station only on profiles that say so."""
+        radio in the classroom); a Wi-Fi station only on profiles that say
+        so, with `ssid`/`password` from config.json."""
         import network  # type: ignore[import-not-found]
 
         Pin = self.machine.Pin
+        kind = self.profile.get("uplink")
         lan = self.profile.get("lan")
-        if self.profile.get("uplink") == "lan" and lan:
+        if kind == "lan" and lan:
             nic = network.LAN(
                 mdc=Pin(lan["mdc"]),  # pyright: ignore[reportCallIssue]  # stubs lack the ESP32 LAN keywords
                 mdio=Pin(lan["mdio"]),  # pyright: ignore[reportCallIssue]  # (see mdc)
                 power=Pin(lan["power"]) if lan.get("power") is not None else None,  # pyright: ignore[reportCallIssue]  # (see mdc)
                 phy_type=getattr(network, "PHY_" + lan["phy"]),  # pyright: ignore[reportCallIssue]  # (see mdc)
                 phy_addr=lan["phy_addr"],  # pyright: ignore[reportCallIssue]  # (see mdc)
-                # The PHY's 50 MHz clock comes from the ESP32 (GPIO17 out on the ESP32-POE).
-                ref_clk=Pin(lan["ref_clk"]) if lan.get("ref_clk") is not None else None,  # pyright: ignore[reportCallIssue]  # (see mdc)
-                ref_clk_mode=Pin.OUT if lan.get("ref_clk_mode") == "out" else Pin.IN,  # pyright: ignore[reportCallIssue]  # (see mdc)
+                # The PHY's 50 MHz clock: from the ESP32 (GPIO17 out on the
+                # ESP32-POE) or from an oscillator (GPIO0 in on the WT32-ETH01).
+                ref_clk=Pin(lan["ref_clk"]),  # pyright: ignore[reportCallIssue]  # (see mdc)
+                ref_clk_mode=Pin.OUT if lan["ref_clk_mode"] == "out" else Pin.IN,  # pyright: ignore[reportCallIssue]  # (see mdc)
             )
             nic.active(True)
-            return nic
-        raise OSError("uplink %r not supported by this firmware yet" % self.profile.get("uplink"))
+        elif kind == "lan_spi" and lan:
+            s = self.profile["spi"]
+            if lan.get("rst") is not None:
+                from .compat import sleep_ms
+
+                # W5500 datasheet: RSTn low for at least 500 us, then 1 ms for its PLL.
+                rst = Pin(lan["rst"], Pin.OUT, value=0)
+                sleep_ms(1)
+                rst.value(1)
+                sleep_ms(2)
+            spi = self.machine.SPI(s["id"], baudrate=s.get("baudrate", 20000000),
+                                   sck=Pin(s["sck"]), mosi=Pin(s["mosi"]), miso=Pin(s["miso"]))
+            nic = network.LAN(
+                spi=spi,  # pyright: ignore[reportCallIssue]  # (see mdc)
+                cs=Pin(lan["cs"]),  # pyright: ignore[reportCallIssue]  # (see mdc)
+                int=Pin(lan["int"]),  # pyright: ignore[reportCallIssue]  # (see mdc)
+                phy_type=network.PHY_W5500,  # pyright: ignore[reportCallIssue]  # (see mdc)
+                phy_addr=0,  # pyright: ignore[reportCallIssue]  # (see mdc)
+            )
+            nic.active(True)
+        elif kind == "wlan":
+            if not ssid:
+                raise OSError("uplink 'wlan' needs an ssid")
+            nic = network.WLAN(network.STA_IF)
+            nic.active(True)
+            nic.connect(ssid, password)
+        else:
+            raise OSError("uplink %r not supported by this firmware" % kind)
+        self._nic = nic
+        return nic
+
+    def uplink_up(self):
+        nic = self._nic
+        # The stubs' second LAN class lacks isconnected(); the ESP32 port has it.
+        return nic is not None and bool(nic.isconnected())  # pyright: ignore[reportAttributeAccessIssue]

@@ -1,52 +1,30 @@
-# Préau protocol v1 codec (docs/protocol.md owns the contract). Pure: runs
-# unchanged on the board, in the MicroPython VM and under CPython. Every check
-# raises ProtocolError with a sentence naming the field, so the caller can log
-# and count a clear reason and carry on.
-import json
-
-V = 1
-ROOT = "preau/v1/"
-MAX_BOARD_PAYLOAD = 1024
-LEAVES = ("state", "evt", "tele", "cmd", "ack", "policy")
-COMMANDS = ("grant", "deny", "end", "identify", "time", "reboot")
-EVENT_TYPES = (
-    "boot",
-    "button",
-    "lesson.requested",
-    "session.started",
-    "session.denied",
-    "session.ended",
-    "ap.changed",
-    "cmd.rejected",
+# Préau protocol v1, the whole contract (docs/protocol.md): what the board
+# receives (firmware/wire.py, re-exported here) and the checks of what boards
+# publish (`state`, `evt`, `tele`, `ack`), used by the gateway and the city.
+# Pure, and portable like wire.py, but the board never imports it.
+from .wire import (  # noqa: F401 - re-exported: one import for the gateway and the city
+    COMMANDS,
+    MAX_BOARD_PAYLOAD,
+    MAX_DURATION_S,
+    MAX_GRACE_S,
+    MAX_WINDOWS,
+    ROOT,
+    V,
+    ProtocolError,
+    _fault,
+    _field,
+    _is,
+    _range,
+    check_cmd,
+    check_policy,
+    decode,
+    encode,
+    topic,
+    valid_name,
 )
+
+LEAVES = ("state", "evt", "tele", "cmd", "ack", "policy")
 SESSION_STATES = ("idle", "requesting", "active")
-MAX_DURATION_S = 14400
-
-
-class ProtocolError(ValueError):
-    # `kind` classifies the fault for counters, so callers never parse the
-    # sentence: "not_json", "not_object", "version", "too_large", "topic",
-    # or the class default "field".
-    kind = "field"
-
-
-def _fault(message, kind):
-    e = ProtocolError(message)
-    e.kind = kind
-    return e
-
-
-def valid_name(name):
-    if not isinstance(name, str) or not 1 <= len(name) <= 32:
-        return False
-    for c in name:
-        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-"):
-            return False
-    return True
-
-
-def topic(school, room, leaf):
-    return ROOT + school + "/" + room + "/" + leaf
 
 
 def parse_topic(t):
@@ -66,100 +44,6 @@ def parse_topic(t):
     if leaf not in LEAVES:
         raise _fault("topic %s: unknown leaf %s" % (t, leaf), "topic")
     return school, room, leaf
-
-
-def encode(obj):
-    return json.dumps(obj).encode()
-
-
-def decode(raw):
-    """bytes -> dict with v == 1, or ProtocolError."""
-    try:
-        if isinstance(raw, (bytes, bytearray, memoryview)):
-            raw = bytes(raw).decode()
-        obj = json.loads(raw)
-    except (ValueError, UnicodeError) as e:
-        raise _fault("payload: not UTF-8 JSON (%s)" % e, "not_json")
-    if not isinstance(obj, dict):
-        raise _fault("payload: expected a JSON object", "not_object")
-    _field(obj, "v", "int")
-    if obj["v"] != V:
-        raise _fault("field v: unsupported version %r" % obj["v"], "version")
-    return obj
-
-
-def _is(value, kind):
-    is_bool = value is True or value is False
-    if kind == "int":
-        return isinstance(value, int) and not is_bool
-    if kind == "uint":
-        return isinstance(value, int) and not is_bool and value >= 0
-    if kind == "num":
-        return isinstance(value, (int, float)) and not is_bool
-    if kind == "bool":
-        return is_bool
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "obj":
-        return isinstance(value, dict)
-    if kind == "list":
-        return isinstance(value, list)
-    if kind == "uint?":
-        return value is None or _is(value, "uint")
-    raise ValueError(kind)
-
-
-_EXPECT = {
-    "int": "an integer",
-    "uint": "an integer >= 0",
-    "num": "a number",
-    "bool": "true or false",
-    "str": "a string",
-    "obj": "an object",
-    "list": "a list",
-    "uint?": "an integer >= 0 or null",
-}
-
-
-def _field(obj, name, kind, required=True):
-    if name not in obj:
-        if required:
-            raise ProtocolError("field %s: missing" % name)
-        return None
-    value = obj[name]
-    if not _is(value, kind):
-        raise ProtocolError("field %s: expected %s, got %r" % (name, _EXPECT[kind], value))
-    return value
-
-
-def _range(obj, name, lo, hi):
-    value = obj[name]
-    if not lo <= value <= hi:
-        raise ProtocolError("field %s: %r outside %d..%d" % (name, value, lo, hi))
-
-
-def check_cmd(obj):
-    cid = _field(obj, "id", "str")
-    if not 1 <= len(cid) <= 32:  # pyright: ignore[reportArgumentType]  # required: never None
-        raise ProtocolError("field id: expected 1 to 32 characters")
-    cmd = _field(obj, "cmd", "str")
-    if cmd not in COMMANDS:
-        raise ProtocolError("field cmd: unknown command %r" % cmd)
-    _field(obj, "now", "uint", cmd == "time")
-    if cmd == "grant":
-        _field(obj, "req", "uint")
-        _field(obj, "duration_s", "int")
-        _range(obj, "duration_s", 1, MAX_DURATION_S)
-        _field(obj, "ap", "bool")
-        _field(obj, "projector", "bool")
-    elif cmd == "deny":
-        _field(obj, "req", "uint")
-        _field(obj, "reason", "str")
-        _field(obj, "text", "str", False)
-    elif cmd == "identify":
-        if _field(obj, "seconds", "int", False) is not None:
-            _range(obj, "seconds", 1, 60)
-    return obj
 
 
 def check_state(obj):
@@ -185,8 +69,22 @@ _EVT_DATA = {
     "session.started": (("req", "uint"), ("duration_s", "uint"), ("ap", "bool"), ("projector", "bool"), ("source", "str")),
     "session.denied": (("req", "uint"), ("reason", "str"), ("source", "str")),
     "session.ended": (("reason", "str"), ("ran_s", "uint")),
+    "session.extended": (("req", "uint"), ("added_s", "uint"), ("ap", "bool"), ("source", "str")),
     "ap.changed": (("on", "bool"), ("reason", "str")),
     "cmd.rejected": (("reason", "str"),),
+    "projector.changed": (("state", "str"),),
+    "projector.fault": (("error", "str"),),
+    "kit.attached": (("kit", "str"), ("sensors", "list")),
+    "kit.detached": (("kit", "str"),),
+    "kit.fault": (("sensor", "str"), ("error", "str")),
+    "air.alert": (("co2", "uint"), ("on", "bool")),
+}
+EVENT_TYPES = tuple(_EVT_DATA)
+# Optional data fields: checked when present.
+_EVT_OPTIONAL = {
+    "lesson.requested": (("extend", "bool"), ("remaining_s", "uint")),
+    "session.denied": (("extend", "bool"),),
+    "projector.changed": (("lamp_h", "uint"),),
 }
 
 
@@ -201,11 +99,13 @@ def check_evt(obj):
     if kind not in _EVT_DATA:
         raise ProtocolError("field type: unknown event type %r" % kind)
     data = _field(obj, "data", "obj")
-    for name, k in _EVT_DATA[kind]:
-        try:
+    try:
+        for name, k in _EVT_DATA[kind]:
             _field(data, name, k)
-        except ProtocolError as e:
-            raise ProtocolError("data." + str(e)[6:])
+        for name, k in _EVT_OPTIONAL.get(kind, ()):
+            _field(data, name, k, False)
+    except ProtocolError as e:
+        raise ProtocolError("data." + str(e)[6:])
     _field(obj, "replay", "bool", False)
     return obj
 
@@ -226,32 +126,6 @@ def check_tele(obj):
     _field(obj, "uptime_ms", "uint")
     _field(obj, "session", "str")
     _field(obj, "ap", "bool")
-    return obj
-
-
-MAX_WINDOWS = 48
-
-
-def check_policy(obj):
-    _field(obj, "start", "bool")
-    _field(obj, "max_s", "int")
-    _range(obj, "max_s", 0, MAX_DURATION_S)
-    _field(obj, "ap", "bool")
-    if _field(obj, "cap_s", "int", False) is not None:
-        _range(obj, "cap_s", 60, MAX_DURATION_S)
-    _field(obj, "until", "uint", False)
-    windows = _field(obj, "windows", "list", False)
-    if windows is not None:
-        if len(windows) > MAX_WINDOWS:
-            raise ProtocolError("field windows: %d windows, limit %d" % (len(windows), MAX_WINDOWS))
-        last_end = 0
-        for i, w in enumerate(windows):
-            if not (isinstance(w, list) and len(w) == 4 and _is(w[0], "uint") and _is(w[1], "uint")
-                    and _is(w[2], "uint") and w[3] in (0, 1) and not (w[3] is True or w[3] is False)):
-                raise ProtocolError("field windows[%d]: expected [start, end, max_s, ap 0/1]" % i)
-            if w[1] <= w[0] or w[0] < last_end or w[2] > MAX_DURATION_S:
-                raise ProtocolError("field windows[%d]: empty, overlapping or too long" % i)
-            last_end = w[1]
     return obj
 
 

@@ -2,7 +2,7 @@
 # a missing or wrong key names itself, so a technician fixes it in one go.
 import json
 
-from .codec import _is, valid_name
+from .wire import _is, valid_name
 
 # key: (kind, default); default None means required
 SCHEMA = {
@@ -18,10 +18,21 @@ SCHEMA = {
     "request_timeout_ms": ("int", 3000),
     "keepalive": ("int", 30),
     "tele_s": ("int", 60),
+    "grace_s": ("int", 120),
+    "outbox_kb": ("int", 64),
+    "wdt_ms": ("int", 8000),
+    "projector": ("str?", None),
+    "projector_host": ("str?", None),
+    "projector_password": ("str?", None),
+    "projector_standby_s": ("int", 600),
+    "co2_alert_ppm": ("int", 1000),
+    "wifi_ssid": ("str?", None),
+    "wifi_password": ("str?", None),
 }
-OPTIONAL_NONE = ("user", "password")
+OPTIONAL_NONE = ("user", "password", "projector", "projector_host", "projector_password", "wifi_ssid", "wifi_password")
 LIMITS = {"port": (1, 65535), "ap_cap_s": (60, 14400), "request_timeout_ms": (200, 30000),
-          "keepalive": (5, 600), "tele_s": (5, 3600)}
+          "keepalive": (5, 600), "tele_s": (5, 3600), "grace_s": (0, 900), "outbox_kb": (4, 256),
+          "wdt_ms": (2000, 60000), "projector_standby_s": (60, 7200), "co2_alert_ppm": (400, 5000)}
 
 
 class ConfigError(ValueError):

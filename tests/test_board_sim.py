@@ -14,7 +14,7 @@ SCHOOL = "0341234a"
 
 def board_config(broker, room="cm2-b", **extra):
     cfg = {"school": SCHOOL, "room": room, "broker": broker.host, "port": broker.port,
-           "keepalive": 10, "request_timeout_ms": 3000}
+           "keepalive": 10, "request_timeout_ms": 3000, "grace_s": 0}
     cfg.update(extra)
     return cfg
 

@@ -212,3 +212,21 @@ def test_events_stored_once_in_history_with_gap_counted(gateway, board_factory, 
     assert seqs == list(range(1, len(seqs) + 1))
     for kind, body in [("evt", {"v": 1, "boot": 1, "seq": 1, "uptime_ms": 1000, "time": None, "type": "boot", "data": {"reset_cause": "power"}})]:
         parse(kind, json.dumps(body).encode())
+
+
+def test_extension_is_decided_at_the_sessions_end(gateway, board_factory):
+    room = board_factory("cm2-b")
+    req = room.request()
+    assert room.cmd_for(req)["cmd"] == "grant"
+    room.event("session.started", {"req": req, "duration_s": 5400, "ap": True, "projector": True, "source": "gateway"})
+    # Tuesday 09:00, 90 minutes left: one more slot from 10:30, up to the end
+    # of the morning's class time (11:45), with the grace sent along.
+    ext = room.event("lesson.requested", {"req": room.seq + 1, "extend": True, "remaining_s": 5400}, seq=room.seq + 1)
+    grant = check_cmd(room.cmd_for(ext))
+    assert grant["cmd"] == "grant" and 75 * 60 - 10 <= grant["duration_s"] <= 75 * 60 and grant["grace_s"] == 120
+    # ending at 11:50, in the lunch break: refused, the session runs on
+    late = room.event("lesson.requested", {"req": room.seq + 1, "extend": True, "remaining_s": 10200}, seq=room.seq + 1)
+    assert room.cmd_for(late)["cmd"] == "deny"
+    room.event("session.denied", {"req": late, "reason": "x", "source": "gateway", "extend": True})
+    wait_for(lambda: gateway.metrics["accepted"].get("evt", 0) >= 5, what="the events applied")
+    assert gateway.registry.row("cm2-b")["session"] == "active"  # asking for more is not a new session

@@ -7,8 +7,9 @@ access-point relay never came on at boot, not even for a moment."""
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 
 class SimPin:
@@ -58,14 +59,47 @@ class SimPin:
 
 
 class SimWDT:
+    """machine.WDT: once started it runs until the machine resets.
+
+    A daemon thread watches the simulator's clock, so it notices a starved
+    watchdog even while the event loop is stuck in a blocking call (the hang
+    a watchdog exists for)."""
+
     def __init__(self, hw: "SimMachine", id: int = 0, timeout: int = 5000) -> None:
         self.hw = hw
         self.timeout = timeout
-        hw.wdt = self
         self.fed_at = hw.clock()
+        self._stop = threading.Event()
+        hw.wdt = self
+        # Poll often enough to fire within a tenth of the timeout, in real time.
+        self._poll_s = min(0.01, timeout / 10000)
+        self._thread = threading.Thread(target=self._watch, name=f"sim-wdt-{id}", daemon=True)
+        self._thread.start()
 
     def feed(self) -> None:
         self.fed_at = self.hw.clock()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            if (self.hw.clock() - self.fed_at) * 1000 > self.timeout:
+                self.hw._watchdog_reset()
+                return
+
+
+class SimSPI:
+    """machine.SPI that records its settings and the bytes written; no device
+    answers (reads give zeros)."""
+
+    def __init__(self, args: tuple, kwargs: dict) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self.written = bytearray()
+
+    def write(self, buf: bytes) -> None:
+        self.written += buf
+
+    def read(self, nbytes: int, write: int = 0) -> bytes:
+        return bytes(nbytes)
 
 
 class SimMachine:
@@ -82,17 +116,74 @@ class SimMachine:
         self.outputs: dict[int, int] = {}
         self.history: list[tuple[float, int, int]] = []
         self.wdt: SimWDT | None = None
+        self.wdt_fired = False
+        self.wdt_fired_at: float | None = None
+        # Called from the watchdog's thread once the outputs are at their
+        # reset level; the classroom simulator reboots the firmware from it
+        # (with reset_cause WDT_RESET), via loop.call_soon_threadsafe.
+        self.on_wdt_reset: Callable[["SimMachine"], None] | None = None
+        self.uart: Any = None  # a pyserial-like object the simulator wires to UART()
+        self.i2c: Any = None  # an I2C bus stand-in the simulator wires to I2C()/SoftI2C()
+        self.uart_args: tuple[tuple, dict] | None = None  # how the firmware opened them
+        self.i2c_args: tuple[tuple, dict] | None = None
+        self.spis: list[SimSPI] = []
         self.resets = 0
         self._reset_cause = reset_cause
+        self._lock = threading.Lock()  # the watchdog thread drives pins too
         self.Pin = type("Pin", (SimPin,), {"_hw": self})
 
     def WDT(self, id: int = 0, timeout: int = 5000) -> SimWDT:  # noqa: N802 - machine's name
+        if self.wdt is not None:
+            return self.wdt  # already running: it cannot be stopped or reconfigured
         return SimWDT(self, id, timeout)
 
+    def UART(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - machine's name
+        if self.uart is None:
+            raise OSError("no UART wired")
+        self.uart_args = (args, kwargs)
+        return self.uart
+
+    def I2C(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - machine's name
+        if self.i2c is None:
+            raise OSError("no I2C wired")
+        self.i2c_args = (args, kwargs)
+        return self.i2c
+
+    SoftI2C = I2C
+
+    def SPI(self, *args: Any, **kwargs: Any) -> "SimSPI":  # noqa: N802 - machine's name
+        spi = SimSPI(args, kwargs)
+        self.spis.append(spi)
+        return spi
+
+    def stop_watchdogs(self) -> None:
+        """Test cleanup only: real firmware can never stop a watchdog."""
+        if self.wdt is not None:
+            self.wdt._stop.set()
+            self.wdt._thread.join()
+
+    def _watchdog_reset(self) -> None:
+        # A reset puts every GPIO back to an input: nothing drives the relay,
+        # its pull-down holds it off (the profiles refuse active-low relays).
+        # Recorded as level 0 in the history; the dead firmware drives nothing
+        # any more (its later writes are ignored, as a reset CPU runs no code).
+        with self._lock:
+            self.wdt_fired = True
+            self.wdt_fired_at = now = self.clock()
+            for pin_id, level in list(self.outputs.items()):
+                if level != 0:
+                    self.outputs[pin_id] = 0
+                    self.history.append((now, pin_id, 0))
+        if self.on_wdt_reset is not None:
+            self.on_wdt_reset(self)
+
     def _drive(self, pin_id: int, level: int) -> None:
-        if self.outputs.get(pin_id) != level:
-            self.outputs[pin_id] = level
-            self.history.append((self.clock(), pin_id, level))
+        with self._lock:
+            if self.wdt_fired:
+                return
+            if self.outputs.get(pin_id) != level:
+                self.outputs[pin_id] = level
+                self.history.append((self.clock(), pin_id, level))
 
     def set_input(self, pin_id: int, level: int) -> None:
         """The outside world drives an input pin (a finger on the button)."""

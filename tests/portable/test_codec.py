@@ -84,7 +84,15 @@ def test_valid_every_event_type():
         "session.ended": {"reason": "time", "ran_s": 0},
         "ap.changed": {"on": False, "reason": "session_end"},
         "cmd.rejected": {"reason": "bad_json"},
+        "session.extended": {"req": 9, "added_s": 2700, "ap": True, "source": "gateway"},
+        "projector.changed": {"state": "warming", "lamp_h": 1200},
+        "projector.fault": {"error": "lamp"},
+        "kit.attached": {"kit": "kit-07", "sensors": ["scd4x", "bh1750"]},
+        "kit.detached": {"kit": "kit-07"},
+        "kit.fault": {"sensor": "scd4x", "error": "crc"},
+        "air.alert": {"co2": 1450, "on": True},
     }
+    assert sorted(data) == sorted(codec.EVENT_TYPES)
     for kind in codec.EVENT_TYPES:
         evt = with_(EVT, type=kind, data=data[kind])
         assert codec.parse("evt", codec.encode(evt))["type"] == kind
@@ -274,3 +282,18 @@ def test_errors_carry_their_kind():
         assert e.kind == kind, (raw, e.kind)
         assert str(e).startswith("payload") or str(e).startswith("field")
     assert raises(codec.ProtocolError, codec.parse_topic, "x/y").kind == "topic"
+
+
+def test_optional_event_fields_are_checked_when_present():
+    ext = with_(EVT, type="lesson.requested", data={"req": 4, "extend": True, "remaining_s": 120})
+    assert codec.parse("evt", codec.encode(ext))["data"]["extend"] is True
+    bad = with_(EVT, type="lesson.requested", data={"req": 4, "extend": True, "remaining_s": "soon"})
+    assert "data.remaining_s" in str(raises(ProtocolError, codec.parse, "evt", codec.encode(bad)))
+    bad = with_(EVT, type="projector.changed", data={"state": "on", "lamp_h": -1})
+    assert "data.lamp_h" in str(raises(ProtocolError, codec.parse, "evt", codec.encode(bad)))
+
+
+def test_grant_grace_is_bounded():
+    assert codec.parse("cmd", codec.encode(with_(GRANT, grace_s=120)))["grace_s"] == 120
+    for bad in (-1, 901, "2"):
+        raises(ProtocolError, codec.parse, "cmd", codec.encode(with_(GRANT, grace_s=bad)))

@@ -9,6 +9,7 @@ from ._util import FakeClock
 
 
 def make(**kw):
+    kw.setdefault("grace_s", 0)  # the grace has tests of its own below
     clock = FakeClock()
     ev = Events(3, clock)
     return Session(ev, **kw), ev, clock
@@ -190,3 +191,108 @@ def test_offline_window_too_close_to_its_end_is_refused():
                   "windows": [[t0, t0 + 1000, 5400, 1]]})
     assert s.offline_rule(t0 + 600) == (400, True)
     assert s.offline_rule(t0 + 800) is None  # 200 s left: refused, not cut short
+
+
+def test_short_press_in_a_session_asks_for_one_more_slot():
+    s, ev, _ = make()
+    s.press_short(0)
+    s.grant(s.req, 600, True, True, 100)
+    assert s.press_short(1000) == "extending"
+    assert s.led(1000) == "waiting"  # feedback before the gateway answers
+    req = ev.queue[-1]["data"]
+    assert req["extend"] is True and req["remaining_s"] == 599
+    assert s.press_short(1100) == "ignored"  # one pending extension at a time
+    assert s.grant(s.ext_req, 2700, True, True, 1200) == (True, "extended")
+    assert ev.queue[-1]["type"] == "session.extended"
+    assert ev.queue[-1]["data"] == {"req": req["req"], "added_s": 2700, "ap": True, "source": "gateway"}
+    assert s.remaining_s(1200) == (100 + 3300 * 1000 - 1200) // 1000
+    s.tick(100 + 3300 * 1000 - 1)
+    assert s.state == ACTIVE and s.ap is True
+    s.tick(100 + 3300 * 1000)
+    assert s.state == IDLE and s.ap is False
+
+
+def test_a_slot_without_the_access_point_stops_it_at_the_old_end():
+    s, ev, _ = make()
+    s.press_short(0)
+    s.grant(s.req, 600, True, True, 0)
+    s.press_short(1000)
+    s.grant(s.ext_req, 600, False, True, 1000)
+    assert ev.queue[-1]["data"]["ap"] is False
+    s.tick(599_999)
+    assert s.ap is True
+    s.tick(600_000)
+    assert s.ap is False and s.state == ACTIVE  # the lesson goes on, the Wi-Fi stops
+    s.tick(1_200_000)
+    assert s.state == IDLE
+
+
+def test_a_refused_extension_keeps_the_session_and_says_denied():
+    s, ev, _ = make()
+    s.press_short(0)
+    s.grant(s.req, 600, True, True, 0)
+    s.press_short(1000)
+    assert s.deny(s.ext_req, "period_ended", 1500) == (True, "denied")
+    assert s.state == ACTIVE and s.ap is True
+    assert ev.queue[-1]["data"]["extend"] is True
+    assert s.led(2000) == "denied" and s.led(1500 + 3000) == "on"
+
+
+def test_extension_alone_follows_the_offline_policy_at_the_sessions_end():
+    s, ev, _ = make()
+    s.press_short(0)
+    s.grant(s.req, 600, False, True, 0)
+    unix = 1_790_000_000
+    # a window from 5 minutes after the session's end, then nothing
+    s.set_policy({"v": 1, "start": False, "max_s": 0, "ap": False, "until": unix + 86400,
+                  "windows": [[unix + 600, unix + 3600, 1800, 0]]})
+    s.press_short(10_000)
+    s.tick(10_000 + 3000, unix + 13)  # timeout: the board decides alone
+    added = ev.queue[-1]["data"]
+    assert ev.queue[-1]["type"] == "session.extended" and added["source"] == "offline"
+    # the window ends 3000 s after the session's planned end (unix + 600)
+    assert added["added_s"] == 1800
+    s.press_short(20_000)
+    s.tick(23_000, unix + 23)  # at the new end (unix + 2400) only 1200 s of window: still >= 5 min
+    assert ev.queue[-1]["data"]["added_s"] == 1200
+    s.press_short(30_000)
+    s.tick(33_000, unix + 33)  # the window is over at the new end: refused
+    assert ev.queue[-1]["type"] == "session.denied" and ev.queue[-1]["data"]["source"] == "offline"
+
+
+def test_grace_keeps_the_access_point_then_ends():
+    s, ev, _ = make(grace_s=120)
+    s.press_short(0)
+    s.grant(s.req, 600, True, True, 0, 60)  # the grant's grace wins over the board's
+    s.tick(600_000)
+    assert s.state == ACTIVE and s.ap is True and s.led(600_000) == "grace"
+    assert s.remaining_s(600_000) == 0
+    s.tick(659_999)
+    assert s.ap is True
+    s.tick(660_000)
+    assert s.state == IDLE and s.ap is False
+    assert ev.queue[-2]["type"] == "ap.changed" and ev.queue[-1]["data"]["reason"] == "time"
+
+
+def test_a_press_in_the_grace_extends_from_now():
+    s, ev, _ = make(grace_s=120)
+    s.press_short(0)
+    s.grant(s.req, 600, True, True, 0)
+    s.tick(650_000)
+    s.press_short(650_000)
+    s.grant(s.ext_req, 600, True, True, 651_000)
+    assert s.remaining_s(651_000) == 600
+    s.tick(651_000 + 600_000 + 119_999)
+    assert s.ap is True
+    s.tick(651_000 + 600_000 + 120_000)
+    assert s.state == IDLE and s.ap is False
+
+
+def test_extensions_never_pass_four_hours():
+    s, ev, _ = make()
+    s.press_short(0)
+    s.grant(s.req, 14000, False, True, 0)
+    s.press_short(1000)
+    s.grant(s.ext_req, 7200, False, True, 1000)
+    assert ev.queue[-1]["data"]["added_s"] == 400
+    assert s.remaining_s(0) == 14400

@@ -1,0 +1,263 @@
+# The board's outbox: events and telemetry kept in flash until the broker has
+# them, so they survive resets and power cuts and go out in order after a
+# reconnection. Format, power-loss argument and limits: docs/outbox.md.
+#
+# Files in `directory`:
+#   e1 e2 ...  event segments, t1 t2 ... telemetry segments: append-only
+#              records; a new segment once one holds `segment` bytes.
+#   sent       replaced by write-then-rename at every pop (as the boot
+#              counter): id of the last record sent, the two drop counters,
+#              CRC-32 of those (u32 each). A cut during a pop sends that
+#              one record again at most (the gateway de-duplicates by
+#              (boot, seq)); a popped record never comes back.
+# A record: 0xA5, kind (0 event, 1 telemetry), payload length (u16), record
+# id (u32, one counter for both kinds), payload, CRC-32 of all that (u32),
+# little-endian, written with one write(). Reopening scans every segment; a
+# record that fails its CRC is skipped and the scan resyncs on the next 0xA5
+# whose record checks, so a torn or corrupt record loses itself only.
+#
+# Events and telemetry live in separate segments so that "drop the oldest
+# telemetry first" deletes a file and never rewrites one: over the cap the
+# oldest telemetry segment goes, then the oldest event segment (drops come
+# by segment, counted by record). peek() merges the two kinds by record id.
+#
+# RAM: one small int per unsent record (segment << 16 | offset; payloads stay
+# in flash) and one record-sized buffer.
+import os
+import struct
+
+from .compat import const
+
+try:  # the built-in: the VM freezes a Python binascii over it (7 KB of heap)
+    from ubinascii import crc32
+except ImportError:  # CPython
+    from binascii import crc32
+
+EVENT = "evt"  # the kinds peek() returns: the topic leaves they go to
+TELEMETRY = "tele"
+MAX_PAYLOAD = const(1024)  # the protocol's MAX_BOARD_PAYLOAD (firmware/wire.py)
+_HEAD = const(8)  # magic, kind, length, id
+_OVER = const(12)  # head and CRC
+
+
+class Outbox:
+    def __init__(self, directory, cap=65536, segment=0, log=None):
+        self.dir = directory.rstrip("/")
+        self.cap = cap
+        self.segment = min(segment or cap // 8, 32768)  # offsets fit 16 bits
+        self.log = log
+        self.bytes_used = 0
+        self._buf = bytearray(MAX_PAYLOAD + _OVER)
+        self._segs = ([], [])  # per kind: segment numbers, oldest first
+        self._recs = ([], [])  # per kind: unsent records, segment << 16 | offset
+        self._tail = [0, 0]  # bytes in each kind's newest segment; -1: start a new one
+        self._peeked = None
+        self.sent = self.dropped = self.dropped_tele = 0
+        try:
+            os.mkdir(self.dir)
+        except OSError:
+            pass  # there already
+        try:
+            with open(self.dir + "/sent", "rb") as f:
+                raw = f.read(16)
+            if len(raw) == 16 and crc32(raw[:12]) == struct.unpack("<I", raw[12:])[0]:
+                self.sent, self.dropped, self.dropped_tele = struct.unpack("<III", raw[:12])
+            else:  # resend rather than lose
+                self._say("damaged", "sent")
+        except OSError:
+            pass  # a new outbox
+        try:
+            names = os.listdir(self.dir)
+        except OSError as e:
+            names = ()
+            self._say(e, self.dir)
+        self._id = self.sent  # the last record id used
+        for name in sorted(names, key=lambda s: (len(s), s)):  # e9 before e10
+            k = "et".find(name[0])
+            if k >= 0 and name[1:].isdigit():
+                self._scan(k, int(name[1:]))
+
+    def __len__(self):
+        return len(self._recs[0]) + len(self._recs[1])
+
+    def _path(self, k, n):
+        return "%s/%s%d" % (self.dir, "et"[k], n)
+
+    def _say(self, what, where):
+        if self.log:
+            self.log("outbox: %s: %s" % (where, what))
+
+    def _check(self, f, pos, k, size):
+        # (payload length, id) of a good record of kind k at pos, read into _buf
+        mv = memoryview(self._buf)
+        f.seek(pos)
+        if size - pos < _OVER or f.readinto(mv[:_HEAD]) != _HEAD:
+            return None
+        magic, kind, n, rid = struct.unpack_from("<BBHI", mv)
+        end = _HEAD + n
+        if magic != 0xA5 or kind != k or n > MAX_PAYLOAD or size - pos < end + 4 or not rid:
+            return None
+        if f.readinto(mv[_HEAD : end + 4]) != n + 4 or crc32(mv[:end]) != struct.unpack_from("<I", mv, end)[0]:
+            return None
+        return n, rid
+
+    def _scan(self, k, n):
+        path = self._path(k, n)
+        recs = self._recs[k]
+        first = len(recs)
+        pos = end = size = 0
+        try:
+            size = os.stat(path)[6]
+            with open(path, "rb") as f:
+                while pos < size:
+                    got = self._check(f, pos, k, size)
+                    if got:
+                        if got[1] > self.sent:
+                            recs.append(n << 16 | pos)
+                        self._id = max(self._id, got[1])
+                        pos = end = pos + got[0] + _OVER
+                        continue
+                    if pos == end:
+                        self._say("damaged", path)
+                    # resync on the next magic byte; its record must check too
+                    f.seek(pos + 1)
+                    got = f.readinto(self._buf)
+                    i = self._buf.find(b"\xa5", 0, got)
+                    pos += 1 + (got if i < 0 else i)
+        except OSError as e:
+            self._say(e, path)
+            size = end
+        if len(recs) == first:  # all sent, or nothing readable
+            self._remove(k, n)
+        else:
+            self._segs[k].append(n)
+            self.bytes_used += size
+            self._tail[k] = size if end == size else -1  # torn tail: append to a new segment
+
+    def _remove(self, k, n):
+        path = self._path(k, n)
+        try:
+            size = os.stat(path)[6]
+            os.remove(path)
+            self.bytes_used -= size
+        except OSError:
+            pass
+
+    def _save(self):
+        # Write then rename: a cut mid-write keeps the old marker, so at most
+        # the last record popped goes out again (the gateway de-duplicates).
+        buf = self._buf
+        mv = memoryview(buf)
+        struct.pack_into("<III", buf, 0, self.sent, self.dropped, self.dropped_tele)
+        struct.pack_into("<I", buf, 12, crc32(mv[:12]))
+        path = self.dir + "/sent"
+        try:
+            with open(path + ".new", "wb") as f:
+                f.write(mv[:16])
+            os.rename(path + ".new", path)
+        except OSError as e:
+            self._say(e, "sent")
+
+    def append(self, payload, telemetry=False):
+        """Keep one encoded message; False if flash refused it (counted as dropped)."""
+        n = len(payload)
+        if n > MAX_PAYLOAD:
+            raise ValueError("outbox record too long")
+        k = 1 if telemetry else 0
+        size = n + _OVER
+        segs = self._segs
+        while self.bytes_used + size > self.cap and (segs[1] or segs[0]):
+            # over the cap: the oldest telemetry segment goes, then the oldest events
+            j = 1 if segs[1] else 0
+            seg = segs[j].pop(0)
+            recs = self._recs[j]
+            i = 0
+            while i < len(recs) and recs[i] >> 16 == seg:
+                i += 1
+            del recs[:i]
+            self.dropped += i
+            self.dropped_tele += i * j
+            if not segs[j]:
+                self._tail[j] = 0
+            if self._peeked and self._peeked[0] == j and self._peeked[1] >> 16 == seg:
+                self._peeked = None  # pop() must not take the next record for it
+            self._remove(j, seg)
+            self._save()  # the drop counters survive a reset
+        segs = segs[k]
+        tail = self._tail[k]
+        if not segs or tail < 0 or tail + size > self.segment:
+            segs.append(segs[-1] + 1 if segs else 1)
+            tail = 0
+        self._id += 1
+        buf = self._buf
+        mv = memoryview(buf)
+        struct.pack_into("<BBHI", buf, 0, 0xA5, k, n, self._id)
+        buf[_HEAD : _HEAD + n] = payload
+        struct.pack_into("<I", buf, _HEAD + n, crc32(mv[: _HEAD + n]))
+        path = self._path(k, segs[-1])
+        try:
+            # one write; "wb" on a new segment clears a leftover file
+            with open(path, "ab" if tail else "wb") as f:
+                f.write(mv[:size])
+        except OSError as e:
+            self._tail[k] = -1
+            self.dropped += 1
+            self.dropped_tele += k
+            self._say(e, path)
+            return False
+        self._recs[k].append(segs[-1] << 16 | tail)
+        self._tail[k] = tail + size
+        self.bytes_used += size
+        return True
+
+    def _first(self, k):
+        # id of kind k's oldest unsent record, read into _buf (length: _n); 0 if none
+        recs = self._recs[k]
+        while recs:
+            path = self._path(k, recs[0] >> 16)
+            try:
+                with open(path, "rb") as f:
+                    got = self._check(f, recs[0] & 0xFFFF, k, 1 << 30)
+                if got:
+                    self._n = got[0]
+                    return got[1]
+            except OSError:
+                pass
+            # changed under us since the scan (a flash fault): skip it
+            self._say("damaged", path)
+            self._next(k)
+        return 0
+
+    def peek(self):
+        """(EVENT or TELEMETRY, payload bytes) of the oldest unsent record, or None."""
+        t = self._first(1)
+        e = self._first(0)  # the buffer holds this one
+        if not (e or t):
+            self._peeked = None
+            return None
+        k = 0 if e and (not t or e < t) else 1
+        if k:
+            self._first(1)
+        self._peeked = (k, self._recs[k][0], t if k else e)
+        return (TELEMETRY if k else EVENT), bytes(self._buf[_HEAD : _HEAD + self._n])
+
+    def pop(self):
+        """Mark the record the last peek() returned as sent; False if the cap dropped it since."""
+        p = self._peeked
+        self._peeked = None
+        if not p:
+            return False
+        self.sent = p[2]
+        self._save()
+        self._next(p[0])
+        return True
+
+    def _next(self, k):
+        recs = self._recs[k]
+        seg = recs.pop(0) >> 16
+        if not recs or recs[0] >> 16 != seg:  # that segment is all sent
+            segs = self._segs[k]
+            segs.remove(seg)
+            self._remove(k, seg)
+            if not segs:
+                self._tail[k] = 0

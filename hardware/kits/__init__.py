@@ -1,0 +1,139 @@
+"""Connected-object kits: the catalogue (catalogue.json, validated) and the
+kit identity EEPROM image that firmware/kit.py reads.
+
+The identity record sits at address 0 of a 24C02 (I2C 0x50, 256 bytes,
+8-byte pages): b"PK", version 1, length n (1..32), n ASCII characters
+[a-z0-9-], CRC-8 (poly 0x31, init 0xFF) of everything before it; the rest of
+the memory stays 0xFF.
+
+A technician writes a kit's EEPROM from a board's REPL:
+
+    python -m hardware.kits image air-co2          # prints the MicroPython lines
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from firmware.crc8 import crc8
+from firmware.kit import EEPROM, ID_MAX, ID_VERSION, PROBES
+
+CATALOGUE = Path(__file__).with_name("catalogue.json")
+NAME = re.compile(r"^[a-z0-9-]{1,%d}$" % ID_MAX)
+PAGE = 8
+SIZE = 256
+WRITE_CYCLE_MS = 5  # 24C02 datasheet: t_WR max
+
+
+class CatalogueError(ValueError):
+    pass
+
+
+def load_catalogue(path: Path = CATALOGUE) -> dict:
+    """The catalogue, checked: kit ids fit the EEPROM record, every sensor is
+    one the firmware probes for, at the addresses it probes."""
+    where = path.name
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise CatalogueError(f"{where}: not valid JSON ({e})") from e
+    probed: dict[str, list[int]] = {}
+    for address, name in PROBES:
+        probed.setdefault(name, []).append(address)
+    sensors = data.get("sensors")
+    kits = data.get("kits")
+    if not isinstance(sensors, dict) or not isinstance(kits, dict):
+        raise CatalogueError(f"{where}: needs objects 'sensors' and 'kits'")
+    for name, sensor in sensors.items():
+        try:
+            addresses = [int(a, 16) for a in sensor["addresses"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CatalogueError(f"{where}: sensors.{name}.addresses: hex strings expected") from e
+        if name not in probed:
+            raise CatalogueError(f"{where}: sensors.{name}: firmware/kit.py does not probe for it")
+        if sorted(addresses) != sorted(probed[name]):
+            raise CatalogueError(f"{where}: sensors.{name}.addresses differ from firmware/kit.py PROBES")
+        sensor["addresses"] = addresses
+    for kit_id, kit in kits.items():
+        if not NAME.match(kit_id):
+            raise CatalogueError(f"{where}: kits.{kit_id}: id must be 1-{ID_MAX} of a-z 0-9 -")
+        names = kit.get("sensors")
+        if not isinstance(names, list) or not names:
+            raise CatalogueError(f"{where}: kits.{kit_id}.sensors: a non-empty list expected")
+        for name in names:
+            if name not in sensors:
+                raise CatalogueError(f"{where}: kits.{kit_id}.sensors: unknown sensor {name!r}")
+        if len(set(names)) != len(names):
+            raise CatalogueError(f"{where}: kits.{kit_id}.sensors: a sensor twice (same address)")
+    return data
+
+
+def id_image(kit_id: str) -> bytes:
+    """The EEPROM's 256 bytes for `kit_id`."""
+    if not NAME.match(kit_id):
+        raise ValueError(f"kit id {kit_id!r}: 1-{ID_MAX} of a-z 0-9 -")
+    record = bytearray(b"PK" + bytes([ID_VERSION, len(kit_id)]) + kit_id.encode())
+    record.append(crc8(record))
+    return bytes(record) + b"\xff" * (SIZE - len(record))
+
+
+def write_image(i2c, image: bytes, sleep_ms: Callable[[int], None] = lambda ms: time.sleep(ms / 1000),
+                address: int = EEPROM) -> None:
+    """Write `image` page by page (a write past a page's end would wrap onto
+    its start), waiting out each write cycle by acknowledge polling; skips
+    pages already right. `i2c` is a machine.I2C or hardware/sim/i2c.SimI2C."""
+    current = bytearray(len(image))
+    i2c.readfrom_mem_into(address, 0, current)
+    for start in range(0, len(image), PAGE):
+        page = image[start:start + PAGE]
+        if current[start:start + PAGE] == page:
+            continue
+        i2c.writeto_mem(address, start, page)
+        for _ in range(20):  # the chip NACKs until its write cycle ends
+            sleep_ms(WRITE_CYCLE_MS // 5 or 1)
+            try:
+                i2c.writeto(address, b"")
+                break
+            except OSError:
+                continue
+        else:
+            raise OSError(f"EEPROM at 0x{address:02x} did not finish writing page {start}")
+
+
+def repl_lines(kit_id: str) -> str:
+    """MicroPython to paste at a board's REPL (I2C pins from the board
+    profile) to write the kit's EEPROM."""
+    record = id_image(kit_id).rstrip(b"\xff")
+    return "\n".join([
+        "import time",
+        "from machine import I2C, Pin",
+        "i2c = I2C(0, scl=Pin(SCL), sda=Pin(SDA), freq=100000)  # SCL, SDA: the board's Qwiic pins",
+        f"rec = {record!r} + b'\\xff' * {PAGE - len(record) % PAGE if len(record) % PAGE else 0}",
+        f"for a in range(0, len(rec), {PAGE}):",
+        f"    i2c.writeto_mem(0x{EEPROM:02x}, a, rec[a:a + {PAGE}]); time.sleep_ms(10)",
+        f"print(i2c.readfrom_mem(0x{EEPROM:02x}, 0, len(rec)) == rec)",
+    ])
+
+
+def main(argv: list[str]) -> int:
+    if not (argv == ["list"] or (len(argv) == 2 and argv[0] == "image")):
+        print("usage: python -m hardware.kits list | image <kit-id>", file=sys.stderr)
+        return 2
+    try:
+        catalogue = load_catalogue()
+        if argv[0] == "list":
+            for kit_id, kit in catalogue["kits"].items():
+                print(f"{kit_id:12} {', '.join(kit['sensors']):28} {kit['title']}")
+            return 0
+        if argv[1] not in catalogue["kits"]:
+            print(f"note: {argv[1]!r} is not in {CATALOGUE.name}", file=sys.stderr)
+        print(repl_lines(argv[1]))
+    except ValueError as e:  # CatalogueError included
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
