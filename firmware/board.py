@@ -86,6 +86,13 @@ class Board:
         """Bring up the board's own uplink: wired Ethernet by default (no
         radio in the classroom); a Wi-Fi station only on profiles that say
         so, with `ssid`/`password` from config.json."""
+        nic = self._nic
+        if nic is not None:  # called again after a loss: the interface exists
+            if self.profile.get("uplink") == "wlan":
+                nic.connect(ssid, password)  # pyright: ignore[reportAttributeAccessIssue]  # WLAN here
+            else:
+                nic.active(True)
+            return nic
         import network  # type: ignore[import-not-found]
 
         Pin = self.machine.Pin

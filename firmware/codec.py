@@ -14,14 +14,13 @@ from .wire import (  # noqa: F401 - re-exported: one import for the gateway and 
     _fault,
     _field,
     _is,
-    _range,
     check_cmd,
     check_policy,
     decode,
     encode,
     topic,
-    valid_name,
 )
+from .config import valid_name  # noqa: F401 - lives in config.py, the only board code checking names
 
 LEAVES = ("state", "evt", "tele", "cmd", "ack", "policy")
 SESSION_STATES = ("idle", "requesting", "active")
@@ -47,58 +46,58 @@ def parse_topic(t):
 
 
 def check_state(obj):
-    online = _field(obj, "online", "bool")
-    _field(obj, "boot", "uint")
+    online = _field(obj, "online", "true or false")
+    _field(obj, "boot", "an integer >= 0")
     if online:
-        _field(obj, "fw", "str")
-        _field(obj, "board", "str")
-        _field(obj, "uptime_ms", "uint")
-        if _field(obj, "session", "str") not in SESSION_STATES:
+        _field(obj, "fw", "a string")
+        _field(obj, "board", "a string")
+        _field(obj, "uptime_ms", "an integer >= 0")
+        if _field(obj, "session", "a string") not in SESSION_STATES:
             raise ProtocolError("field session: unknown state %r" % obj["session"])
-        _field(obj, "ap", "bool")
-        _field(obj, "devices", "list")
+        _field(obj, "ap", "true or false")
+        _field(obj, "devices", "a list")
     else:
-        _field(obj, "reason", "str", False)
+        _field(obj, "reason", "a string", False)
     return obj
 
 
 _EVT_DATA = {
-    "boot": (("reset_cause", "str"),),
-    "button": (("press", "str"),),
-    "lesson.requested": (("req", "uint"),),
-    "session.started": (("req", "uint"), ("duration_s", "uint"), ("ap", "bool"), ("projector", "bool"), ("source", "str")),
-    "session.denied": (("req", "uint"), ("reason", "str"), ("source", "str")),
-    "session.ended": (("reason", "str"), ("ran_s", "uint")),
-    "session.extended": (("req", "uint"), ("added_s", "uint"), ("ap", "bool"), ("source", "str")),
-    "ap.changed": (("on", "bool"), ("reason", "str")),
-    "cmd.rejected": (("reason", "str"),),
-    "projector.changed": (("state", "str"),),
-    "projector.fault": (("error", "str"),),
-    "kit.attached": (("kit", "str"), ("sensors", "list")),
-    "kit.detached": (("kit", "str"),),
-    "kit.fault": (("sensor", "str"), ("error", "str")),
-    "air.alert": (("co2", "uint"), ("on", "bool")),
+    "boot": (("reset_cause", "a string"),),
+    "button": (("press", "a string"),),
+    "lesson.requested": (("req", "an integer >= 0"),),
+    "session.started": (("req", "an integer >= 0"), ("duration_s", "an integer >= 0"), ("ap", "true or false"), ("projector", "true or false"), ("source", "a string")),
+    "session.denied": (("req", "an integer >= 0"), ("reason", "a string"), ("source", "a string")),
+    "session.ended": (("reason", "a string"), ("ran_s", "an integer >= 0")),
+    "session.extended": (("req", "an integer >= 0"), ("added_s", "an integer >= 0"), ("ap", "true or false"), ("source", "a string")),
+    "ap.changed": (("on", "true or false"), ("reason", "a string")),
+    "cmd.rejected": (("reason", "a string"),),
+    "projector.changed": (("state", "a string"),),
+    "projector.fault": (("error", "a string"),),
+    "kit.attached": (("kit", "a string"), ("sensors", "a list")),
+    "kit.detached": (("kit", "a string"),),
+    "kit.fault": (("sensor", "a string"), ("error", "a string")),
+    "air.alert": (("co2", "an integer >= 0"), ("on", "true or false")),
 }
 EVENT_TYPES = tuple(_EVT_DATA)
 # Optional data fields: checked when present.
 _EVT_OPTIONAL = {
-    "lesson.requested": (("extend", "bool"), ("remaining_s", "uint")),
-    "session.denied": (("extend", "bool"),),
-    "projector.changed": (("lamp_h", "uint"),),
+    "lesson.requested": (("extend", "true or false"), ("remaining_s", "an integer >= 0")),
+    "session.denied": (("extend", "true or false"),),
+    "projector.changed": (("lamp_h", "an integer >= 0"),),
 }
 
 
 def check_evt(obj):
-    _field(obj, "boot", "uint")
-    seq = _field(obj, "seq", "int")
+    _field(obj, "boot", "an integer >= 0")
+    seq = _field(obj, "seq", "an integer")
     if seq < 1:  # pyright: ignore[reportOptionalOperand]  # required: never None
         raise ProtocolError("field seq: expected >= 1, got %r" % seq)
-    _field(obj, "uptime_ms", "uint")
-    _field(obj, "time", "uint?")
-    kind = _field(obj, "type", "str")
+    _field(obj, "uptime_ms", "an integer >= 0")
+    _field(obj, "time", "an integer >= 0 or null")
+    kind = _field(obj, "type", "a string")
     if kind not in _EVT_DATA:
         raise ProtocolError("field type: unknown event type %r" % kind)
-    data = _field(obj, "data", "obj")
+    data = _field(obj, "data", "an object")
     try:
         for name, k in _EVT_DATA[kind]:
             _field(data, name, k)
@@ -106,26 +105,26 @@ def check_evt(obj):
             _field(data, name, k, False)
     except ProtocolError as e:
         raise ProtocolError("data." + str(e)[6:])
-    _field(obj, "replay", "bool", False)
+    _field(obj, "replay", "true or false", False)
     return obj
 
 
 def check_ack(obj):
-    _field(obj, "id", "str")
-    ok = _field(obj, "ok", "bool")
-    _field(obj, "boot", "uint")
+    _field(obj, "id", "a string")
+    ok = _field(obj, "ok", "true or false")
+    _field(obj, "boot", "an integer >= 0")
     if ok:
-        _field(obj, "result", "str", False)
+        _field(obj, "result", "a string", False)
     else:
-        _field(obj, "error", "str")
+        _field(obj, "error", "a string")
     return obj
 
 
 def check_tele(obj):
-    _field(obj, "boot", "uint")
-    _field(obj, "uptime_ms", "uint")
-    _field(obj, "session", "str")
-    _field(obj, "ap", "bool")
+    _field(obj, "boot", "an integer >= 0")
+    _field(obj, "uptime_ms", "an integer >= 0")
+    _field(obj, "session", "a string")
+    _field(obj, "ap", "true or false")
     return obj
 
 

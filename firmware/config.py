@@ -1,79 +1,83 @@
 # Board configuration (config.json on the board's flash). Checked at boot:
 # a missing or wrong key names itself, so a technician fixes it in one go.
+# Loaded at boot only, but its heap counts in the boot peak: one table, kinds
+# that are their own error texts (as in wire.py), no per-kind dicts.
 import json
 
-from .wire import _is, valid_name
+from .wire import _is
 
-# key: (kind, default); default None means required
-SCHEMA = {
-    "school": ("name", None),
-    "room": ("name", None),
-    "broker": ("str", None),
-    "port": ("int", 1883),
-    "user": ("str?", None),
-    "password": ("str?", None),
-    "board": ("str", "olimex-esp32-poe"),
-    "wifi_never": ("bool", False),
-    "ap_cap_s": ("int", 7200),
-    "request_timeout_ms": ("int", 3000),
-    "keepalive": ("int", 30),
-    "tele_s": ("int", 60),
-    "grace_s": ("int", 120),
-    "outbox_kb": ("int", 64),
-    "wdt_ms": ("int", 8000),
-    "projector": ("str?", None),
-    "projector_host": ("str?", None),
-    "projector_password": ("str?", None),
-    "projector_standby_s": ("int", 600),
-    "co2_alert_ppm": ("int", 1000),
-    "wifi_ssid": ("str?", None),
-    "wifi_password": ("str?", None),
-}
-OPTIONAL_NONE = ("user", "password", "projector", "projector_host", "projector_password", "wifi_ssid", "wifi_password")
-LIMITS = {"port": (1, 65535), "ap_cap_s": (60, 14400), "request_timeout_ms": (200, 30000),
-          "keepalive": (5, 600), "tele_s": (5, 3600), "grace_s": (0, 900), "outbox_kb": (4, 256),
-          "wdt_ms": (2000, 60000), "projector_standby_s": (60, 7200), "co2_alert_ppm": (400, 5000)}
+
+def valid_name(name):
+    # A school, room or topic name (docs/protocol.md): 1-32 of a-z 0-9 -.
+    # Here, not in wire.py: on the board only the config check needs it;
+    # codec.py re-exports it for the gateway and the city.
+    if not isinstance(name, str) or not 1 <= len(name) <= 32:
+        return False
+    for c in name:
+        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-"):
+            return False
+    return True
+
+
+NAME = "a name of 1-32 characters a-z 0-9 -"
+TEXT = "a non-empty string"
+# "a string" here: a string or null, absent means null.
+# (key, kind, default[, lo, hi]); default None: required, unless "a string".
+SCHEMA = (
+    ("school", NAME, None),
+    ("room", NAME, None),
+    ("broker", TEXT, None),
+    ("port", "an integer", 1883, 1, 65535),
+    ("user", "a string", None),
+    ("password", "a string", None),
+    ("board", TEXT, "olimex-esp32-poe"),
+    ("wifi_never", "true or false", False),
+    ("ap_cap_s", "an integer", 7200, 60, 14400),
+    ("request_timeout_ms", "an integer", 3000, 200, 30000),
+    ("keepalive", "an integer", 30, 5, 600),
+    ("tele_s", "an integer", 60, 5, 3600),
+    ("grace_s", "an integer", 120, 0, 900),
+    ("outbox_kb", "an integer", 64, 4, 256),
+    ("wdt_ms", "an integer", 8000, 2000, 60000),
+    ("projector", "a string", None),
+    ("projector_host", "a string", None),
+    ("projector_password", "a string", None),
+    ("projector_standby_s", "an integer", 600, 60, 7200),
+    ("co2_alert_ppm", "an integer", 1000, 400, 5000),
+    ("wifi_ssid", "a string", None),
+    ("wifi_password", "a string", None),
+)
 
 
 class ConfigError(ValueError):
     pass
 
 
-def _ok(kind, value):
-    if kind == "name":
-        return valid_name(value)
-    if kind == "str":
-        return isinstance(value, str) and len(value) > 0
-    if kind == "str?":
-        return value is None or isinstance(value, str)
-    return _is(value, kind)  # int, bool: the codec's own type rules
-
-
-_WHAT = {"name": "a name of 1-32 characters a-z 0-9 -", "str": "a non-empty string",
-         "str?": "a string", "int": "an integer", "bool": "true or false"}
-
-
 def validate(raw, where="config.json"):
     if not isinstance(raw, dict):
         raise ConfigError("%s: expected a JSON object" % where)
     cfg = {}
-    for key in SCHEMA:
-        kind, default = SCHEMA[key]
-        if key not in raw:
-            if default is None and key not in OPTIONAL_NONE:
-                raise ConfigError("%s: key '%s' missing (%s)" % (where, key, _WHAT[kind]))
-            cfg[key] = default
-            continue
-        value = raw[key]
-        if not _ok(kind, value):
-            raise ConfigError("%s: key '%s': expected %s, got %r" % (where, key, _WHAT[kind], value))
-        if key in LIMITS:
-            lo, hi = LIMITS[key]
-            if not lo <= value <= hi:
-                raise ConfigError("%s: key '%s': %r outside %d..%d" % (where, key, value, lo, hi))
+    for spec in SCHEMA:
+        key, kind, value = spec[0], spec[1], spec[2]
+        if key in raw:
+            value = raw[key]
+            if kind == NAME:
+                ok = valid_name(value)
+            elif kind == TEXT:
+                ok = isinstance(value, str) and len(value) > 0
+            elif kind == "a string":
+                ok = value is None or isinstance(value, str)
+            else:
+                ok = _is(value, kind)  # an integer, true or false: the protocol's own rules
+            if not ok:
+                raise ConfigError("%s: key '%s': expected %s, got %r" % (where, key, kind, value))
+            if len(spec) > 3 and not spec[3] <= value <= spec[4]:  # pyright: ignore[reportOperatorIssue]  # an integer: checked above
+                raise ConfigError("%s: key '%s': %r outside %d..%d" % (where, key, value, spec[3], spec[4]))
+        elif value is None and kind != "a string":
+            raise ConfigError("%s: key '%s' missing (%s)" % (where, key, kind))
         cfg[key] = value
     for key in raw:
-        if key not in SCHEMA:
+        if key not in cfg:
             raise ConfigError("%s: unknown key '%s'" % (where, key))
     return cfg
 

@@ -14,5 +14,7 @@ def crc8(buf, start=0, end=-1):
     for i in range(start, end):
         crc ^= buf[i]
         for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+            # 0x131: the polynomial with x^8, which also clears the bit
+            # shifted out, so crc stays a byte without masking.
+            crc = crc << 1 ^ 0x131 if crc & 0x80 else crc << 1
     return crc

@@ -1,17 +1,20 @@
-# Events of one boot: numbered from 1 without gaps, kept in a bounded queue
-# until the MQTT client has them acknowledged. The queue drops oldest first
-# and counts what it dropped (the count travels in telemetry). A flash-backed
-# outbox replaces the RAM queue in a later step; the interface stays.
+# Events of one boot: numbered from 1 without gaps. On the board they go to
+# the flash outbox (firmware/outbox.py) as encoded JSON, so they survive a
+# reset and leave in order once the broker is back; the outbox drops oldest
+# (telemetry first) and counts. Without an outbox (pure logic tests) they
+# stay in a bounded RAM queue that drops oldest and counts the same way.
+from .wire import encode
 
 
 class Events:
-    def __init__(self, boot, clock, capacity=64, on_emit=None):
+    def __init__(self, boot, clock, outbox=None, on_emit=None, capacity=64):
         self.boot = boot
-        self.on_emit = on_emit  # wakes whoever sends the queue
+        self.on_emit = on_emit  # wakes whoever sends them
         self.clock = clock
+        self.outbox = outbox
         self.capacity = capacity
         self.seq = 0
-        self.queue = []
+        self.queue = []  # without an outbox only
         self.dropped = 0
 
     def next_seq(self):
@@ -24,20 +27,21 @@ class Events:
             "boot": self.boot,
             "seq": self.seq,
             "uptime_ms": self.clock.uptime_ms(),
-            "time": self.clock.time(),
+            "time": self.clock.time(),  # None until the gateway gave the time
             "type": kind,
             "data": data,
         }
-        if len(self.queue) >= self.capacity:
-            self.queue.pop(0)
-            self.dropped += 1
-        self.queue.append(evt)
+        if self.outbox is not None:
+            try:
+                if not self.outbox.append(encode(evt)):
+                    self.dropped += 1  # flash refused the write: counted, shown as a fault
+            except ValueError:  # over the protocol's payload limit: a bug, counted, never fatal
+                self.dropped += 1
+        else:
+            if len(self.queue) >= self.capacity:
+                self.queue.pop(0)
+                self.dropped += 1
+            self.queue.append(evt)
         if self.on_emit is not None:
             self.on_emit()
         return self.seq
-
-    def peek(self):
-        return self.queue[0] if self.queue else None
-
-    def pop(self):
-        return self.queue.pop(0)

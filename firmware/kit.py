@@ -12,27 +12,37 @@
 # board's uptime in ms. A sensor failure never raises out of here: it is
 # reported once with "kit.fault", dropped from the readings and restarted
 # with backoff until it answers again.
+#
+# Heap: this module stays loaded on a board with ~110 KB shared by
+# everything, so it is written small: few functions (each costs its code
+# object and bytecode), few distinct names (each costs a qstr), constants as
+# const() with a leading underscore (not stored at all).
 from .compat import const
 from .crc8 import crc8
 
-# Known addresses, in order of precedence when two sensors give the same
-# quantity: the BME280's and AHT20's temperature before the SCD4x's, which
-# its own heating lifts. hardware/kits/catalogue.json lists the same.
-PROBES = ((0x76, "bme280"), (0x77, "bme280"), (0x38, "aht20"), (0x62, "scd4x"), (0x23, "bh1750"), (0x5C, "bh1750"))
-EEPROM = const(0x50)
+# Known sensor addresses, in order of precedence when two sensors give the
+# same quantity: the BME280's (0x76, 0x77) and AHT20's (0x38) temperature
+# before the SCD4x's (0x62), which its own heating lifts; then the BH1750
+# (0x23, 0x5C). Bytes rather than (address, name) pairs: one small object.
+# The driver for each address is chosen in scan(); hardware/kits (SENSOR_AT)
+# and hardware/kits/catalogue.json list the same, tests/test_kits.py checks.
+PROBES = b"\x76\x77\x38\x62\x23\x5c"
+_EEPROM = const(0x50)  # the identity EEPROM, a 24C02
 _EEPROM_BIT = const(0x40)  # after the PROBES bits
 
 # Identity record at address 0 of the 24C02: b"PK", version, n, n ASCII
 # characters [a-z0-9-], then CRC-8 (crc8.py) of all the bytes before it.
-ID_VERSION = const(1)
-ID_MAX = const(32)
-_ID_BUF = const(37)  # 4 + ID_MAX + 1
+# hardware/kits writes it (same values there; tests/test_kits.py round-trips).
+_ID_VERSION = const(1)
+_ID_MAX = const(32)
+_ID_BUF = const(37)  # 4 + _ID_MAX + 1
 
 _SETTLE_SCAN_MS = const(500)  # a plug half in: look again soon
 _SETTLE_READ_MS = const(150)  # measure() to read(): AHT20 needs 80 ms
 _FIRST_READ_MS = const(6000)  # the SCD4x's first value comes 5 s after start
 _BACKOFF_MAX_MS = const(600000)
 _STALE_MAX = const(3)  # cycles without a fresh value before it is a fault
+_TICK_MS = const(100)
 
 # slot fields: one small list per sensor rather than a class (heap)
 _DRV = const(0)
@@ -41,55 +51,31 @@ _RETRY_AT = const(2)
 _BACKOFF = const(3)
 _FAULT = const(4)
 _STALE = const(5)
-_TICK_MS = const(100)
 
-# driver attribute, readings key, form: 0 as is, 1 one decimal, 2 rounded
-# to a whole number (the sensors' accuracy: rh +-2 %, lux +-20 %)
-_FIELDS = (("co2", "co2", 0), ("t10", "t", 1), ("p10", "p", 1), ("rh10", "rh", 2), ("lux10", "lux", 2))
+# Pairs of driver attribute and readings key. Form by position: co2 as is,
+# t and p to one decimal, rh and lux rounded to a whole number (the
+# sensors' accuracy: rh +-2 %, lux +-20 %). A flat tuple: one object.
+_FIELDS = const(("co2", "co2", "t10", "t", "p10", "p", "rh10", "rh", "lux10", "lux"))
 
 
 def parse_id(buf):
     """(kit id, None), or (None, reason) for a blank or damaged record."""
-    if buf[0] == 0xFF and buf[1] == 0xFF and buf[2] == 0xFF:
+    if buf[0] & buf[1] & buf[2] == 0xFF:
         return None, "blank"
-    if buf[0] != 0x50 or buf[1] != 0x4B:  # b"PK"
+    if buf[0] << 8 | buf[1] != 0x504B:  # b"PK"
         return None, "bad_magic"
-    if buf[2] != ID_VERSION:
+    if buf[2] != _ID_VERSION:
         return None, "bad_version"
     n = buf[3]
-    if not 1 <= n <= ID_MAX or 4 + n >= len(buf):
+    if not 0 < n <= _ID_MAX or 4 + n >= len(buf):
         return None, "bad_length"
     if crc8(buf, 0, 4 + n) != buf[4 + n]:
         return None, "bad_crc"
-    for i in range(4, 4 + n):
-        c = buf[i]
+    name = bytes(buf[4:4 + n])
+    for c in name:
         if not (0x61 <= c <= 0x7A or 0x30 <= c <= 0x39 or c == 0x2D):
             return None, "bad_name"
-    return bytes(buf[4:4 + n]).decode(), None
-
-
-def _driver(name, i2c, address):
-    if name == "scd4x":
-        from . import scd4x
-
-        return scd4x.SCD4x(i2c, address)
-    if name == "bme280":
-        from . import bme280
-
-        return bme280.BME280(i2c, address)
-    if name == "aht20":
-        from . import aht20
-
-        return aht20.AHT20(i2c, address)
-    from . import bh1750
-
-    return bh1750.BH1750(i2c, address)
-
-
-def _describe(e):
-    if isinstance(e, OSError):  # ENODEV 19: no answer; ETIMEDOUT 110: hung
-        return "i2c errno %s" % (e.args[0] if e.args else "?")
-    return str(e)  # "crc", "chip id 0x..."
+    return name.decode(), None
 
 
 class Kit:
@@ -107,14 +93,11 @@ class Kit:
         self.readings = {}
         self.air_alert = False  # the LED's "air the room" hint
         self._slots = []
-        self._mask = 0  # addresses of the attached kit
-        self._seen = 0  # addresses at the last scan
+        self._mask = self._seen = 0  # addresses of the attached kit, at the last scan
         self._unsettled = False  # the last scan differed from the one before
-        self._next_scan = 0
-        self._next_measure = 0
-        self._read_at = -1
+        self._next_scan = self._next_measure = 0
+        self._read_at = -1  # when measure() was done: the read() half is due
 
-    # -- plug and unplug --------------------------------------------------
     def scan(self, now):
         """Look for a kit arriving or leaving; a no-op between scans."""
         if now < self._next_scan:
@@ -124,9 +107,9 @@ class Kit:
             found = self.i2c.scan()
         except OSError:
             return
-        mask = _EEPROM_BIT if EEPROM in found else 0
-        for i in range(len(PROBES)):
-            if PROBES[i][0] in found:
+        mask = _EEPROM_BIT if _EEPROM in found else 0
+        for i in range(6):
+            if PROBES[i] in found:
                 mask |= 1 << i
         # Act on what two scans in a row agree on: contacts bounce while a
         # plug goes in.
@@ -135,151 +118,145 @@ class Kit:
         if self._unsettled:
             self._next_scan = now + _SETTLE_SCAN_MS
             return
-        if mask == self._mask:
+        old = self._mask
+        if mask == old:
             return
         # Fewer addresses than attached is a sensor in trouble, which the
-        # reads report; new ones mean another kit.
-        if self._mask and (not mask or mask & ~self._mask):
-            self._detach()
-        if mask and not self._mask:
-            self._attach(mask, now)
-
-    def _attach(self, mask, now):
+        # reads report; new ones mean another kit: detach, then attach.
+        if old and (not mask or mask & ~old):
+            kit = self.kit
+            self.kit = self.reason = None
+            self._slots = []
+            self.sensors = []
+            self._mask = old = 0
+            co2 = self.readings.get("co2", 0)
+            self.readings = {}
+            self.emit("kit.detached", {"kit": kit})
+            if self.air_alert:
+                self.air_alert = False
+                self.emit("air.alert", {"co2": co2, "on": False, "reason": "detached"})
+        if not mask or old:
+            return
         self._mask = mask
+        i2c = self.i2c
         kit = None
         if mask & _EEPROM_BIT:
             buf = bytearray(_ID_BUF)
             try:
-                self.i2c.readfrom_mem_into(EEPROM, 0, buf)
+                i2c.readfrom_mem_into(_EEPROM, 0, buf)
                 kit, self.reason = parse_id(buf)
             except OSError:
                 self.reason = "read_error"
         else:
             self.reason = "no_eeprom"
         self.kit = kit or "unknown"
-        self._slots = [
-            [_driver(PROBES[i][1], self.i2c, PROBES[i][0]), False, now, self.retry_ms, False, 0]
-            for i in range(len(PROBES))
-            if mask >> i & 1
-        ]
-        errors = [(slot, self._start(slot)) for slot in self._slots]
-        # names after start(): a BME280 socket may hold a BMP280
-        self.sensors = [slot[_DRV].name for slot in self._slots]
-        data = {"kit": self.kit, "sensors": self.sensors}
+        slots = self._slots = []
+        sensors = self.sensors = []
+        faults = []
+        for i in range(6):
+            if mask >> i & 1:
+                # A driver is imported here, for a sensor that answers.
+                a = PROBES[i]
+                if a == 0x62:
+                    from .scd4x import SCD4x as cls
+                elif a > 0x70:
+                    from .bme280 import BME280 as cls
+                elif a == 0x38:
+                    from .aht20 import AHT20 as cls
+                else:
+                    from .bh1750 import BH1750 as cls
+                slot = [cls(i2c, a), False, now, self.retry_ms, False, 0]
+                slots.append(slot)
+                faults.append(self._step(slot, now, -1))  # start()
+                sensors.append(slot[_DRV].name)  # after start(): a BME280 socket may hold a BMP280
+        data = {"kit": self.kit, "sensors": sensors}
         if kit is None:
             data["reason"] = self.reason
         self.emit("kit.attached", data)
-        for slot, error in errors:
-            if error:
-                self._fault(slot, now, error)
+        for fault in faults:
+            if fault:
+                self.emit("kit.fault", fault)
         self._next_measure = now + _FIRST_READ_MS
         self._read_at = -1
 
-    def _detach(self):
-        kit = self.kit
-        self.kit = self.reason = None
-        self._slots = []
-        self.sensors = []
-        self._mask = 0
-        co2 = self.readings.get("co2", 0)
-        self.readings = {}
-        self.emit("kit.detached", {"kit": kit})
-        if self.air_alert:
-            self.air_alert = False
-            self.emit("air.alert", {"co2": co2, "on": False, "reason": "detached"})
-
-    # -- readings ---------------------------------------------------------
     def read(self, now):
         """Run the measurement cycle; returns the latest readings: co2 (ppm),
         t (degC, one decimal), rh (%), p (hPa, one decimal), lux."""
-        if self._slots and self._read_at < 0 and now >= self._next_measure:
+        at = self._read_at
+        if at < 0:
+            if not self._slots or now < self._next_measure:
+                return self.readings
             # A scan right before the cycle: a kit being pulled out is seen
             # as leaving, not as every sensor failing at once.
             self._next_scan = now
             self.scan(now)
-        slots = self._slots
-        if not slots or self._unsettled:
+        if not self._slots or self._unsettled or now < at:
             return self.readings
-        if self._read_at >= 0:
-            if now >= self._read_at:
-                self._read_at = -1
-                for slot in slots:
-                    self._read(slot, now)
-                self.readings = self._collect()
-                self._check_air()
-        elif now >= self._next_measure:
+        if at < 0:  # first half: measure(), or start() a sensor due for a retry
             self._next_measure = now + self.read_ms
-            for slot in slots:
-                if slot[_STARTED]:
-                    try:
-                        slot[_DRV].measure()
-                    except (OSError, ValueError) as e:
-                        self._fault(slot, now, _describe(e))
-                elif now >= slot[_RETRY_AT]:
-                    error = self._start(slot)
-                    if error:
-                        self._fault(slot, now, error)
             self._read_at = now + _SETTLE_READ_MS
-        return self.readings
-
-    def _start(self, slot):
-        """None once started, else what went wrong."""
-        try:
-            slot[_DRV].start()
-        except (OSError, ValueError) as e:
-            return _describe(e)
-        slot[_STARTED] = True
-        return None
-
-    def _read(self, slot, now):
-        if not slot[_STARTED]:
-            return
-        try:
-            if slot[_DRV].read():
-                slot[_STALE] = 0
-                slot[_FAULT] = False  # recovered
-                slot[_BACKOFF] = self.retry_ms
-                return
-        except (OSError, ValueError) as e:
-            self._fault(slot, now, _describe(e))
-            return
-        slot[_STALE] += 1
-        if slot[_STALE] >= _STALE_MAX:
-            self._fault(slot, now, "no data")
-
-    def _fault(self, slot, now, error):
-        """Report once, drop its values, restart it later (backoff)."""
-        slot[_STARTED] = False
-        slot[_STALE] = 0
-        if not slot[_FAULT]:
-            slot[_FAULT] = True
-            self.emit("kit.fault", {"sensor": slot[_DRV].name, "error": error})
-        slot[_RETRY_AT] = now + slot[_BACKOFF]
-        slot[_BACKOFF] = min(slot[_BACKOFF] * 2, _BACKOFF_MAX_MS)
-
-    def _collect(self):
+        else:  # second half: read()
+            self._read_at = -1
+        for slot in self._slots:
+            fault = self._step(slot, now, at)
+            if fault:
+                self.emit("kit.fault", fault)
+        if at < 0:
+            return self.readings
         out = {}
         for slot in self._slots:
             if not slot[_FAULT]:
-                for attr, key, form in _FIELDS:
-                    v = getattr(slot[_DRV], attr, None)
+                for i in range(0, 10, 2):
+                    v = getattr(slot[_DRV], _FIELDS[i], None)
+                    key = _FIELDS[i + 1]
                     if v is not None and key not in out:
-                        out[key] = v / 10 if form == 1 else ((v + 5) // 10 if form == 2 else v)
+                        out[key] = v if i == 0 else (v / 10 if i < 6 else (v + 5) // 10)
+        self.readings = out
+        # The "air the room" hint, with hysteresis; without a CO2 value it
+        # stays as it was.
+        co2 = out.get("co2")
+        if co2 is not None and (co2 < self.co2_off if self.air_alert else co2 >= self.co2_on):
+            self.air_alert = not self.air_alert
+            self.emit("air.alert", {"co2": co2, "on": self.air_alert})
         return out
 
-    def _check_air(self):
-        co2 = self.readings.get("co2")
-        if co2 is None:
-            return  # no CO2 value: the hint stays as it was
-        if self.air_alert:
-            if co2 >= self.co2_off:
-                return
-        elif co2 < self.co2_on:
-            return
-        self.air_alert = not self.air_alert
-        self.emit("air.alert", {"co2": co2, "on": self.air_alert})
+    def _step(self, slot, now, at):
+        """One driver call: start() when the sensor is due for a (re)start,
+        else measure() (at < 0) or read() (at >= 0). A failure drops its
+        values and restarts it later with backoff; returns the kit.fault
+        data the first time, so that it is reported once."""
+        d = slot[_DRV]
+        try:
+            if not slot[_STARTED]:
+                if at < 0 and now >= slot[_RETRY_AT]:
+                    d.start()
+                    slot[_STARTED] = True
+                return None
+            if at < 0:
+                d.measure()
+                return None
+            if d.read():
+                slot[_STALE] = 0
+                slot[_FAULT] = False  # recovered
+                slot[_BACKOFF] = self.retry_ms
+                return None
+            slot[_STALE] += 1
+            if slot[_STALE] < _STALE_MAX:
+                return None
+            error = "no data"
+        except (OSError, ValueError) as e:
+            # OSError: ENODEV 19 no answer, ETIMEDOUT 110 hung; ValueError:
+            # "crc", "chip id 0x..".
+            error = "i2c errno %s" % (e.args[0] if e.args else "?") if isinstance(e, OSError) else str(e)
+        slot[_STARTED] = False
+        slot[_STALE] = 0
+        slot[_RETRY_AT] = now + slot[_BACKOFF]
+        slot[_BACKOFF] = min(slot[_BACKOFF] * 2, _BACKOFF_MAX_MS)
+        if slot[_FAULT]:
+            return None
+        slot[_FAULT] = True
+        return {"sensor": d.name, "error": error}
 
-    # -- the task ---------------------------------------------------------
     async def run(self, sleep_ms, uptime_ms):
         """The app's task: `sleep_ms` an async sleep in ms, `uptime_ms` the
         board clock (Clock.uptime_ms)."""

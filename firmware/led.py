@@ -5,7 +5,10 @@ PATTERNS = {
     "idle": (60, 2940),  # heartbeat: alive, nothing running
     "waiting": (100, 100),  # fast blink: asking the gateway
     "on": (1000,),  # steady: session on
+    "alone": (2700, 300),  # on, a short gap every 3 s: session on the offline policy
     "ending": (500, 500),  # slow blink: ends within 5 minutes
+    "grace": (250, 250),  # quicker blink: time is up, the grace runs (a press extends)
+    "air": (1400, 150, 150, 300),  # on with a hiccup: CO2 high, air the room
     "denied": (150, 150, 150, 150, 150, 1250),  # three flashes
     "offline": (100, 100, 100, 1700),  # double flash: no gateway link
     "fault": (1500, 500),  # long on, short off: needs a technician

@@ -1,14 +1,18 @@
 # Entry point on the board: the root main.py runs
 # `from firmware.main import main; main()`.
-# Reads config.json and board.json from flash, brings the uplink up and runs
-# the classroom application. A bad config stops here with the reason on the
-# console and the LED in its fault pattern; the relay stays off.
+# Reads board.json, config.json and (when a projector is fitted)
+# projector.json from flash, brings the uplink up and runs the classroom
+# application. A bad config stops here with the reason on the console and
+# the LED in its fault pattern; the relay stays off.
 import asyncio
+import gc
 import json
+import sys
 
-from .app import Classroom
 from .board import Board
-from .config import ConfigError, load
+
+UPLINK_MIN_MS = 1000
+UPLINK_MAX_MS = 60000
 
 
 def _show_fault(board):
@@ -22,15 +26,63 @@ def _show_fault(board):
         sleep_ms(50)
 
 
+def _read_config():
+    from .config import ConfigError, load
+
+    try:
+        return load("config.json"), None
+    except ConfigError as e:
+        return None, str(e)
+    finally:
+        # Checked once at boot: the checker's code and tables go back to the
+        # heap before the application loads (about 3 KB).
+        sys.modules.pop("firmware.config", None)
+
+
+async def _keep_uplink(board, cfg):
+    """Bring the uplink back after a loss, with backoff (the MQTT client has
+    its own): Ethernet normally holds by itself, a Wi-Fi station may not."""
+    from .app import sleep_ms_async
+
+    wait = UPLINK_MIN_MS
+    while True:
+        await sleep_ms_async(wait)
+        if board.uplink_up():
+            wait = UPLINK_MIN_MS
+            continue
+        try:
+            board.start_uplink(cfg["wifi_ssid"], cfg["wifi_password"])
+        except OSError as e:
+            print("preau: uplink:", e)
+        wait = min(wait * 2, UPLINK_MAX_MS)
+
+
 def main():
     with open("board.json") as f:
         board = Board(json.load(f))  # drives the relay off before anything else
-    try:
-        cfg = load("config.json")
-    except ConfigError as e:
-        print("preau: configuration error:", e)
+    cfg, error = _read_config()
+    gc.collect()
+    if cfg is None:
+        print("preau: configuration error:", error)
         _show_fault(board)
         return
-    board.start_uplink()
-    asyncio.run(Classroom(cfg, board, storage="/").run())
+    projector = None
+    if cfg["projector"]:
+        try:
+            with open("projector.json") as f:
+                projector = json.load(f)
+        except (OSError, ValueError) as e:
+            # The lesson goes on without the projector; the LED shows the fault.
+            print("preau: projector.json unreadable (%s); projector not driven" % e)
+    try:
+        board.start_uplink(cfg["wifi_ssid"], cfg["wifi_password"])
+    except OSError as e:
+        print("preau: uplink:", e)  # sessions still run on the offline policy
+    from .app import Classroom
 
+    async def run():
+        app = Classroom(cfg, board, storage="/", projector=projector)
+        asyncio.create_task(_keep_uplink(board, cfg))
+        await app.run()
+
+    asyncio.run(run())

@@ -10,8 +10,13 @@
 # the broker's PUBACK, across reconnects.
 #
 # Scope: QoS 0 and 1 out, subscriptions at most QoS 1 (incoming QoS 2 closes
-# the connection), no unsubscribe, no TLS. The broker is the school gateway on
-# the local network.
+# the connection), clean sessions, no unsubscribe, no TLS. The broker is the
+# school gateway on the local network.
+#
+# RAM: this module is the board's biggest. Every function, distinct name and
+# string constant costs heap once the .mpy is loaded, so small helpers are
+# merged into their callers and messages are short
+# (bench/module_heap.py measures it).
 import asyncio
 
 from .compat import const, ticks_diff, ticks_ms
@@ -20,8 +25,7 @@ try:
     from random import getrandbits  # pyright: ignore[reportAssignmentType]  # stub: positional-only
 except ImportError:  # a port built without `random`: the clock is jitter enough
 
-    def getrandbits(bits):
-        return ticks_ms() & ((1 << bits) - 1)
+    getrandbits = None
 
 
 _CONNECT = const(0x10)
@@ -37,10 +41,7 @@ _MAX_LENGTH = const(268435455)  # the largest remaining length in 4 bytes
 # A connection that stayed up this long was healthy: the next outage starts
 # again from the minimum backoff instead of where the last flapping left off.
 _STABLE_MS = const(10000)
-
-# Fixed packets, shared: no allocation for a ping.
-_PINGREQ_PACKET = b"\xc0\x00"
-_DISCONNECT_PACKET = b"\xe0\x00"
+_TIMEOUT = const(10)  # seconds for TCP connect, CONNACK, and each write
 
 # In-flight entry fields. An entry is a list, not an object: 5 slots, one
 # allocation besides the packet itself.
@@ -50,64 +51,47 @@ _SENT = const(2)  # connection number it was last sent on; 0 = never sent
 _AT = const(3)  # ticks_ms when last sent
 _FIRST = const(4)  # published by on_connect: goes before the backlog
 
-CONNACK_REASONS = (
-    "accepted",
-    "unacceptable protocol version",
-    "client identifier rejected",
-    "server unavailable",
-    "bad user name or password",
-    "not authorised",
-)
-
 
 class MQTTError(OSError):
-    """The broker refused or broke the protocol. `rc` is the CONNACK return
-    code when the broker refused the connection, None otherwise."""
-
-    def __init__(self, msg, rc=None):
-        super().__init__(msg)
-        self.rc = rc
+    # The broker refused or broke the protocol. `rc` is the CONNACK return
+    # code when the broker refused the connection, None otherwise.
+    rc: "int | None" = None
 
 
 def encode_length(n):
-    """MQTT remaining length: 7 bits a byte, little end first, 1 to 4 bytes."""
+    # MQTT remaining length: 7 bits a byte, little end first, 1 to 4 bytes.
     if not 0 <= n <= _MAX_LENGTH:
-        raise ValueError("remaining length %d out of range" % n)
+        raise ValueError("bad length %d" % n)
     out = bytearray()
     while True:
         b = n & 0x7F
         n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
+        if not n:
             out.append(b)
             return bytes(out)
+        out.append(b | 0x80)
 
 
 def backoff_wait(delay, r8):
-    """Equal jitter: a wait in [delay/2, delay] from 8 random bits, so a whole
-    school's boards that lost the gateway together do not come back in step."""
+    # Equal jitter: a wait in [delay/2, delay] from 8 random bits, so a whole
+    # school's boards that lost the gateway together do not come back in step.
     return delay // 2 + (r8 * (delay - delay // 2) >> 8)
 
 
 def _bytes(x):
-    if isinstance(x, str):
-        return x.encode()
-    if isinstance(x, (bytes, bytearray)):
-        return x
-    return bytes(x)
+    return x.encode() if isinstance(x, str) else bytes(x)
 
 
 def _packet(first, parts, pid=0):
-    """One packet in one bytearray: header, optional packet id, then each
-    part as-is (bytes) or with a 2-byte length prefix (a 1-tuple)."""
+    # One packet in one bytearray: header, optional packet id, then each
+    # part as-is (bytes) or with a 2-byte length prefix (a 1-tuple).
     n = 2 if pid else 0
     for p in parts:
         n += len(p[0]) + 2 if isinstance(p, tuple) else len(p)
     head = encode_length(n)
-    pkt = bytearray(1 + len(head) + n)
-    pkt[0] = first
     i = 1 + len(head)
+    pkt = bytearray(i + n)
+    pkt[0] = first
     pkt[1:i] = head
     for p in parts:
         if isinstance(p, tuple):
@@ -125,24 +109,12 @@ def _packet(first, parts, pid=0):
     return pkt
 
 
-def _closed(e):
-    # CPython's readexactly raises IncompleteReadError (an EOFError),
-    # MicroPython's raises EOFError; asyncio.TimeoutError is not an OSError on
-    # MicroPython. Everything that means "this connection is gone" becomes an
-    # OSError, the one failure the robust loop handles.
-    if isinstance(e, OSError):
-        return e
-    if isinstance(e, EOFError):
-        return OSError("connection closed by the broker")
-    if isinstance(e, asyncio.TimeoutError):
-        return OSError("timed out")
-    return MQTTError("bad packet (%r)" % (e,))
-
-
-async def _call(cb, *args):
-    r = cb(*args)
-    if r is not None and hasattr(r, "send"):  # a coroutine or MicroPython generator
-        await r
+async def _wait(ev, ms):
+    # Wait for the event at most `ms`; a timeout is no error.
+    try:
+        await asyncio.wait_for(ev.wait(), ms / 1000)
+    except asyncio.TimeoutError:
+        pass
 
 
 class MQTTClient:
@@ -159,371 +131,323 @@ class MQTTClient:
         on_connect=None,
         backoff_ms=(500, 30000),
         max_inflight=16,
-        clean_session=True,
         max_packet=4096,
         retry_ms=5000,
-        timeout_ms=10000,
     ):
-        self.client_id = _bytes(client_id)
         self.server = server
         self.port = port
-        self.user = None if user is None else _bytes(user)
-        self.password = None if password is None else _bytes(password)
         self.keepalive = keepalive
-        if will is not None:
-            t, p, retain, qos = will
-            will = (_bytes(t), _bytes(p), bool(retain), qos)
-        self.will = will
         self.on_message = on_message
         self.on_connect = on_connect
         self.backoff_ms = backoff_ms
         self.max_inflight = max_inflight
-        self.clean_session = clean_session
         self.max_packet = max_packet
         self.retry_ms = retry_ms
-        self.timeout_ms = timeout_ms
+        # The CONNECT packet is the same at every connection: built once, it
+        # holds the identity, the credentials and the Last Will. Clean session.
+        flags = 0x02
+        parts = [b"\x00\x04MQTT\x04", b"", bytes((keepalive >> 8, keepalive & 0xFF)), (_bytes(client_id),)]
+        if will is not None:
+            t, p, retain, qos = will
+            flags |= 0x04 | (qos & 3) << 3 | (0x20 if retain else 0)
+            parts += ((_bytes(t),), (_bytes(p),))
+        if user is not None:
+            flags |= 0x80
+            parts.append((_bytes(user),))
+            if password is not None:
+                flags |= 0x40
+                parts.append((_bytes(password),))
+        parts[1] = bytes((flags,))
+        self._hello = _packet(_CONNECT, parts)
         self.up = False
         self.last_error = None  # the latest failure, for the app to show or log
-        self.stats = {"connects": 0, "disconnects": 0, "retransmits": 0, "rx": 0, "tx": 0, "errors": 0}
+        # Counters, for diagnostics and the tests.
+        self.connects = self.disconnects = self.errors = self.retransmits = 0
         self._inflight = []  # oldest first: the order the broker must see
         self._subs = []  # [topic, qos, connection number it was sent on]
         self._pid = 0
         self._conn = 0  # connection number, bumped at every attempt
         self._writer = None  # the open stream, from connect to teardown; usable while `up`
         self._rx_task = None
-        self._run_task = None
-        self._first_phase = False  # on_connect is running
+        self._first_task = None  # run()'s task while on_connect runs
         self._stopping = False
         self._last_rx = 0
-        self._last_tx = 0
-        self._last_ping = 0
         self._lock = asyncio.Lock()  # one packet at a time on the stream
         self._wake = asyncio.Event()  # connection lost, or disconnect() called
-        # Set (never cleared) and replaced at a PUBACK when someone waits: a
-        # set()+clear() pulse is lost when the waiter's wait_for task has not
-        # started yet, on both CPython and MicroPython.
+        # Set (never cleared) and replaced at every PUBACK: a set()+clear()
+        # pulse is lost when the waiter's wait_for task has not started yet,
+        # on both CPython and MicroPython.
         self._acked = asyncio.Event()
-        self._ack_waiters = 0
-        self._done = asyncio.Event()  # run() has returned
+        self._done = asyncio.Event()  # run() is not running
+        self._done.set()
 
     # ----- public API -----
 
     async def run(self):
-        """Connect, serve, and reconnect with backoff after any OSError, until
-        disconnect() or cancellation."""
+        # Connect, serve, and reconnect with backoff after any connection
+        # failure, until disconnect() or cancellation.
         self._stopping = False
         self._done.clear()
-        self._run_task = asyncio.current_task()
         lo, hi = self.backoff_ms
         delay = lo
         try:
             while not self._stopping:
                 t0 = ticks_ms()
-                connects = self.stats["connects"]
+                connects = self.connects
                 try:
                     await self._session()
-                except OSError as e:  # MQTTError included
-                    if e is not self.last_error:  # _lost() counted it already
+                except (OSError, EOFError, asyncio.TimeoutError) as e:  # MQTTError included
+                    if e is not self.last_error:  # _error() counted it already
                         self._error(e)
                 finally:
-                    await self._teardown()
+                    # Teardown, also when cancelled.
+                    self.up = False
+                    t = self._rx_task
+                    if t is not None:  # it starts at CONNACK
+                        t.cancel()
+                        self.disconnects += 1
+                    w = self._writer
+                    self._writer = self._rx_task = None
+                    if w is not None:
+                        try:
+                            w.close()
+                            # MicroPython's close() is a no-op; wait_closed() closes.
+                            await asyncio.wait_for(w.wait_closed(), 1)
+                        except Exception:
+                            pass
                 if self._stopping:
                     break
-                if self.stats["connects"] != connects and ticks_diff(ticks_ms(), t0) >= _STABLE_MS:
+                if self.connects != connects and ticks_diff(ticks_ms(), t0) >= _STABLE_MS:
                     delay = lo
-                wait = backoff_wait(delay, getrandbits(8))
+                wait = backoff_wait(delay, getrandbits(8) if getrandbits else ticks_ms() & 255)
                 delay = min(delay * 2, hi)
                 self._wake.clear()
                 await self._pause(wait)
         finally:
-            await self._teardown()
-            self._run_task = None
             self._done.set()
 
     async def publish(self, topic, payload, retain=False, qos=0):
-        """QoS 0: sent now, or OSError when down. QoS 1: queued in the
-        in-flight table and sent as soon as the connection allows, in order;
-        returns the packet id. OSError("inflight full") when the table holds
-        max_inflight messages (messages published from on_connect, such as the
-        birth, are always taken)."""
+        # QoS 0: sent now, or OSError when down. QoS 1: queued in the
+        # in-flight table and sent as soon as the connection allows, in order;
+        # returns the packet id. OSError("inflight full") when the table holds
+        # max_inflight messages (messages published from on_connect, such as
+        # the birth, are always taken).
         topic = _bytes(topic)
-        payload = _bytes(payload)
         # Checked here: a queued message the broker refuses would make it drop
         # every connection, for ever.
         if not topic or b"+" in topic or b"#" in topic:
-            raise ValueError("bad topic to publish: %r" % (topic,))
+            raise ValueError("bad topic %r" % (topic,))
         first = _PUBLISH | (1 if retain else 0)
+        parts = ((topic,), _bytes(payload))
         if qos == 0:
-            if not self.up:
-                raise OSError("not connected")
-            await self._send(_packet(first, ((topic,), payload)))
-            return None
+            return await self._send(_packet(first, parts))
         if qos != 1:
-            raise ValueError("qos must be 0 or 1")
-        priority = self._first_phase and asyncio.current_task() is self._run_task
-        if len(self._inflight) >= self.max_inflight and not priority:
+            raise ValueError("qos 0 or 1")
+        q = self._inflight
+        priority = self._first_task is asyncio.current_task()
+        if len(q) >= self.max_inflight and not priority:
             raise OSError("inflight full")
         pid = self._new_pid()
-        entry = [pid, _packet(first | 0x02, ((topic,), payload), pid), 0, 0, priority]
-        if priority:
-            i = 0
-            while i < len(self._inflight) and self._inflight[i][_FIRST]:
-                i += 1
-            self._inflight.insert(i, entry)
-        else:
-            self._inflight.append(entry)
+        i = 0
+        while i < len(q) and (q[i][_FIRST] or not priority):
+            i += 1
+        q.insert(i, [pid, _packet(first | 0x02, parts, pid), 0, 0, priority])
         try:
-            await self._flush()
+            await self._send()
         except OSError:
             pass  # stays queued; sent again after the reconnect
         return pid
 
     async def subscribe(self, topic, qos=1):
-        """Remember the subscription (re-sent after every reconnect) and send
-        it now if connected. Returns the SUBSCRIBE packet id, or None."""
+        # Remember the subscription (re-sent after every reconnect) and send
+        # it now if connected. Returns the SUBSCRIBE packet id, or None.
         topic = _bytes(topic)
         qos = 1 if qos else 0
         for s in self._subs:
             if s[0] == topic:
-                if s[1] == qos and s[2] == self._conn and self.up:
-                    return None  # already sent on this connection
-                s[1] = qos
                 break
         else:
             s = [topic, qos, 0]
             self._subs.append(s)
-        if not self.up:
-            return None
+        if s[1] != qos:
+            s[1] = qos
+            s[2] = 0  # not sent at this QoS
+        if not self.up or s[2] == self._conn:
+            return None  # sent at connect, or already on this connection
+        s[2] = self._conn
+        pid = self._new_pid()
         try:
-            return await self._subscribe(s)
+            await self._send(_packet(_SUBSCRIBE, (b"", (topic,), bytes((qos,))), pid))
         except OSError:
             return None  # remembered: sent again after the reconnect
+        return pid
 
     async def disconnect(self):
-        """Clean DISCONNECT (the broker drops the Last Will) and stop run()."""
+        # Clean DISCONNECT (the broker drops the Last Will) and stop run().
         self._stopping = True
-        if self.up:
-            try:
-                await self._send(_DISCONNECT_PACKET)
-            except OSError:
-                pass
+        try:
+            await self._send(b"\xe0\x00")
+        except OSError:
+            pass  # not connected
         self.up = False
         self._wake.set()
-        task = self._run_task
-        if task is not None and task is not asyncio.current_task():
-            try:
-                await asyncio.wait_for(self._done.wait(), self.timeout_ms / 1000)
-            except asyncio.TimeoutError:
-                pass
-        else:
-            await self._teardown()
-
-    def inflight_count(self):
-        return len(self._inflight)
+        if self._first_task is not asyncio.current_task():  # else on_connect called us
+            await _wait(self._done, _TIMEOUT * 1000)
 
     def acked(self, pid):
-        """True once the QoS 1 message `pid` is no longer waiting for PUBACK."""
+        # True once the QoS 1 message `pid` is no longer waiting for PUBACK.
         for e in self._inflight:
             if e[_PID] == pid:
                 return False
         return True
 
-    async def wait_puback(self, pid, timeout_ms=None):
-        """Wait until `pid` is PUBACKed; False if timeout_ms passes first."""
+    async def wait_puback(self, pid, timeout_ms):
+        # Wait until `pid` is PUBACKed; False if timeout_ms passes first.
         t0 = ticks_ms()
-        self._ack_waiters += 1
-        try:
-            while not self.acked(pid):
-                ev = self._acked
-                if timeout_ms is None:
-                    await ev.wait()
-                    continue
-                left = timeout_ms - ticks_diff(ticks_ms(), t0)
-                if left <= 0:
-                    return False
-                try:
-                    await asyncio.wait_for(ev.wait(), left / 1000)
-                except asyncio.TimeoutError:
-                    pass
-            return True
-        finally:
-            self._ack_waiters -= 1
+        while not self.acked(pid):
+            left = timeout_ms - ticks_diff(ticks_ms(), t0)
+            if left <= 0:
+                return False
+            await _wait(self._acked, left)
+        return True
 
     # ----- one connection -----
 
     async def _session(self):
         self._conn += 1
         conn = self._conn
-        timeout = self.timeout_ms / 1000
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.server, self.port), timeout)
-        except (EOFError, asyncio.TimeoutError) as e:
-            raise _closed(e)
+        # EOFError and asyncio.TimeoutError from here reach run() as they are.
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(self.server, self.port), _TIMEOUT)
         self._writer = writer  # for teardown; publishers wait for `up`
-        try:
-            writer.write(self._connect_packet())
-            await asyncio.wait_for(writer.drain(), timeout)
-            first, body = await asyncio.wait_for(self._read_packet(reader), timeout)
-        except (EOFError, asyncio.TimeoutError) as e:
-            raise _closed(e)
-        if first != _CONNACK or len(body) != 2:
-            raise MQTTError("expected CONNACK, got packet type 0x%02x" % first)
-        rc = body[1]
-        if rc:
-            reason = CONNACK_REASONS[rc] if rc < len(CONNACK_REASONS) else "unknown reason"
-            raise MQTTError("broker %s:%d refused the connection: %s (CONNACK %d)" % (self.server, self.port, reason, rc), rc)
-        now = ticks_ms()
-        self._last_rx = self._last_tx = self._last_ping = now
-        self.stats["connects"] += 1
-        self.stats["tx"] += 1
-        self.stats["rx"] += 1
-        self._wake.clear()
+        writer.write(self._hello)
+        await asyncio.wait_for(writer.drain(), _TIMEOUT)
+        # CONNACK is 4 bytes; whatever else comes first is as wrong, cut or not.
+        ack = await asyncio.wait_for(reader.readexactly(4), _TIMEOUT)
+        if ack[0] != _CONNACK or ack[1] != 2:
+            raise MQTTError("no CONNACK")
+        if ack[3]:
+            e = MQTTError("connection refused (CONNACK %d)" % ack[3])
+            e.rc = ack[3]
+            raise e
+        self._last_rx = pinged = ticks_ms()
+        self.connects += 1
         self.up = True
         self._rx_task = asyncio.create_task(self._read_loop(reader, conn))
         for s in self._subs:
             if s[2] != conn:
-                await self._subscribe(s)
+                await self.subscribe(s[0], s[1])
         # on_connect (the birth, the subscriptions) goes before the backlog:
         # its QoS 1 messages jump the queue, everyone else's wait behind it.
         for e in self._inflight:
             e[_FIRST] = False
         if self.on_connect is not None:
-            self._first_phase = True
+            self._first_task = asyncio.current_task()
             try:
-                await _call(self.on_connect)
-            except OSError:
-                raise
+                r = self.on_connect()
+                if hasattr(r, "send"):  # a coroutine or MicroPython generator
+                    await r
             except Exception as e:  # the app's bug: count it, retry later
-                raise MQTTError("on_connect failed: %r" % (e,))
+                raise e if isinstance(e, OSError) else MQTTError("on_connect: %r" % (e,))
             finally:
-                self._first_phase = False
-        await self._flush()
-        await self._keep(conn)
-
-    async def _keep(self, conn):
-        """Ping, detect a dead broker, retransmit unacknowledged messages."""
+                self._first_task = None
+        await self._send()
+        # Keepalive: ping, detect a dead broker, retransmit unacknowledged
+        # messages, until the connection is lost (_error() has counted why).
         ka = self.keepalive * 1000
-        while True:
-            if self._stopping:
-                if self.up:  # disconnect() came while we were connecting
-                    await self._send(_DISCONNECT_PACKET)
+        while self.up:
+            if self._stopping:  # disconnect() came while we were connecting
+                await self._send(b"\xe0\x00")
                 return
-            if not self.up or conn != self._conn:
-                return  # _lost() has counted why
             now = ticks_ms()
             nap = self.retry_ms
             if ka:
                 quiet_rx = ticks_diff(now, self._last_rx)
                 if quiet_rx >= ka:
-                    raise OSError("keepalive: nothing from the broker for %d ms" % quiet_rx)
-                # Ping when we have been quiet, and also when the broker has:
-                # a board that only publishes QoS 0 hears nothing back.
-                half = ka // 2
-                since_ping = ticks_diff(now, self._last_ping)
-                quiet = max(ticks_diff(now, self._last_tx), quiet_rx)
-                if since_ping >= half and quiet >= half:
-                    self._last_ping = now
-                    await self._send(_PINGREQ_PACKET)
-                    since_ping = quiet = 0
-                nap = min(nap, max(half - since_ping, half - quiet), ka - quiet_rx)
-            late = False
+                    raise OSError("keepalive: broker silent")
+                # Ping every half keepalive, whatever else flows: a board that
+                # only publishes QoS 0 hears nothing back otherwise, and
+                # tracking both directions costs more code than the 2 bytes.
+                ping_in = ka // 2 - ticks_diff(now, pinged)
+                if ping_in <= 0:
+                    pinged = now
+                    await self._send(b"\xc0\x00")
+                    ping_in = ka // 2
+                nap = min(nap, ping_in, ka - quiet_rx)
             for e in self._inflight:
                 if e[_SENT] == conn:
                     age = ticks_diff(now, e[_AT])
                     if age >= self.retry_ms:
-                        e[_SENT] = -1  # sent, but not on this round: flush resends with DUP
-                        late = True
+                        e[_SENT] = -1  # sent, but not on this round: _send() resends it with DUP
                     else:
                         nap = min(nap, self.retry_ms - age)
-            if late:
-                await self._flush()
+            await self._send()
             await self._pause(max(nap, 10))
 
-    async def _teardown(self):
-        was_up = self._rx_task is not None  # it starts at CONNACK
-        self.up = False
-        w = self._writer
-        self._writer = None
-        t = self._rx_task
-        self._rx_task = None
-        if t is not None:
-            t.cancel()
-        if w is not None:
-            try:
-                w.close()
-                # MicroPython's close() is a no-op; wait_closed() closes.
-                await asyncio.wait_for(w.wait_closed(), 1)
-            except Exception:
-                pass
-        if was_up:
-            self.stats["disconnects"] += 1
+    def _pause(self, ms):
+        # The one place run() waits between attempts: the tests replace it.
+        return _wait(self._wake, ms)
 
-    async def _pause(self, ms):
-        try:
-            await asyncio.wait_for(self._wake.wait(), ms / 1000)
-        except asyncio.TimeoutError:
-            pass
-
-    def _lost(self, e, conn):
-        if conn != self._conn or not self.up:
-            return
-        self.up = False
-        self._error(e)
-        self._wake.set()
-
-    def _error(self, e):
+    def _error(self, e, conn=0):
+        # Record a connection failure and return it as an OSError. With
+        # `conn`, it ends that connection if it is still the current one and
+        # up (else it was counted already).
+        # CPython's readexactly raises IncompleteReadError (an EOFError),
+        # MicroPython's raises EOFError; asyncio.TimeoutError is not an OSError
+        # on MicroPython. Everything that means "this connection is gone"
+        # becomes an OSError, the one failure the robust loop handles.
+        if isinstance(e, EOFError):
+            e = OSError("closed by broker")
+        elif isinstance(e, asyncio.TimeoutError):
+            e = OSError("timed out")
+        elif not isinstance(e, OSError):
+            e = MQTTError("bad packet (%r)" % (e,))
+        if conn:
+            if conn != self._conn or not self.up:
+                return e
+            self.up = False
+            self._wake.set()
         self.last_error = e
-        self.stats["errors"] += 1
+        self.errors += 1
+        return e
 
     # ----- writing -----
 
-    async def _send(self, pkt):
-        async with self._lock:
-            await self._write(pkt)
-
-    async def _write(self, pkt):
-        # Caller holds the lock: MicroPython allows one drain() per stream.
-        w = self._writer
-        if w is None or not self.up:
-            raise OSError("not connected")
-        try:
-            w.write(pkt)
-            await asyncio.wait_for(w.drain(), self.timeout_ms / 1000)
-        except (OSError, EOFError, asyncio.TimeoutError) as e:
-            e = _closed(e)
-            self._lost(e, self._conn)
-            raise e
-        self._last_tx = ticks_ms()
-        self.stats["tx"] += 1
-
-    async def _flush(self):
-        """Send every in-flight message not yet sent on this connection, oldest
-        first. Whoever holds the lock sends them all, so order holds whichever
-        task calls."""
+    async def _send(self, pkt=None):
+        # Write `pkt`; without one, flush: send every in-flight message not
+        # yet sent on this connection, oldest first. One writer at a time
+        # (MicroPython allows one drain() per stream), and the flusher sends
+        # the whole backlog, so order holds whichever task calls.
         async with self._lock:
             conn = self._conn
-            while self.up:
-                for e in self._inflight:
-                    if e[_SENT] != conn:
-                        break
+            while True:
+                if pkt is None:
+                    for e in self._inflight:
+                        if e[_SENT] != conn:
+                            break
+                    else:
+                        return
+                    if not self.up or self._first_task and not e[_FIRST]:
+                        return  # stays queued; the backlog waits for on_connect
+                    if e[_SENT]:
+                        # In place: a transport still holding the first copy
+                        # can only see DUP set early, which the broker tolerates.
+                        e[_PKT][0] |= _DUP
+                        self.retransmits += 1
+                    e[_SENT] = conn
+                    e[_AT] = ticks_ms()
+                    data = e[_PKT]
                 else:
+                    data = pkt
+                w = self._writer
+                if w is None or not self.up:
+                    raise OSError("not connected")
+                try:
+                    w.write(data)
+                    await asyncio.wait_for(w.drain(), _TIMEOUT)
+                except (OSError, EOFError, asyncio.TimeoutError) as x:
+                    raise self._error(x, conn)
+                if pkt is not None:
                     return
-                if self._first_phase and not e[_FIRST]:
-                    return  # the backlog waits for on_connect to finish
-                if e[_SENT]:
-                    # In place: a transport still holding the first copy can
-                    # only see DUP set early, which the broker tolerates.
-                    e[_PKT][0] |= _DUP
-                    self.stats["retransmits"] += 1
-                e[_SENT] = conn
-                e[_AT] = ticks_ms()
-                await self._write(e[_PKT])
-
-    async def _subscribe(self, s):
-        s[2] = self._conn
-        pid = self._new_pid()
-        await self._send(_packet(_SUBSCRIBE, (b"", (s[0],), bytes((s[1],))), pid))
-        return pid
 
     def _new_pid(self):
         while True:
@@ -531,90 +455,56 @@ class MQTTClient:
             if self.acked(self._pid):
                 return self._pid
 
-    def _connect_packet(self):
-        flags = 0x02 if self.clean_session else 0
-        parts = [b"\x00\x04MQTT\x04", None, bytes((self.keepalive >> 8, self.keepalive & 0xFF)), (self.client_id,)]
-        if self.will is not None:
-            t, p, retain, qos = self.will
-            flags |= 0x04 | (qos & 3) << 3 | (0x20 if retain else 0)
-            parts.append((t,))
-            parts.append((p,))
-        if self.user is not None:
-            flags |= 0x80
-            parts.append((self.user,))
-            if self.password is not None:
-                flags |= 0x40
-                parts.append((self.password,))
-        parts[1] = bytes((flags,))
-        return _packet(_CONNECT, parts)
-
     # ----- reading -----
 
-    async def _read_packet(self, r):
-        first = (await r.readexactly(1))[0]
-        n = 0
-        shift = 0
-        for _ in range(4):
-            b = (await r.readexactly(1))[0]
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
-        else:
-            raise MQTTError("bad packet: remaining length longer than 4 bytes")
-        if n > self.max_packet:
-            raise MQTTError("packet of %d bytes exceeds max_packet %d" % (n, self.max_packet))
-        return first, (await r.readexactly(n) if n else b"")
-
     async def _read_loop(self, r, conn):
+        # Packet types are compared with their flags: flags other than
+        # PUBLISH's are fixed, so a wrong one is an unexpected packet.
         try:
             while True:
-                first, body = await self._read_packet(r)
+                first = (await r.readexactly(1))[0]
+                n = shift = 0
+                for _ in range(4):
+                    b = (await r.readexactly(1))[0]
+                    n |= (b & 0x7F) << shift
+                    if not b & 0x80:
+                        break
+                    shift += 7
+                else:
+                    raise MQTTError("remaining length longer than 4 bytes")
+                if n > self.max_packet:
+                    raise MQTTError("%d bytes exceeds max_packet %d" % (n, self.max_packet))
+                body = await r.readexactly(n) if n else b""
                 self._last_rx = ticks_ms()
-                self.stats["rx"] += 1
-                await self._dispatch(first, body)
+                if first & 0xF0 == _PUBLISH:
+                    qos = first >> 1 & 3
+                    if qos > 1:
+                        raise MQTTError("PUBLISH QoS %d" % qos)  # we subscribe at most QoS 1
+                    if n < 2 or n < (i := 2 + (body[0] << 8 | body[1])) + 2 * qos:
+                        raise MQTTError("PUBLISH topic overruns")
+                    if self.on_message is not None:
+                        try:
+                            x = self.on_message(body[2:i], body[i + 2 * qos :], bool(first & 1))
+                            if hasattr(x, "send"):  # a coroutine or MicroPython generator
+                                await x
+                        except Exception as e:  # the app's bug must not drop the link
+                            self.last_error = e
+                            self.errors += 1
+                    if qos:
+                        await self._send(bytes((_PUBACK, 2, body[i], body[i + 1])))
+                elif first == _PUBACK and n == 2:
+                    pid = body[0] << 8 | body[1]
+                    for e in self._inflight:
+                        if e[_PID] == pid:
+                            self._inflight.remove(e)
+                            ev = self._acked
+                            self._acked = asyncio.Event()
+                            ev.set()
+                            break
+                elif first == _SUBACK and n >= 3:
+                    if body[2] & 0x80:
+                        self._error(MQTTError("subscription %d refused" % (body[0] << 8 | body[1])))
+                elif not (first == _PINGRESP and n == 0 or first == _UNSUBACK and n == 2):
+                    raise MQTTError("unexpected type 0x%02x" % first)
         except Exception as e:  # not CancelledError: teardown cancels us
-            self._lost(_closed(e), conn)
-
-    async def _dispatch(self, first, body):
-        kind = first & 0xF0
-        if kind == _PUBLISH:
-            qos = (first >> 1) & 3
-            if qos > 1:
-                raise MQTTError("bad packet: PUBLISH with QoS %d (we subscribe at most QoS 1)" % qos)
-            if len(body) < 2:
-                raise MQTTError("bad packet: PUBLISH too short")
-            i = 2 + (body[0] << 8 | body[1])
-            if len(body) < i + 2 * qos:
-                raise MQTTError("bad packet: PUBLISH topic overruns the packet")
-            topic = body[2:i]
-            pid = body[i] << 8 | body[i + 1] if qos else 0
-            if self.on_message is not None:
-                try:
-                    await _call(self.on_message, topic, body[i + 2 * qos :], bool(first & 1))
-                except Exception as e:  # the app's bug must not drop the link
-                    self._error(e)
-            if qos:
-                await self._send(bytes((_PUBACK, 2, pid >> 8, pid & 0xFF)))
-            return
-        if first & 0x0F:
-            raise MQTTError("bad packet: flags 0x%02x" % first)
-        if kind == _PUBACK and len(body) == 2:
-            pid = body[0] << 8 | body[1]
-            for i in range(len(self._inflight)):
-                if self._inflight[i][_PID] == pid:
-                    del self._inflight[i]
-                    if self._ack_waiters:
-                        ev = self._acked
-                        self._acked = asyncio.Event()
-                        ev.set()
-                    break
-        elif kind == _SUBACK and len(body) >= 3:
-            if body[2] & 0x80:
-                self._error(MQTTError("subscription refused by the broker (SUBACK %d)" % (body[0] << 8 | body[1])))
-        elif kind == _PINGRESP and not body:
-            pass
-        elif kind == _UNSUBACK and len(body) == 2:
-            pass
-        else:
-            raise MQTTError("bad packet: unexpected type 0x%02x, %d bytes" % (first, len(body)))
+            self._error(e, conn)

@@ -22,7 +22,8 @@
 # by segment, counted by record). peek() merges the two kinds by record id.
 #
 # RAM: one small int per unsent record (segment << 16 | offset; payloads stay
-# in flash) and one record-sized buffer.
+# in flash) and one record-sized buffer. Heap: every method and distinct name
+# costs some once loaded (bench/module_heap.py), hence few, larger methods.
 import os
 import struct
 
@@ -42,23 +43,26 @@ _OVER = const(12)  # head and CRC
 
 class Outbox:
     def __init__(self, directory, cap=65536, segment=0, log=None):
-        self.dir = directory.rstrip("/")
+        self.dir = directory = directory.rstrip("/")
         self.cap = cap
         self.segment = min(segment or cap // 8, 32768)  # offsets fit 16 bits
         self.log = log
         self.bytes_used = 0
-        self._buf = bytearray(MAX_PAYLOAD + _OVER)
-        self._segs = ([], [])  # per kind: segment numbers, oldest first
-        self._recs = ([], [])  # per kind: unsent records, segment << 16 | offset
-        self._tail = [0, 0]  # bytes in each kind's newest segment; -1: start a new one
+        self._buf = buf = bytearray(MAX_PAYLOAD + _OVER)
+        # Per kind: the unsent records (segment << 16 | offset), oldest first,
+        # which also give the segments in use (a kind with none starts again
+        # at segment 1), and the size of its newest segment (-1: torn or
+        # refused, start a new one).
+        self._recs = ([], [])
+        self._tail = [0, 0]
         self._peeked = None
         self.sent = self.dropped = self.dropped_tele = 0
         try:
-            os.mkdir(self.dir)
+            os.mkdir(directory)
         except OSError:
             pass  # there already
         try:
-            with open(self.dir + "/sent", "rb") as f:
+            with open(directory + "/sent", "rb") as f:
                 raw = f.read(16)
             if len(raw) == 16 and crc32(raw[:12]) == struct.unpack("<I", raw[12:])[0]:
                 self.sent, self.dropped, self.dropped_tele = struct.unpack("<III", raw[:12])
@@ -66,26 +70,54 @@ class Outbox:
                 self._say("damaged", "sent")
         except OSError:
             pass  # a new outbox
+        found = ([], [])
         try:
-            names = os.listdir(self.dir)
+            for name in os.listdir(directory):
+                k = "et".find(name[0])
+                if k >= 0 and name[1:].isdigit():
+                    found[k].append(int(name[1:]))
         except OSError as e:
-            names = ()
-            self._say(e, self.dir)
+            self._say(e, directory)
         self._id = self.sent  # the last record id used
-        for name in sorted(names, key=lambda s: (len(s), s)):  # e9 before e10
-            k = "et".find(name[0])
-            if k >= 0 and name[1:].isdigit():
-                self._scan(k, int(name[1:]))
+        for k in (0, 1):
+            recs = self._recs[k]
+            for n in sorted(found[k]):  # e9 before e10
+                path = "%s/%s%d" % (directory, "et"[k], n)
+                first = len(recs)
+                pos = end = size = 0
+                try:
+                    size = os.stat(path)[6]
+                    with open(path, "rb") as f:
+                        while pos < size:
+                            got = self._check(f, pos, k, size)
+                            if got:
+                                if got[1] > self.sent:
+                                    recs.append(n << 16 | pos)
+                                self._id = max(self._id, got[1])
+                                pos = end = pos + got[0] + _OVER
+                                continue
+                            if pos == end:
+                                self._say("damaged", path)
+                            # resync on the next magic byte; its record must check too
+                            f.seek(pos + 1)
+                            got = f.readinto(buf)
+                            i = buf.find(b"\xa5", 0, got)
+                            pos += 1 + (got if i < 0 else i)
+                except OSError as e:
+                    self._say(e, path)
+                    size = end
+                if len(recs) == first:  # all sent, or nothing readable
+                    self._remove(k, n)
+                else:
+                    self.bytes_used += size
+                    self._tail[k] = size if end == size else -1  # torn tail: append to a new segment
 
     def __len__(self):
         return len(self._recs[0]) + len(self._recs[1])
 
-    def _path(self, k, n):
-        return "%s/%s%d" % (self.dir, "et"[k], n)
-
-    def _say(self, what, where):
+    def _say(self, e, path):
         if self.log:
-            self.log("outbox: %s: %s" % (where, what))
+            self.log("outbox: %s: %s" % (path, e))
 
     def _check(self, f, pos, k, size):
         # (payload length, id) of a good record of kind k at pos, read into _buf
@@ -101,41 +133,9 @@ class Outbox:
             return None
         return n, rid
 
-    def _scan(self, k, n):
-        path = self._path(k, n)
-        recs = self._recs[k]
-        first = len(recs)
-        pos = end = size = 0
-        try:
-            size = os.stat(path)[6]
-            with open(path, "rb") as f:
-                while pos < size:
-                    got = self._check(f, pos, k, size)
-                    if got:
-                        if got[1] > self.sent:
-                            recs.append(n << 16 | pos)
-                        self._id = max(self._id, got[1])
-                        pos = end = pos + got[0] + _OVER
-                        continue
-                    if pos == end:
-                        self._say("damaged", path)
-                    # resync on the next magic byte; its record must check too
-                    f.seek(pos + 1)
-                    got = f.readinto(self._buf)
-                    i = self._buf.find(b"\xa5", 0, got)
-                    pos += 1 + (got if i < 0 else i)
-        except OSError as e:
-            self._say(e, path)
-            size = end
-        if len(recs) == first:  # all sent, or nothing readable
-            self._remove(k, n)
-        else:
-            self._segs[k].append(n)
-            self.bytes_used += size
-            self._tail[k] = size if end == size else -1  # torn tail: append to a new segment
-
     def _remove(self, k, n):
-        path = self._path(k, n)
+        # Segment n of kind k goes: all sent, dropped at the cap, or unreadable.
+        path = "%s/%s%d" % (self.dir, "et"[k], n)
         try:
             size = os.stat(path)[6]
             os.remove(path)
@@ -165,28 +165,29 @@ class Outbox:
             raise ValueError("outbox record too long")
         k = 1 if telemetry else 0
         size = n + _OVER
-        segs = self._segs
-        while self.bytes_used + size > self.cap and (segs[1] or segs[0]):
+        while self.bytes_used + size > self.cap:
             # over the cap: the oldest telemetry segment goes, then the oldest events
-            j = 1 if segs[1] else 0
-            seg = segs[j].pop(0)
+            j = 1 if self._recs[1] else 0
             recs = self._recs[j]
+            if not recs:
+                break
+            seg = recs[0] >> 16
             i = 0
             while i < len(recs) and recs[i] >> 16 == seg:
                 i += 1
             del recs[:i]
             self.dropped += i
             self.dropped_tele += i * j
-            if not segs[j]:
-                self._tail[j] = 0
-            if self._peeked and self._peeked[0] == j and self._peeked[1] >> 16 == seg:
+            p = self._peeked
+            if p and p[0] == j and p[1] >> 16 == seg:
                 self._peeked = None  # pop() must not take the next record for it
             self._remove(j, seg)
             self._save()  # the drop counters survive a reset
-        segs = segs[k]
+        recs = self._recs[k]
+        seg = recs[-1] >> 16 if recs else 0
         tail = self._tail[k]
-        if not segs or tail < 0 or tail + size > self.segment:
-            segs.append(segs[-1] + 1 if segs else 1)
+        if not recs or tail < 0 or tail + size > self.segment:
+            seg += 1
             tail = 0
         self._id += 1
         buf = self._buf
@@ -194,7 +195,7 @@ class Outbox:
         struct.pack_into("<BBHI", buf, 0, 0xA5, k, n, self._id)
         buf[_HEAD : _HEAD + n] = payload
         struct.pack_into("<I", buf, _HEAD + n, crc32(mv[: _HEAD + n]))
-        path = self._path(k, segs[-1])
+        path = "%s/%s%d" % (self.dir, "et"[k], seg)
         try:
             # one write; "wb" on a new segment clears a leftover file
             with open(path, "ab" if tail else "wb") as f:
@@ -205,41 +206,46 @@ class Outbox:
             self.dropped_tele += k
             self._say(e, path)
             return False
-        self._recs[k].append(segs[-1] << 16 | tail)
+        recs.append(seg << 16 | tail)
         self._tail[k] = tail + size
         self.bytes_used += size
         return True
 
-    def _first(self, k):
-        # id of kind k's oldest unsent record, read into _buf (length: _n); 0 if none
-        recs = self._recs[k]
-        while recs:
-            path = self._path(k, recs[0] >> 16)
-            try:
-                with open(path, "rb") as f:
-                    got = self._check(f, recs[0] & 0xFFFF, k, 1 << 30)
-                if got:
-                    self._n = got[0]
-                    return got[1]
-            except OSError:
-                pass
-            # changed under us since the scan (a flash fault): skip it
-            self._say("damaged", path)
-            self._next(k)
-        return 0
-
     def peek(self):
         """(EVENT or TELEMETRY, payload bytes) of the oldest unsent record, or None."""
-        t = self._first(1)
-        e = self._first(0)  # the buffer holds this one
+        ids = [0, 0]  # per kind: id of the oldest unsent record, 0 if none
+        n = 0
+        # Telemetry, then events (the buffer then holds the event), then the
+        # telemetry again if it goes first.
+        for k in (1, 0, 2):
+            if k > 1:
+                if not ids[1] or ids[0] and ids[0] < ids[1]:
+                    break
+                k = 1
+            recs = self._recs[k]
+            while recs:
+                path = "%s/%s%d" % (self.dir, "et"[k], recs[0] >> 16)
+                got = None
+                try:
+                    with open(path, "rb") as f:
+                        got = self._check(f, recs[0] & 0xFFFF, k, 1 << 30)
+                except OSError:
+                    pass
+                if got:
+                    n, ids[k] = got
+                    break
+                # changed under us since the scan (a flash fault): skip it
+                self._say("damaged", path)
+                seg = recs.pop(0) >> 16
+                if not recs or recs[0] >> 16 != seg:  # that segment is done
+                    self._remove(k, seg)
+        e, t = ids
         if not (e or t):
             self._peeked = None
             return None
         k = 0 if e and (not t or e < t) else 1
-        if k:
-            self._first(1)
-        self._peeked = (k, self._recs[k][0], t if k else e)
-        return (TELEMETRY if k else EVENT), bytes(self._buf[_HEAD : _HEAD + self._n])
+        self._peeked = (k, self._recs[k][0], ids[k])
+        return (TELEMETRY if k else EVENT), bytes(self._buf[_HEAD : _HEAD + n])
 
     def pop(self):
         """Mark the record the last peek() returned as sent; False if the cap dropped it since."""
@@ -247,17 +253,11 @@ class Outbox:
         self._peeked = None
         if not p:
             return False
+        k = p[0]
         self.sent = p[2]
         self._save()
-        self._next(p[0])
-        return True
-
-    def _next(self, k):
         recs = self._recs[k]
         seg = recs.pop(0) >> 16
         if not recs or recs[0] >> 16 != seg:  # that segment is all sent
-            segs = self._segs[k]
-            segs.remove(seg)
             self._remove(k, seg)
-            if not segs:
-                self._tail[k] = 0
+        return True

@@ -27,6 +27,7 @@ LED_ENDING = "ending"
 LED_DENIED = "denied"
 LED_OFFLINE = "offline"
 LED_GRACE = "grace"
+LED_ALONE = "alone"  # a session started on the offline policy
 
 MAX_SESSION_S = 14400
 DENIED_SHOW_MS = 3000
@@ -46,6 +47,7 @@ class Session:
         self.warn_ms = warn_s * 1000
         self.grace_s = grace_s  # when the grant gives none, and offline
         self.policy = DEFAULT_POLICY
+        self._windows = None  # the policy's windows (set_policy)
         self.state = IDLE
         self.ap = False  # the relay output; off at boot
         self.projector = False
@@ -64,6 +66,22 @@ class Session:
 
     # -- inputs -----------------------------------------------------------
     def set_policy(self, policy):
+        windows = policy.get("windows")
+        self._windows = None
+        if windows is not None:
+            # Unix times are heap-allocated big ints on the board (past 2**30):
+            # 25 windows held as lists cost about 2 KB. Kept instead as one
+            # flat list of small ints, times as offsets from `until`.
+            until = policy.get("until", 0)
+            flat = []
+            for w in windows:
+                flat.append(w[0] - until)
+                flat.append(w[1] - until)
+                flat.append(w[2])
+                flat.append(w[3])
+            self._windows = flat
+            policy = dict(policy)
+            del policy["windows"]
         self.policy = policy
 
     def press_short(self, now):
@@ -129,12 +147,13 @@ class Session:
         (max_s, ap), or None. With the time known and the policy still
         valid, only its windows count; otherwise its time-free fallback."""
         p = self.policy
-        windows = p.get("windows")
-        if unix is not None and windows is not None and unix < p.get("until", 0):
-            for start, end, max_s, ap in windows:
-                if start <= unix < end:
-                    length = min(max_s, end - unix)
-                    return (length, ap == 1) if length >= MIN_OFFLINE_S else None
+        w = self._windows
+        if unix is not None and w is not None and unix < p.get("until", 0):
+            t = unix - p["until"]  # negative: inside the policy's validity
+            for i in range(0, len(w), 4):
+                if w[i] <= t < w[i + 1]:
+                    length = min(w[i + 2], w[i + 1] - t)
+                    return (length, w[i + 3] == 1) if length >= MIN_OFFLINE_S else None
             return None
         if p.get("start") and p.get("max_s", 0) > 0:
             return p["max_s"], bool(p.get("ap"))
@@ -172,7 +191,7 @@ class Session:
                 return LED_GRACE
             if self._ends - now <= self.warn_ms:
                 return LED_ENDING
-            return LED_ON
+            return LED_ALONE if self.source == "offline" else LED_ON
         return LED_IDLE if online else LED_OFFLINE
 
     def remaining_s(self, now):

@@ -4,6 +4,12 @@
 # The checks of what boards publish live in codec.py, which the gateway and
 # the city import and the board never loads: about 4 KB of heap saved.
 # Every check raises ProtocolError with a sentence naming the field.
+#
+# It stays loaded on the board, so it is written for heap: loaded from .mpy,
+# every line of bytecode, function, identifier and long string is RAM
+# (bench/module_heap.py measures it). Hence one `_field` that also checks
+# ranges, kinds that are their own error texts, and valid_name in config.py
+# (the only board code that checks names; codec.py re-exports it).
 import json
 
 V = 1
@@ -12,6 +18,7 @@ MAX_BOARD_PAYLOAD = 1024
 COMMANDS = ("grant", "deny", "end", "identify", "time", "reboot")
 MAX_DURATION_S = 14400
 MAX_GRACE_S = 900
+MAX_WINDOWS = 48
 
 
 class ProtocolError(ValueError):
@@ -27,15 +34,6 @@ def _fault(message, kind):
     return e
 
 
-def valid_name(name):
-    if not isinstance(name, str) or not 1 <= len(name) <= 32:
-        return False
-    for c in name:
-        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-"):
-            return False
-    return True
-
-
 def topic(school, room, leaf):
     return ROOT + school + "/" + room + "/" + leaf
 
@@ -45,127 +43,98 @@ def encode(obj):
 
 
 def decode(raw):
-    """bytes -> dict with v == 1, or ProtocolError."""
+    # bytes -> dict with v == 1, or ProtocolError.
     try:
         if isinstance(raw, (bytes, bytearray, memoryview)):
             raw = bytes(raw).decode()
         obj = json.loads(raw)
-    except (ValueError, UnicodeError) as e:
+    except ValueError as e:  # UnicodeError is one
         raise _fault("payload: not UTF-8 JSON (%s)" % e, "not_json")
     if not isinstance(obj, dict):
         raise _fault("payload: expected a JSON object", "not_object")
-    _field(obj, "v", "int")
-    if obj["v"] != V:
+    if _field(obj, "v", "an integer") != V:
         raise _fault("field v: unsupported version %r" % obj["v"], "version")
     return obj
 
 
+# A kind of value is the text an error shows for it ("field ap: expected true
+# or false, got 1"): one string both for the check and for the sentence.
+# JSON true/false is never an integer, although isinstance(True, int) holds.
 def _is(value, kind):
-    is_bool = value is True or value is False
-    if kind == "int":
-        return isinstance(value, int) and not is_bool
-    if kind == "uint":
-        return isinstance(value, int) and not is_bool and value >= 0
-    if kind == "num":
-        return isinstance(value, (int, float)) and not is_bool
-    if kind == "bool":
-        return is_bool
-    if kind == "str":
+    if value is True or value is False:
+        return kind == "true or false"
+    if kind == "a string":
         return isinstance(value, str)
-    if kind == "obj":
+    if kind == "an object":
         return isinstance(value, dict)
-    if kind == "list":
+    if kind == "a list":
         return isinstance(value, list)
-    if kind == "uint?":
-        return value is None or _is(value, "uint")
-    raise ValueError(kind)
+    if kind == "an integer":
+        return isinstance(value, int)
+    if kind == "an integer >= 0 or null" and value is None:
+        return True
+    return kind[:15] == "an integer >= 0" and isinstance(value, int) and value >= 0
 
 
-_EXPECT = {
-    "int": "an integer",
-    "uint": "an integer >= 0",
-    "num": "a number",
-    "bool": "true or false",
-    "str": "a string",
-    "obj": "an object",
-    "list": "a list",
-    "uint?": "an integer >= 0 or null",
-}
-
-
-def _field(obj, name, kind, required=True):
+def _field(obj, name, kind, required=True, lo=None, hi=None):
+    # obj[name], checked against `kind` and the range lo..hi; None when
+    # absent and not required.
     if name not in obj:
         if required:
             raise ProtocolError("field %s: missing" % name)
         return None
     value = obj[name]
     if not _is(value, kind):
-        raise ProtocolError("field %s: expected %s, got %r" % (name, _EXPECT[kind], value))
+        raise ProtocolError("field %s: expected %s, got %r" % (name, kind, value))
+    if lo is not None and not lo <= value <= hi:
+        raise ProtocolError("field %s: %r outside %d..%d" % (name, value, lo, hi))
     return value
 
 
-def _range(obj, name, lo, hi):
-    value = obj[name]
-    if not lo <= value <= hi:
-        raise ProtocolError("field %s: %r outside %d..%d" % (name, value, lo, hi))
-
-
 def check_cmd(obj):
-    cid = _field(obj, "id", "str")
-    if not 1 <= len(cid) <= 32:  # pyright: ignore[reportArgumentType]  # required: never None
+    if not 1 <= len(_field(obj, "id", "a string")) <= 32:  # pyright: ignore[reportArgumentType]  # required: never None
         raise ProtocolError("field id: expected 1 to 32 characters")
-    cmd = _field(obj, "cmd", "str")
+    cmd = _field(obj, "cmd", "a string")
     if cmd not in COMMANDS:
         raise ProtocolError("field cmd: unknown command %r" % cmd)
-    _field(obj, "now", "uint", cmd == "time")
+    _field(obj, "now", "an integer >= 0", cmd == "time")
     if cmd == "grant":
-        _field(obj, "req", "uint")
-        _field(obj, "duration_s", "int")
-        _range(obj, "duration_s", 1, MAX_DURATION_S)
-        _field(obj, "ap", "bool")
-        _field(obj, "projector", "bool")
-        if _field(obj, "grace_s", "int", False) is not None:
-            _range(obj, "grace_s", 0, MAX_GRACE_S)
+        _field(obj, "req", "an integer >= 0")
+        _field(obj, "duration_s", "an integer", True, 1, MAX_DURATION_S)
+        _field(obj, "ap", "true or false")
+        _field(obj, "projector", "true or false")
+        _field(obj, "grace_s", "an integer", False, 0, MAX_GRACE_S)
     elif cmd == "deny":
-        _field(obj, "req", "uint")
-        _field(obj, "reason", "str")
-        _field(obj, "text", "str", False)
+        _field(obj, "req", "an integer >= 0")
+        _field(obj, "reason", "a string")
+        _field(obj, "text", "a string", False)
     elif cmd == "identify":
-        if _field(obj, "seconds", "int", False) is not None:
-            _range(obj, "seconds", 1, 60)
+        _field(obj, "seconds", "an integer", False, 1, 60)
     return obj
 
 
-
-
-MAX_WINDOWS = 48
-
-
 def check_policy(obj):
-    _field(obj, "start", "bool")
-    _field(obj, "max_s", "int")
-    _range(obj, "max_s", 0, MAX_DURATION_S)
-    _field(obj, "ap", "bool")
-    if _field(obj, "cap_s", "int", False) is not None:
-        _range(obj, "cap_s", 60, MAX_DURATION_S)
-    _field(obj, "until", "uint", False)
-    windows = _field(obj, "windows", "list", False)
-    if windows is not None:
-        if len(windows) > MAX_WINDOWS:
-            raise ProtocolError("field windows: %d windows, limit %d" % (len(windows), MAX_WINDOWS))
-        last_end = 0
-        for i, w in enumerate(windows):
-            if not (isinstance(w, list) and len(w) == 4 and _is(w[0], "uint") and _is(w[1], "uint")
-                    and _is(w[2], "uint") and w[3] in (0, 1) and not (w[3] is True or w[3] is False)):
-                raise ProtocolError("field windows[%d]: expected [start, end, max_s, ap 0/1]" % i)
-            if w[1] <= w[0] or w[0] < last_end or w[2] > MAX_DURATION_S:
-                raise ProtocolError("field windows[%d]: empty, overlapping or too long" % i)
-            last_end = w[1]
+    _field(obj, "start", "true or false")
+    _field(obj, "max_s", "an integer", True, 0, MAX_DURATION_S)
+    _field(obj, "ap", "true or false")
+    _field(obj, "cap_s", "an integer", False, 60, MAX_DURATION_S)
+    _field(obj, "until", "an integer >= 0", False)
+    windows = _field(obj, "windows", "a list", False) or ()
+    if len(windows) > MAX_WINDOWS:
+        raise ProtocolError("field windows: %d windows, limit %d" % (len(windows), MAX_WINDOWS))
+    last_end = 0
+    for i, w in enumerate(windows):
+        if not (isinstance(w, list) and len(w) == 4 and _is(w[0], "an integer >= 0") and _is(w[1], "an integer >= 0")
+                and _is(w[2], "an integer >= 0") and w[3] in (0, 1) and not _is(w[3], "true or false")):
+            raise ProtocolError("field windows[%d]: expected [start, end, max_s, ap 0/1]" % i)
+        if w[1] <= w[0] or w[0] < last_end or w[2] > MAX_DURATION_S:
+            raise ProtocolError("field windows[%d]: empty, overlapping or too long" % i)
+        last_end = w[1]
     return obj
 
 
 def parse(leaf, raw):
-    """Decode and validate a payload the board receives (`cmd` or `policy`)."""
+    # Decode and validate a payload the board receives (`cmd` or `policy`).
     if len(raw) > MAX_BOARD_PAYLOAD:
         raise _fault("payload: %d bytes, limit %d" % (len(raw), MAX_BOARD_PAYLOAD), "too_large")
     return (check_policy if leaf == "policy" else check_cmd)(decode(raw))

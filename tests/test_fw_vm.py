@@ -10,16 +10,9 @@ import ast
 
 import mpvm
 import pytest
+from mpvm import school_day
 
 pytestmark = pytest.mark.mpvm
-
-FIRMWARE = mpvm.REPO / "firmware"
-HEAP_BUDGET = 48 * 1024  # logic modules with the library they pull in
-COMPOSITION = {"app"}  # wires the logic together: measured, outside the budget
-
-# A module that reaches hardware or the network stack cannot import in the VM
-# (no `machine`, `network`, `socket`); mpy-cross and the type check cover it.
-_HARDWARE = {"machine", "network", "socket", "ssl", "tls", "esp", "esp32", "bluetooth", "neopixel", "onewire", "dht"}
 
 
 def _portable_tests():
@@ -53,86 +46,22 @@ def test_portable(vm_results, module, name):
         pytest.fail("in MicroPython:\n" + result["error"], pytrace=False)
 
 
-def _imports(path):
-    """Top-level names and sibling firmware modules a file imports, even lazily."""
-    names, siblings = set(), set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-        elif isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                siblings.add(node.module.split(".")[0])
-            else:  # `from . import x`: a module, or a name from __init__
-                for alias in node.names:
-                    siblings.add(alias.name if (FIRMWARE / (alias.name + ".py")).exists() else "__init__")
-    return names, siblings
-
-
-def logic_modules():
-    """Firmware modules that import no hardware module, directly or through a
-    sibling, in dependency order; and the other modules they import. A sibling
-    that does not exist yet makes its importers non-logic."""
-    graph = {path.stem: _imports(path) for path in sorted(FIRMWARE.glob("*.py"))}
-    graph["__init__"] = (set(), set())
-    hardware = {name for name, (names, _) in graph.items() if names & _HARDWARE}
-    changed = True
-    while changed:
-        changed = False
-        for name, (_, siblings) in graph.items():
-            if name not in hardware and any(s in hardware or s not in graph for s in siblings):
-                hardware.add(name)
-                changed = True
-    order = []
-
-    def visit(name):
-        if name not in order:
-            for sibling in sorted(graph[name][1]):
-                visit(sibling)
-            order.append(name)
-
-    for name in sorted(set(graph) - hardware - {"__init__"}):
-        visit(name)
-    order = [name for name in order if name != "__init__"]
-    others = sorted(set().union(*(graph[name][0] for name in order)))
-    return order, others
-
-
-def test_logic_modules_heap(capsys):
-    modules, others = logic_modules()
-    assert "codec" in modules
-    # Shared library modules are imported first so each firmware module's
-    # own cost shows; on the board they are frozen and cost less.
-    code = """
-import gc
-gc.collect()
-base = gc.mem_alloc()
-for name in %r:
-    try:
-        __import__(name)
-    except ImportError:
-        pass
-gc.collect()
-emit(["library", gc.mem_alloc() - base])
-for name in %r:
-    gc.collect()
-    before = gc.mem_alloc()
-    __import__("firmware." + name)
-    gc.collect()
-    emit([name, gc.mem_alloc() - before])
-emit(["total", gc.mem_alloc() - base])
-""" % (others, modules)
-    costs = mpvm.run(code).records
-    total = costs[-1][1]
-    logic = total - sum(cost for name, cost in costs if name in COMPOSITION)
+def test_school_day_heap_stays_within_budget(capsys):
+    """The complete board (application, outbox, projector driver, kit and
+    sensor driver) imported from .mpy, through a scripted school day: the
+    live heap after a real collection stays within the budget at every step."""
+    steps, extras = school_day.run_day()
     with capsys.disabled():
-        print("\nMicroPython heap held after gc.collect(), logic modules imported from source:")
-        for name, cost in costs:
-            print("  %-10s %6d bytes" % (name, cost))
-        print("  (library = %s)" % ", ".join(others))
-        print("  logic modules and library without %s: %d bytes" % (", ".join(sorted(COMPOSITION)), logic))
-    assert logic < HEAP_BUDGET, "firmware logic modules hold %d bytes of heap, budget %d" % (logic, HEAP_BUDGET)
+        print("\nMicroPython heap held after gc.collect() during a school day (firmware from .mpy):")
+        for name, used in steps:
+            print("  %-52s %6d bytes" % (name, used))
+        print("  allocated per simulated minute: %s" % extras["alloc_per_min"])
+    assert {"fwmpy.projector", "fwmpy.kit", "fwmpy.scd4x", "fwmpy.outbox", "fwmpy.mqtt"} <= set(extras["modules"])
+    assert "fwmpy.config" not in extras["modules"], "config.json's checker is released after boot"
+    assert extras["projector_switches"] == ["PWR ON", "PWR OFF"]
+    assert extras["backlog_sent"] > 40  # the day's events and telemetry, kept while the link was down
+    over = [(name, used) for name, used in steps if used > school_day.BUDGET]
+    assert not over, "over the %d-byte heap budget: %s" % (school_day.BUDGET, over)
 
 
 def test_vm_reports_a_python_exception():

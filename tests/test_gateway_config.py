@@ -106,7 +106,7 @@ def test_decisions_and_commands_follow_the_codec(tmp_path):
     grant = command(state.decide("cm2-b", TUESDAY_0900 + 0.7), "g-000042", 3, TUESDAY_0900 + 0.7)
     # class time 08:30-11:45, at most 5400 s: the grant runs to 10:30
     assert check_cmd(grant) == {"v": 1, "id": "g-000042", "cmd": "grant", "req": 3, "duration_s": 5400,
-                                "ap": True, "projector": True, "now": int(TUESDAY_0900)}
+                                "ap": True, "projector": True, "grace_s": 120, "now": int(TUESDAY_0900)}
     assert state.decide("cp-a", TUESDAY_0900).ap is False and state.decide("cp-a", TUESDAY_0900).grant
     deny = check_cmd(command(state.decide("bcd", TUESDAY_0900), "g-000043", 5, TUESDAY_0900))
     assert deny["cmd"] == "deny" and deny["reason"] == "room_disabled" and deny["text"]

@@ -14,8 +14,8 @@ import pytest
 from firmware import codec
 from firmware.events import Events
 from firmware.kit import PROBES, Kit, parse_id
-from hardware.kits import CatalogueError, id_image, load_catalogue, write_image
-from hardware.sim.i2c import EEPROM24C02, SimI2C, SimKit
+from hardware.kits import ID_MAX, SENSOR_AT, CatalogueError, id_image, load_catalogue, write_image
+from hardware.sim.i2c import MODELS, EEPROM24C02, SimI2C, SimKit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -227,8 +227,12 @@ def test_id_image_round_trips_through_the_firmware_parser():
     image = id_image("climate")
     assert len(image) == 256 and image.startswith(b"PK\x01\x07climate")
     assert parse_id(bytearray(image[:37])) == ("climate", None)
+    longest = "k" * ID_MAX  # the tool's limit is the firmware's
+    assert parse_id(bytearray(id_image(longest)[:37])) == (longest, None)
     with pytest.raises(ValueError):
         id_image("Climate Kit")
+    with pytest.raises(ValueError):
+        id_image("k" * (ID_MAX + 1))
 
 
 def test_technician_writes_an_id_page_by_page():
@@ -261,9 +265,19 @@ def test_eeprom_page_write_wraps_within_its_page():
 # -- the catalogue ------------------------------------------------------------
 def test_catalogue_agrees_with_the_firmware_probes():
     cat = load_catalogue()
-    probed = {(address, name) for address, name in PROBES}
+    probed = {(address, SENSOR_AT[address]) for address in PROBES}
+    assert len(probed) == len(PROBES) == len(SENSOR_AT)
     listed = {(a, name) for name, s in cat["sensors"].items() for a in s["addresses"]}
     assert listed == probed
+
+
+@pytest.mark.parametrize("address", list(PROBES))
+def test_firmware_attaches_the_listed_sensor_at_each_probed_address(address):
+    room = Room()
+    name = SENSOR_AT[address]
+    room.bus.add(MODELS[name](address=address))
+    room.run(4000)
+    assert room.log() == [("kit.attached", {"kit": "unknown", "sensors": [name], "reason": "no_eeprom"})]
 
 
 def test_catalogue_errors_name_the_key(tmp_path):

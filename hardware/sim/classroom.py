@@ -1,5 +1,9 @@
 """A simulated classroom: the real firmware (`firmware.app.Classroom`) on a
-simulated board (`SimMachine`), with a teacher's finger on the button."""
+simulated board (`SimMachine`), with a teacher's finger on the button, and
+optionally a simulated projector (RS-232 on a pseudo-terminal, or PJLink on
+TCP) and a kit bus (`SimI2C`). A watchdog reset reboots the firmware the way
+the chip would: outputs drop at once, the firmware starts again from its
+first line with reset cause "watchdog"."""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import asyncio
 import logging
 import os
 import tempfile
+import time
 
 from firmware.app import Classroom
 from firmware.board import Board
 from firmware.config import validate
 from hardware.boards import load_profile
 
+from .i2c import SimI2C
 from .machine import SimMachine
 
 log = logging.getLogger("preau.sim")
@@ -23,28 +29,65 @@ class SimClassroom:
     # the access-point rules on all of them (tests/conftest.py does).
     instances: list["SimClassroom"] = []
 
-    def __init__(self, config: dict, storage: str | None = None, profile: str | None = None) -> None:
+    def __init__(self, config: dict, storage: str | None = None, profile: str | None = None,
+                 projector=None, kit_bus: SimI2C | None = None) -> None:
+        """`projector`: a simulator from hardware.sim.projector matching
+        config["projector"]; `kit_bus`: the Qwiic socket (an empty bus by
+        default, so kits can be plugged in later)."""
         self.config = validate(dict(config), where=f"sim config {config.get('room')}")
         self.profile = load_profile(profile or self.config["board"])
         self.storage = storage or tempfile.mkdtemp(prefix=f"preau-board-{self.config['room']}-")
         os.makedirs(self.storage, exist_ok=True)
         self.room = self.config["room"]
+        self.projector_sim = projector
+        self.table = None
+        if self.config["projector"]:
+            from hardware.projectors import board_table
+
+            self.table = board_table(self.config["projector"])
+            if self.table["io"] == "tcp" and projector is not None:
+                self.table["port"] = projector.port  # the simulator's free port, not 4352
+        self.i2c = kit_bus if kit_bus is not None else SimI2C()
         self.app: Classroom | None = None
         self.machine: SimMachine | None = None
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._serial = None
         self.boots: list[SimMachine] = []
         SimClassroom.instances.append(self)
         self.boot()
 
-    def boot(self) -> None:
+    def boot(self, reset_cause: int = SimMachine.PWRON_RESET) -> None:
         """Power on: a fresh machine, the real firmware from its first line."""
-        self.machine = SimMachine()
+        self.machine = SimMachine(reset_cause=reset_cause)
         self.boots.append(self.machine)
         b = self.profile["pins"]["button"]
         self.machine.inputs[b["pin"]] = 1 if b.get("active_low", True) else 0  # released
+        self.machine.i2c = self.i2c
+        if self.table is not None and self.table["io"] != "tcp" and self.projector_sim is not None:
+            import serial
+
+            if self._serial is not None:
+                self._serial.close()
+            self._serial = serial.serial_for_url(self.projector_sim.path, baudrate=self.table.get("baud", 9600),
+                                                 timeout=0)
+            self.machine.uart = self._serial
+        self.machine.on_wdt_reset = self._on_watchdog
         board = Board(self.profile, machine=self.machine)
-        self.app = Classroom(self.config, board, storage=self.storage,
+        self.app = Classroom(self.config, board, storage=self.storage, projector=self.table,
                              log=lambda msg: log.warning("%s: %s", self.room, msg))
+
+    def _on_watchdog(self, machine: SimMachine) -> None:
+        # The monitor thread: outputs already dropped; the loop restarts the firmware.
+        if self._loop is not None and machine is self.machine:
+            self._loop.call_soon_threadsafe(self._reboot_after_watchdog)
+
+    def _reboot_after_watchdog(self) -> None:
+        log.warning("%s: watchdog reset", self.room)
+        if self._task is not None:
+            self._task.cancel()
+        self.boot(SimMachine.WDT_RESET)
+        self.start()
 
     def pin(self, role: str) -> int:
         return self.profile["pins"][role]["pin"]
@@ -66,10 +109,17 @@ class SimClassroom:
         return self.app.led_mode(self.app.clock.uptime_ms())
 
     def start(self) -> asyncio.Task:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self.app.run(), name=f"board-{self.room}")
         return self._task
 
+    def hang(self, seconds: float) -> None:
+        """Inject a hang: the firmware's event loop blocks (a driver stuck in
+        a busy loop). Only the watchdog can get the board out of it."""
+        time.sleep(seconds)
+
     async def stop(self, clean: bool = True) -> None:
+        self._loop = None  # no watchdog reboot while stopping
         if clean:
             await self.app.shutdown()
         if self._task:
@@ -78,6 +128,11 @@ class SimClassroom:
                 await self._task
             except (asyncio.CancelledError, SystemExit):
                 pass
+        for machine in self.boots:
+            machine.stop_watchdogs()
+        if self._serial is not None:
+            self._serial.close()
+            self._serial = None
 
     async def press(self, seconds: float = 0.2) -> None:
         """A finger on the button for `seconds` (active-low input)."""

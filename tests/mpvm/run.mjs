@@ -7,6 +7,13 @@
 // The code runs with top-level await allowed. Python's stdout goes to stdout
 // line by line; an uncaught Python exception prints its MicroPython traceback
 // to stderr and exits 1; a harness failure exits 2.
+//
+// A line `#@top-level` splits the code into parts run one after the other,
+// returning to JavaScript in between. This port's gc.collect() only marks a
+// collection as pending (its heap grows instead, split-heap-auto); the
+// collection runs when the next part starts, at the top level, where no C
+// stack holds stale roots. Heap measurements call gc.collect(), end a part,
+// and read gc.mem_alloc() at the start of the next one.
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -54,7 +61,9 @@ async function main() {
     installPackage(mp, name, dir);
   }
   try {
-    await mp.runPythonAsync(code);
+    for (const part of code.split("\n#@top-level\n")) {
+      await mp.runPythonAsync(part);
+    }
   } catch (e) {
     if (e && e.constructor && e.constructor.name === "PythonError") {
       process.stderr.write(e.message);

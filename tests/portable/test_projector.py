@@ -5,7 +5,7 @@
 # board_table() of hardware/projectors/*.json (the VM cannot read that
 # folder); tests/test_projector.py checks they have not drifted.
 from firmware.pjlink import md5_hex
-from firmware.projector import SerialLink, Projector, error_texts, parse
+from firmware.projector import SerialLink, Projector, parse
 
 from ._util import raises
 
@@ -71,37 +71,49 @@ def make(device=None, table=EPSON, **kw):
 
 def test_parse_epson():
     f = b"PWR?\r"
-    assert parse(EPSON, "power", f, b"PWR=01\r:") == ("ok", "01")
-    assert parse(EPSON, "lamp", b"LAMP?\r", b"LAMP=1234\r:") == ("ok", "1234")
+    assert parse(EPSON, "power", f, b"PWR=01\r:") == ("ok", "on")
+    assert parse(EPSON, "power", f, b"PWR=02\r:") == ("ok", "warming")
+    assert parse(EPSON, "power", f, b"PWR=04\r:") == ("ok", "off")
+    assert parse(EPSON, "lamp", b"LAMP?\r", b"LAMP=1234\r:") == ("ok", 1234)
     assert parse(EPSON, "on", b"PWR ON\r", b":") == ("ok", None)
     assert parse(EPSON, "on", b"PWR ON\r", b"ERR\r:") == ("refused", None)
-    assert parse(EPSON, "errors", b"ERR?\r", b"ERR=04\r:") == ("ok", "04")
+    assert parse(EPSON, "errors", b"ERR?\r", b"ERR=04\r:") == ("ok", ["high internal temperature"])
     assert parse(EPSON, "power", f, b"\x7f?Z\r:")[0] == "bad"
+    assert parse(EPSON, "power", f, b"PWR=\xff\r:")[0] == "bad"  # not text
+    assert parse(EPSON, "power", f, b"PWR=77\r:")[0] == "bad"  # no such state
+    assert parse(EPSON, "lamp", b"LAMP?\r", b"LAMP=\r:")[0] == "bad"
+    assert parse(EPSON, "lamp", b"LAMP?\r", b"LAMP=12x\r:")[0] == "bad"
 
 
 def test_parse_benq_skips_the_echo():
-    assert parse(BENQ, "power", b"\r*pow=?#\r", b"*pow=?#\r\n*POW=ON#\r\n") == ("ok", "ON")
-    assert parse(BENQ, "lamp", b"\r*ltim=?#\r", b"*ltim=?#\r\n*LTIM=987#\r\n") == ("ok", "987")
+    assert parse(BENQ, "power", b"\r*pow=?#\r", b"*pow=?#\r\n*POW=ON#\r\n") == ("ok", "on")
+    assert parse(BENQ, "power", b"\r*pow=?#\r", b"*POW=OFF#\r\n") == ("ok", "off")  # echo off
+    assert parse(BENQ, "lamp", b"\r*ltim=?#\r", b"*ltim=?#\r\n*LTIM=987#\r\n") == ("ok", 987)
     assert parse(BENQ, "off", b"\r*pow=off#\r", b"*pow=off#\r\n*Block item#\r\n") == ("refused", None)
     assert parse(BENQ, "on", b"\r*pow=on#\r", b"*pow=on#\r\n*POW=ON#\r\n") == ("ok", None)
     assert parse(BENQ, "on", b"\r*pow=on#\r", b"*Unsupported item#")[0] == "unsupported"
 
 
 def test_parse_pjlink():
-    assert parse(PJLINK, "power", b"%1POWR ?\r", b"%1POWR=3\r") == ("ok", "3")
+    assert parse(PJLINK, "power", b"%1POWR ?\r", b"%1POWR=3\r") == ("ok", "warming")
     assert parse(PJLINK, "on", b"%1POWR 1\r", b"%1POWR=ERR3\r") == ("refused", None)
     assert parse(PJLINK, "on", b"%1POWR 1\r", b"%1POWR=OK\r") == ("ok", None)
     assert parse(PJLINK, "power", b"%1POWR ?\r", b"PJLINK ERRA\r") == ("auth", None)
-    assert parse(PJLINK, "lamp", b"%1LAMP ?\r", b"%1LAMP=1234 1 56 0\r") == ("ok", "1234 1 56 0")
+    assert parse(PJLINK, "lamp", b"%1LAMP ?\r", b"%1LAMP=1234 1 56 0\r") == ("ok", 1234)  # hours of lamp 1
     assert parse(PJLINK, "errors", b"%1ERST ?\r", b"%1ERST=ERR4\r") == ("failure", None)
 
 
 def test_error_texts():
-    assert error_texts(EPSON, "00") == []
-    assert error_texts(EPSON, "04") == ["high internal temperature"]
-    assert error_texts(EPSON, "2F") == ["error 2F"]
-    assert error_texts(PJLINK, "000000") == []
-    assert error_texts(PJLINK, "020100") == ["lamp error", "cover warning"]
+    def errors(table, frame, reply):
+        kind, texts = parse(table, "errors", frame, reply)
+        assert kind == "ok"
+        return texts
+
+    assert errors(EPSON, b"ERR?\r", b"ERR=00\r:") == []
+    assert errors(EPSON, b"ERR?\r", b"ERR=04\r:") == ["high internal temperature"]
+    assert errors(EPSON, b"ERR?\r", b"ERR=2F\r:") == ["error 2F"]
+    assert errors(PJLINK, b"%1ERST ?\r", b"%1ERST=000000\r") == []
+    assert errors(PJLINK, b"%1ERST ?\r", b"%1ERST=020100\r") == ["lamp error", "cover warning"]
 
 
 def test_md5_matches_the_pjlink_spec_example():
@@ -286,7 +298,7 @@ async def test_serial_link_reads_past_the_echo():
     port = FakePort(b"*pow=?#\r\n*POW=OFF#\r\n")
     reply = await SerialLink(port).exchange(b"\r*pow=?#\r", 200, b"#")
     assert port.written == b"\r*pow=?#\r"
-    assert parse(BENQ, "power", b"\r*pow=?#\r", reply) == ("ok", "OFF")
+    assert parse(BENQ, "power", b"\r*pow=?#\r", reply) == ("ok", "off")
 
 
 async def test_serial_link_times_out_with_oserror():

@@ -162,14 +162,15 @@ def test_bme280_start_frames():
         ("w", 0x76, b"\xf4\x27"),
     ]
     assert s.name == "bme280" and s.humidity
-    assert (s._h1, s._h2, s._h3, s._h4, s._h5, s._h6) == EXAMPLE_H
+    assert s._cal == EXAMPLE_TP + EXAMPLE_H  # T1..P9, H1..H6 (H4, H5 share a byte)
 
 
 def test_bme280_datasheet_example():
     bus, s = started_bme280()
-    assert s.t_fine(519888) == 128422
-    assert (s.t_fine(519888) * 5 + 128) >> 8 == 2508  # 25.08 degC
-    assert (s.pressure(415148, 128422) + 128) >> 8 == 100653  # Pa
+    t_fine, p, _ = s.compensate(519888, 415148, 0x6000)
+    assert t_fine == 128422
+    assert (t_fine * 5 + 128) >> 8 == 2508  # 25.08 degC
+    assert (p + 128) >> 8 == 100653  # Pa
     bus.answer(0x76, data_bytes(415148, 519888, 0x6000))
     assert s.read() is True
     assert bus.log[-2:] == [("w", 0x76, b"\xf7"), ("r", 0x76, 8)]
@@ -184,7 +185,8 @@ def test_bme280_humidity_matches_the_float_formula():
         var = (adc_h - (h4 * 64.0 + h5 / 16384.0 * var)) * (
             h2 / 65536.0 * (1.0 + h6 / 67108864.0 * var * (1.0 + h3 / 67108864.0 * var)))
         rh = var * (1.0 - h1 * var / 524288.0)
-        assert abs(s.humidity_q10(adc_h, 128422) / 1024 - rh) < 0.05, (adc_h, rh)
+        t_fine, _, h = s.compensate(519888, 415148, adc_h)
+        assert t_fine == 128422 and abs(h / 1024 - rh) < 0.05, (adc_h, rh)
 
 
 def test_bme280_skipped_measurement_is_not_a_reading():

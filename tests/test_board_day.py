@@ -1,0 +1,145 @@
+"""The complete board in the simulator, against a real broker: the real
+firmware drives a simulated projector over a pseudo-terminal, reads a kit on
+a simulated I2C bus, keeps its events in the flash outbox across a power
+cut, and is reset by its watchdog when its loop hangs."""
+
+import asyncio
+
+import pytest
+
+from edge_gateway.brokers import Mosquitto, free_port
+from hardware.sim.classroom import SimClassroom
+from hardware.sim.i2c import SimI2C, SimKit
+from hardware.sim.machine import SimMachine
+from hardware.sim.projector import EpsonSim
+
+from tests.helpers import Peer, await_for, run
+from tests.test_board_sim import SCHOOL, board_config
+
+pytestmark = pytest.mark.broker
+
+
+def grant(peer, room, req, cid, **extra):
+    body = {"v": 1, "id": cid, "cmd": "grant", "req": req, "duration_s": 600, "ap": True, "projector": True,
+            "now": 1_795_000_000} | extra
+    peer.publish(f"preau/v1/{SCHOOL}/{room}/cmd", body)
+
+
+def test_session_drives_the_projector_over_rs232(mosquitto, tmp_path):
+    peer = Peer(mosquitto.host, mosquitto.port, f"preau/v1/{SCHOOL}/#")
+    projector = EpsonSim(speed=100)
+
+    async def scenario():
+        sim = SimClassroom(board_config(mosquitto, projector="epson-escvp21"), storage=str(tmp_path),
+                           projector=projector)
+        sim.start()
+        birth = await await_for(lambda: [s for s in peer.json_on("/state") if s.get("online")], what="birth")
+        assert "projector" in birth[0]["devices"]
+        await sim.press(0.2)
+        req = (await await_for(lambda: peer.events("lesson.requested"), what="request"))[0]["data"]["req"]
+        grant(peer, "cm2-b", req, "g-1")
+        # the firmware sends the table's frame on the serial line; the lamp lights
+        await await_for(lambda: projector.power in ("warming", "on"), what="projector powered on")
+        assert b"PWR ON\r" in projector.frames
+        await sim.press(2.3)  # the teacher ends the lesson
+        await await_for(lambda: projector.power in ("cooling", "off"), timeout=30, what="projector off")
+        assert b"PWR OFF\r" in projector.frames
+        states = await await_for(lambda: [e["data"]["state"] for e in peer.events("projector.changed")],
+                                 what="projector state reported")
+        assert states[0] in ("off", "warming", "on", "cooling")
+        await sim.stop()
+
+    try:
+        run(scenario(), timeout=90)
+    finally:
+        projector.close()
+        peer.close()
+
+
+def test_kit_plugged_read_and_air_hint_then_unplugged(mosquitto, tmp_path):
+    peer = Peer(mosquitto.host, mosquitto.port, f"preau/v1/{SCHOOL}/#")
+    bus = SimI2C()
+
+    async def scenario():
+        sim = SimClassroom(board_config(mosquitto, co2_alert_ppm=1000, tele_s=5), storage=str(tmp_path), kit_bus=bus)
+        sim.start()
+        await await_for(lambda: peer.events("boot"), what="boot event")
+        kit = bus.attach(SimKit("air-co2"))
+        kit.scd4x.co2 = 1450
+        attached = await await_for(lambda: peer.events("kit.attached"), timeout=20, what="kit.attached")
+        assert attached[0]["data"] == {"kit": "air-co2", "sensors": ["scd4x"]}
+        alert = await await_for(lambda: peer.events("air.alert"), timeout=30, what="air alert")
+        assert alert[0]["data"] == {"co2": 1450, "on": True}
+        assert sim.led_mode == "air"  # idle, gateway reachable: the hint shows
+        tele = await await_for(lambda: [t for t in peer.json_on("/tele") if "air" in t], timeout=20, what="readings")
+        assert tele[-1]["air"]["co2"] == 1450
+        bus.detach()
+        detached = await await_for(lambda: peer.events("kit.detached"), timeout=20, what="kit.detached")
+        assert detached[0]["data"]["kit"] == "air-co2"
+        await sim.stop()
+
+    try:
+        run(scenario(), timeout=120)
+    finally:
+        peer.close()
+
+
+def test_events_kept_in_flash_through_a_power_cut_then_sent_in_order(tmp_path):
+    port = free_port()  # no broker there yet: the school's network is down
+
+    async def scenario():
+        sim = SimClassroom({"school": SCHOOL, "room": "cm2-b", "broker": "127.0.0.1", "port": port,
+                            "request_timeout_ms": 300, "grace_s": 0}, storage=str(tmp_path))
+        sim.start()
+        await sim.press(0.2)  # alone: the offline policy's session
+        await await_for(lambda: sim.app.session.state == "active", what="offline session")
+        await sim.press(2.3)
+        await await_for(lambda: sim.app.session.state == "idle", what="ended by the teacher")
+        queued = len(sim.app.outbox)
+        assert queued >= 6  # boot, presses, request, start, end...
+        await sim.stop(clean=False)  # power cut
+        broker = Mosquitto(port=port).start()
+        peer = Peer(broker.host, broker.port, f"preau/v1/{SCHOOL}/#")
+        try:
+            sim.boot()  # power back: the outbox reopens from flash
+            sim.start()
+            await await_for(lambda: len(peer.events()) >= queued + 1, timeout=30, what="backlog sent")
+            first_boot = [e for e in peer.events() if e["boot"] == 0]
+            assert [e["seq"] for e in first_boot] == list(range(1, queued + 1)), "in order, none lost"
+            assert [e["type"] for e in first_boot][-1] == "session.ended"
+            await await_for(lambda: not len(sim.app.outbox), what="outbox drained")
+            await sim.stop()
+        finally:
+            peer.close()
+            broker.stop()
+
+    run(scenario(), timeout=90)
+
+
+def test_watchdog_resets_a_hung_board_and_the_access_point_comes_back_off(mosquitto, tmp_path):
+    peer = Peer(mosquitto.host, mosquitto.port, f"preau/v1/{SCHOOL}/#")
+
+    async def scenario():
+        sim = SimClassroom(board_config(mosquitto, wdt_ms=2000), storage=str(tmp_path))
+        sim.start()
+        await await_for(lambda: peer.events("boot"), what="boot event")
+        await sim.press(0.2)
+        req = (await await_for(lambda: peer.events("lesson.requested"), what="request"))[0]["data"]["req"]
+        grant(peer, "cm2-b", req, "g-1")
+        await await_for(lambda: sim.relay, what="access point on")
+        hung = sim.machine
+        sim.hang(3.0)  # the loop is stuck: nothing feeds the watchdog
+        assert hung.wdt_fired and not sim.relay_history(hung)[-1], "outputs dropped at the reset"
+        await await_for(lambda: sim.machine is not hung, what="reboot")
+        assert sim.relay_history()[0] is False and not sim.relay
+        boots = await await_for(lambda: [e for e in peer.events("boot") if e["boot"] == 1], what="second boot")
+        assert boots[0]["data"]["reset_cause"] == "watchdog"
+        assert sim.machine.reset_cause() == SimMachine.WDT_RESET
+        await asyncio.sleep(0.5)
+        assert not sim.relay  # no session survives a reset
+        await sim.stop()
+
+    try:
+        run(scenario(), timeout=60)
+    finally:
+        peer.close()

@@ -1,0 +1,246 @@
+"""Where each shared kit is (cloud_bridge.store `kits`, GET /api/kits), on a
+real SQLite file: the newest attach wins across schools, a late old batch
+never moves a kit back, a detach keeps the last place, only live events
+count, and no kit data, however broken, stops a batch from being stored."""
+
+import json
+import os
+import secrets
+import tempfile
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloud_bridge.api import create_app
+from cloud_bridge.batch import parse_batch
+from cloud_bridge.settings import CitySettings
+from cloud_bridge.store import Store
+
+A, B = "0341234a", "0679999z"
+TOKEN = secrets.token_urlsafe(24)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "city.db"))
+    yield s
+    s.close()
+
+
+def batch(school, records):
+    raw = json.dumps({"v": 1, "school": school, "gateway": "gw-" + school, "records": records}).encode()
+    return parse_batch(school, raw)
+
+
+def evt(boot, eseq, kind, replay=None, **data):
+    body = {"v": 1, "boot": boot, "seq": eseq, "uptime_ms": 60000 + eseq, "time": None, "type": kind, "data": data}
+    if replay is not None:
+        body["replay"] = replay
+    return body
+
+
+def attach(seq, at, kit="climate", room="cm2-b", boot=7, sensors=("bme280", "scd4x"), **extra):
+    return {"seq": seq, "room": room, "kind": "evt", "at": at,
+            "body": evt(boot, seq, "kit.attached", kit=kit, sensors=list(sensors), **extra)}
+
+
+def detach(seq, at, kit="climate", room="cm2-b", boot=7, **extra):
+    return {"seq": seq, "room": room, "kind": "evt", "at": at, "body": evt(boot, seq, "kit.detached", kit=kit, **extra)}
+
+
+def birth(seq, at, boot, room="cm2-b"):
+    return {"seq": seq, "room": room, "kind": "state", "at": at, "body": {
+        "v": 1, "online": True, "boot": boot, "fw": "0.1.0", "board": "olimex-esp32-poe", "uptime_ms": 5120,
+        "session": "idle", "ap": False, "devices": ["button"]}}
+
+
+def where(store, kit="climate"):
+    found = {k["kit"]: k for k in store.kits()}
+    k = found.get(kit)
+    return None if k is None else (k["school"], k["room"], k["attached"])
+
+
+def test_attach_move_late_old_batch_and_detach(store):
+    store.store_batch(batch(A, [attach(1, 100.0, room="cm2-b")]), 1.0)
+    assert store.kits() == [{"kit": "climate", "school": A, "room": "cm2-b", "attached": True,
+                             "sensors": ["bme280", "scd4x"], "since": 100.0, "last_seen": 100.0}]
+    # The kit is carried to school B and plugged in there.
+    store.store_batch(batch(B, [attach(1, 200.0, room="ce1", sensors=["bme280"])]), 2.0)
+    assert where(store) == (B, "ce1", True)
+    # A's gateway was offline: its detach at 150 (and a stray re-attach at
+    # 160) arrive after B's attach at 200. They are stored, but the kit stays.
+    result = store.store_batch(batch(A, [detach(2, 150.0), attach(3, 160.0)]), 3.0)
+    assert result.stored == 2
+    assert where(store) == (B, "ce1", True)
+    assert store.kits()[0]["sensors"] == ["bme280"]
+    # Unplugged in B: detached, last place and sensors kept.
+    store.store_batch(batch(B, [detach(2, 250.0, room="ce1")]), 4.0)
+    assert store.kits() == [{"kit": "climate", "school": B, "room": "ce1", "attached": False,
+                             "sensors": ["bme280"], "since": 250.0, "last_seen": 250.0}]
+    assert store.record_count(A) == 3 and store.record_count(B) == 2
+
+
+def test_duplicates_change_nothing(store):
+    first = batch(A, [attach(1, 100.0), detach(2, 110.0)])
+    store.store_batch(first, 1.0)
+    before = store.kits()
+    assert before[0]["attached"] is False
+    # The whole batch again, then the attach alone (QoS 1 redelivery, a
+    # gateway resending its outbox): repeats, never applied twice.
+    again = store.store_batch(first, 2.0)
+    assert (again.stored, again.duplicates) == (0, 2)
+    alone = store.store_batch(batch(A, [attach(1, 100.0)]), 3.0)
+    assert (alone.stored, alone.duplicates) == (0, 1)
+    assert store.kits() == before
+
+
+def test_only_live_events_move_a_kit(store):
+    store.store_batch(batch(A, [birth(1, 100.0, boot=8), attach(2, 101.0, boot=8, kit="light", sensors=["bh1750"])]), 1.0)
+    store.store_batch(batch(A, [
+        # A replay from the board's outbox, and an older boot's events: history.
+        attach(3, 102.0, kit="climate", boot=8, replay=True),
+        attach(4, 103.0, kit="weather", boot=7),
+        detach(5, 104.0, kit="light", boot=7),
+    ]), 2.0)
+    assert [(k["kit"], k["attached"]) for k in store.kits()] == [("light", True)]
+    # The board restarted (boot 9) without the kit; an event of boot 9 older
+    # (by seq) than the birth that set the live view arrives after it.
+    store.store_batch(batch(A, [birth(10, 110.0, boot=9)]), 3.0)
+    store.store_batch(batch(A, [attach(9, 105.0, kit="thermo", boot=9, sensors=["aht20"])]), 4.0)
+    assert store.record_count(A) == 7
+    assert [(k["kit"], k["attached"]) for k in store.kits()] == [("light", False)]
+
+
+def test_a_restart_without_the_kit_detaches_it_and_a_restart_with_it_attaches_it_again(store):
+    store.store_batch(batch(A, [birth(1, 100.0, boot=7), attach(2, 101.0, boot=7)]), 1.0)
+    # The board restarts and finds the kit still plugged in: it says so again.
+    store.store_batch(batch(A, [birth(3, 200.0, boot=8), attach(4, 201.0, boot=8)]), 2.0)
+    assert where(store) == (A, "cm2-b", True)
+    assert store.kits()[0]["since"] == 201.0
+    # It restarts without it: no detach is ever sent, the restart says it.
+    store.store_batch(batch(A, [birth(5, 300.0, boot=9)]), 3.0)
+    assert where(store) == (A, "cm2-b", False)
+    # The kit's attach at 201 still stands against older news from elsewhere.
+    store.store_batch(batch(B, [attach(1, 150.0, room="ce1")]), 4.0)
+    assert where(store) == (A, "cm2-b", False)
+
+
+def test_an_attached_kit_is_seen_when_its_room_is(store):
+    store.store_batch(batch(A, [attach(1, 100.0)]), 1.0)
+    store.store_batch(batch(A, [{"seq": 2, "room": "cm2-b", "kind": "evt", "at": 180.0,
+                                 "body": evt(7, 2, "button", press="short")}]), 2.0)
+    [kit] = store.kits()
+    assert (kit["since"], kit["last_seen"]) == (100.0, 180.0)
+    store.store_batch(batch(A, [detach(3, 190.0)]), 3.0)
+    store.store_batch(batch(A, [{"seq": 4, "room": "cm2-b", "kind": "evt", "at": 400.0,
+                                 "body": evt(7, 4, "button", press="short")}]), 4.0)
+    [kit] = store.kits()
+    assert (kit["attached"], kit["since"], kit["last_seen"]) == (False, 190.0, 190.0)
+
+
+def test_a_tie_in_time_moves_a_kit_only_within_its_room(store):
+    store.store_batch(batch(A, [attach(1, 100.0)]), 1.0)
+    store.store_batch(batch(B, [attach(1, 100.0, room="ce1")]), 2.0)
+    assert where(store) == (A, "cm2-b", True)
+    store.store_batch(batch(A, [detach(2, 100.0)]), 3.0)  # same second, same room: seq orders
+    assert where(store) == (A, "cm2-b", False)
+
+
+def test_a_detach_of_a_kit_never_seen_attached_records_its_last_place(store):
+    store.store_batch(batch(A, [detach(1, 100.0, room="ce2")]), 1.0)
+    assert store.kits() == [{"kit": "climate", "school": A, "room": "ce2", "attached": False, "sensors": [],
+                             "since": 100.0, "last_seen": 100.0}]
+
+
+def test_unknown_kits_are_not_tracked(store):
+    result = store.store_batch(batch(A, [attach(1, 100.0, kit="unknown", sensors=["bme280"], reason="blank"),
+                                         detach(2, 110.0, kit="unknown")]), 1.0)
+    assert (result.stored, result.unusable_bodies) == (2, 0)
+    assert store.kits() == []
+
+
+MALFORMED = [
+    {"kit": "Climate Kit!", "sensors": []},  # not an EEPROM id
+    {"kit": "", "sensors": []},
+    {"kit": "x" * 33, "sensors": []},
+    {"kit": "climate", "sensors": [1, None]},  # the codec only checks "a list"
+    {"kit": "climate", "sensors": ["scd4x"] * 17},
+    {"kit": "climate", "sensors": ["x" * 100]},
+    {"kit": "climate", "sensors": [""]},
+    {"kit": "climate", "sensors": [["bme280"]]},
+    {"kit": "climate", "sensors": "bme280"},  # refused by the codec
+    {"kit": 7, "sensors": []},
+    {"kit": None, "sensors": []},
+    {"sensors": ["bme280"]},
+    {"kit": "climate"},
+]
+
+
+@pytest.mark.parametrize("data", MALFORMED)
+def test_malformed_kit_data_is_stored_and_never_moves_a_kit(store, data):
+    store.store_batch(batch(A, [attach(1, 100.0)]), 1.0)
+    body = {"v": 1, "boot": 7, "seq": 2, "uptime_ms": 1, "time": None, "type": "kit.attached", "data": data}
+    result = store.store_batch(batch(B, [{"seq": 1, "room": "ce1", "kind": "evt", "at": 200.0, "body": body},
+                                         attach(2, 201.0, kit="light", room="ce1", sensors=["bh1750"])]), 2.0)
+    assert (result.stored, result.acked) == (2, 2)
+    assert where(store) == (A, "cm2-b", True)
+    assert where(store, "light") == (B, "ce1", True)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["kit.attached", "kit.detached"]),
+       st.fixed_dictionaries({}, optional={"kit": json_values | st.sampled_from(["climate", "unknown", "a-1"]),
+                                           "sensors": json_values | st.lists(st.text(max_size=40), max_size=20)}))
+def test_any_kit_data_never_crashes_ingest(kind, data):
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(os.path.join(folder, "city.db"))
+        try:
+            body = {"v": 1, "boot": 7, "seq": 1, "uptime_ms": 1, "time": None, "type": kind, "data": data}
+            result = store.store_batch(batch(A, [{"seq": 1, "room": "cm2-b", "kind": "evt", "at": 1.0, "body": body}]), 1.0)
+            assert (result.stored, result.acked) == (1, 1)
+            for kit in store.kits():
+                assert kit["kit"] not in ("unknown", "") and all(isinstance(s, str) for s in kit["sensors"])
+        finally:
+            store.close()
+
+
+@pytest.fixture
+def client(store):
+    store.store_batch(batch(A, [attach(1, 100.0), attach(2, 101.0, kit="light", room="ce1", sensors=["bh1750"])]), 1.0)
+    store.store_batch(batch(B, [attach(1, 102.0, kit="weather", room="cp"), detach(2, 103.0, kit="weather", room="cp")]), 2.0)
+    with TestClient(create_app(store, CitySettings(token=TOKEN))) as c:
+        yield c
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-wrong-token"},
+                                     {"Authorization": f"Basic {TOKEN}"}])
+def test_kits_need_the_token(client, headers):
+    response = client.get("/api/kits", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_kits_route_lists_where_each_kit_is(client):
+    response = client.get("/api/kits", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == [
+        {"kit": "light", "school": A, "room": "ce1", "attached": True, "sensors": ["bh1750"], "since": 101.0,
+         "last_seen": 101.0},
+        {"kit": "climate", "school": A, "room": "cm2-b", "attached": True, "sensors": ["bme280", "scd4x"],
+         "since": 100.0, "last_seen": 100.0},
+        {"kit": "weather", "school": B, "room": "cp", "attached": False, "sensors": ["bme280", "scd4x"],
+         "since": 103.0, "last_seen": 103.0},
+    ]
+    assert [k["kit"] for k in client.get("/api/kits", params={"school": B}, headers=AUTH).json()] == ["weather"]
+    assert client.get("/api/kits", params={"school": "other"}, headers=AUTH).json() == []
+    assert client.get("/api/kits", params={"school": "NOT A SCHOOL"}, headers=AUTH).status_code == 422
