@@ -47,7 +47,7 @@ class Session:
         self.warn_ms = warn_s * 1000
         self.grace_s = grace_s  # when the grant gives none, and offline
         self.policy = DEFAULT_POLICY
-        self._windows = None  # the policy's windows (set_policy)
+        self.windows = None  # the policy's windows (set_policy)
         self.state = IDLE
         self.ap = False  # the relay output; off at boot
         self.projector = False
@@ -67,7 +67,7 @@ class Session:
     # -- inputs -----------------------------------------------------------
     def set_policy(self, policy):
         windows = policy.get("windows")
-        self._windows = None
+        self.windows = None
         if windows is not None:
             # Unix times are heap-allocated big ints on the board (past 2**30):
             # 25 windows held as lists cost about 2 KB. Kept instead as one
@@ -79,7 +79,7 @@ class Session:
                 flat.append(w[1] - until)
                 flat.append(w[2])
                 flat.append(w[3])
-            self._windows = flat
+            self.windows = flat
             policy = dict(policy)
             del policy["windows"]
         self.policy = policy
@@ -147,7 +147,7 @@ class Session:
         (max_s, ap), or None. With the time known and the policy still
         valid, only its windows count; otherwise its time-free fallback."""
         p = self.policy
-        w = self._windows
+        w = self.windows
         if unix is not None and w is not None and unix < p.get("until", 0):
             t = unix - p["until"]  # negative: inside the policy's validity
             for i in range(0, len(w), 4):

@@ -78,7 +78,7 @@ def test_press_to_grant_through_a_real_broker_with_the_real_firmware(gateway, mo
         sim.start()
         # the gateway gives the booting board its clock and its offline policy
         await await_for(lambda: sim.app.clock.time() is not None, what="time from the gateway")
-        await await_for(lambda: "windows" in sim.app.session.policy, what="offline policy windows")
+        await await_for(lambda: sim.app.session.windows is not None, what="offline policy windows")
         await sim.press(0.2)
         started = (await await_for(lambda: peer.events("session.started"), what="grant"))[0]["data"]
         assert started["source"] == "gateway" and started["ap"] is True and started["duration_s"] == 5400
@@ -101,7 +101,7 @@ def test_offline_board_applies_the_windows_it_was_given(gateway, mosquitto, tmp_
         sim = SimClassroom({"school": SCHOOL, "room": "cm2-b", "broker": mosquitto.host, "port": mosquitto.port,
                             "request_timeout_ms": 300}, storage=str(tmp_path / "board"))
         sim.start()
-        await await_for(lambda: sim.app.clock.time() is not None and "windows" in sim.app.session.policy,
+        await await_for(lambda: sim.app.clock.time() is not None and sim.app.session.windows is not None,
                         what="time and windows")
         await asyncio.to_thread(gateway.stop)  # the Pi is unplugged
         await sim.press(0.2)

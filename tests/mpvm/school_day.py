@@ -242,12 +242,12 @@ while len(json.dumps(policy)) < 990:
     windows.append([u + i * 3600, u + i * 3600 + 3000, 3000, i %% 2])
 windows.pop()
 message("policy", policy)
-assert app.session._windows, "policy refused"
+assert app.session.windows, "policy refused"
 del policy, windows
 message("cmd", {"v": 1, "id": "t-1", "cmd": "time", "now": 1795000000})
 gc.collect()
 #@top-level
-record("policy (1 KB, %%d windows) and time received" %% (len(app.session._windows) // 4))
+record("policy (1 KB, %%d windows) and time received" %% (len(app.session.windows) // 4))
 
 clock.t = 60000
 app.on_press("short", clock.t)
