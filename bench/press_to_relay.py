@@ -1,12 +1,16 @@
-"""Teacher press to relay on, through a real broker and the real gateway.
+"""Teacher press to LED and to relay on, through a real broker and the real
+gateway.
 
-The real firmware (simulated board) publishes `lesson.requested`; the real
-gateway decides and answers `grant`; the board energises the relay. Timed
-from the debounced press (`Classroom.on_press`) to the relay output, for N
-sessions, each ended by a long press. For scale, the same run measures a
+A finger on the simulated board's button pin (the real firmware's interrupt,
+button task, 30 ms debounce and 10 ms sampling); a short press is known at
+its release. Timed from the release edge:
+- to the LED's change to "waiting" (local feedback, no network),
+- to the relay output energised: the board publishes `lesson.requested`, the
+  real gateway decides and answers `grant`, the board drives the relay.
+N sessions, each ended by a long press. For scale, the same run measures a
 bare MQTT round trip (paho -> broker -> paho) on the same broker.
 
-    .venv/bin/python bench/press_to_relay.py [--n 300] [--broker mosquitto|amqtt]
+    .venv/bin/python bench/press_to_relay.py [--n 1000] [--broker mosquitto|amqtt]
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from edge_gateway.config import Config  # noqa: E402
 from edge_gateway.link import tcp_nodelay  # noqa: E402
 from edge_gateway.service import Gateway  # noqa: E402
 from edge_gateway.testing import school_clock  # noqa: E402
-from firmware.button import LONG, SHORT  # noqa: E402
+from firmware.button import LONG  # noqa: E402
 from hardware.sim.classroom import SimClassroom  # noqa: E402
 
 
@@ -58,7 +62,7 @@ def mqtt_round_trips(port: int, n: int) -> list[float]:
     return out
 
 
-async def presses(port: int, n: int, workdir: str) -> list[float]:
+async def presses(port: int, n: int, workdir: str) -> tuple[list[float], list[float]]:
     config = Config.from_dict({
         "school": "bench", "gateway_id": "gw-bench", "db": os.path.join(workdir, "gw.sqlite3"),
         "school_broker": {"host": "127.0.0.1", "port": port}, "policy": {"zone": "C"},
@@ -68,44 +72,55 @@ async def presses(port: int, n: int, workdir: str) -> list[float]:
     sim = SimClassroom({"school": "bench", "room": "r1", "broker": "127.0.0.1", "port": port},
                        storage=os.path.join(workdir, "board"))
     sim.start()
-    out = []
+    pin = sim.pin("button")
+    led, relay = [], []
     try:
         while not sim.app.mqtt.up:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.5)
         app = sim.app
         for _ in range(n):
+            sim.machine.set_input(pin, 0)  # pressed (active low)
+            await asyncio.sleep(0.05)
             t = time.perf_counter()
-            app.on_press(SHORT, app.clock.uptime_ms())
+            sim.machine.set_input(pin, 1)  # released: a short press
+            while app.led_mode(app.clock.uptime_ms()) != "waiting":
+                await asyncio.sleep(0)
+            led.append((time.perf_counter() - t) * 1000)
             while not sim.relay:
                 await asyncio.sleep(0)
-            out.append((time.perf_counter() - t) * 1000)
+            relay.append((time.perf_counter() - t) * 1000)
             app.on_press(LONG, app.clock.uptime_ms())
             while sim.relay:
                 await asyncio.sleep(0)
+            await asyncio.sleep(0.02)
     finally:
         await sim.stop()
         await asyncio.to_thread(gateway.stop)
-    return out
+    return led, relay
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
     args = ap.parse_args()
     broker = (Mosquitto() if args.broker == "mosquitto" else ThreadedAmqtt()).start()
     try:
         rtt = mqtt_round_trips(broker.port, args.n)
         with tempfile.TemporaryDirectory() as workdir:
-            press = asyncio.run(presses(broker.port, args.n, workdir))
+            led, press = asyncio.run(presses(broker.port, args.n, workdir))
     finally:
         broker.stop()
     print(f"broker: {args.broker}, n = {args.n}")
     print(f"bare MQTT QoS1 round trip  p50 {pct(rtt, 50):7.2f} ms  p99 {pct(rtt, 99):7.2f} ms")
-    print(f"press -> relay on          p50 {pct(press, 50):7.2f} ms  p99 {pct(press, 99):7.2f} ms"
+    print(f"release -> LED waiting     p50 {pct(led, 50):7.2f} ms  p99 {pct(led, 99):7.2f} ms"
+          f"  (30 ms debounce, 10 ms sampling: no network)")
+    print(f"release -> relay on        p50 {pct(press, 50):7.2f} ms  p99 {pct(press, 99):7.2f} ms"
           f"  mean {statistics.mean(press):.2f} ms")
-    print(f"ratio press/round trip     p50 {pct(press, 50) / pct(rtt, 50):7.1f} x")
+    print(f"relay after the LED        p50 {pct([r - l for r, l in zip(press, led)], 50):7.2f} ms"
+          f"  p99 {pct([r - l for r, l in zip(press, led)], 99):7.2f} ms  (gateway round trip)")
+    print(f"ratio gateway trip/bare    p50 {pct([r - l for r, l in zip(press, led)], 50) / pct(rtt, 50):7.1f} x")
     return 0
 
 
