@@ -1,8 +1,10 @@
 """`preau demo`: a simulated school on the embedded default.
 
 Two in-process amqtt brokers (the school's and the city's, one per hop),
-three classrooms running the real firmware on simulated boards, the school
-gateway, the city service, and a scripted teacher pressing buttons. It
+three classrooms running the real firmware on simulated boards (cp-a drives
+an Epson projector over a simulated RS-232 line; ce2-b has the shared CO2
+kit plugged in, in a stuffy room), the school gateway, the city service, and
+a scripted teacher pressing buttons. It
 narrates what happens, serves the gateway and city APIs on loopback, and at
 the end checks that the city database holds the whole story."""
 
@@ -33,6 +35,8 @@ from edge_gateway.link import tcp_nodelay
 from edge_gateway.service import Gateway
 from edge_gateway.testing import school_clock
 from hardware.sim.classroom import SimClassroom
+from hardware.sim.i2c import SimI2C, SimKit
+from hardware.sim.projector import EpsonSim
 
 SCHOOL = "0341234a"
 ROOMS = {
@@ -79,6 +83,11 @@ class Narrator:
             "session.denied": lambda d: f"session denied: {d['reason']}",
             "session.ended": lambda d: f"session ended ({d['reason']}) after {d['ran_s']} s",
             "ap.changed": lambda d: f"access point {'ON' if d['on'] else 'OFF'} ({d['reason']})",
+            "projector.changed": lambda d: f"projector {d['state']}" + (f" (lamp {d['lamp_h']} h)" if "lamp_h" in d else ""),
+            "projector.fault": lambda d: f"projector fault: {d['error']}",
+            "kit.attached": lambda d: f"kit {d['kit']} plugged in ({', '.join(d['sensors'])})",
+            "kit.detached": lambda d: f"kit {d['kit']} unplugged",
+            "air.alert": lambda d: f"CO2 {d['co2']} ppm: " + ("air the room (LED hint on)" if d["on"] else "air is fine again"),
         }.get(kind)
         if text:
             self.say(room, text(data))
@@ -131,6 +140,10 @@ def check_city(city: CityService) -> list[tuple[bool, str]]:
         (has("cm1-c", "session.denied", reason="room_disabled"), "cm1-c: request denied with its reason"),
         (has("ce2-b", "session.ended", reason="time"), "ce2-b: session ended with the class period (11:45)"),
         (has("cp-a", "session.denied", reason="period_no_sessions"), "cp-a: request at lunch time denied"),
+        (has("cp-a", "projector.changed", state="on") or has("cp-a", "projector.changed", state="warming"),
+         "cp-a: projector switched on for the session (RS-232)"),
+        (has("ce2-b", "kit.attached", kit="air-co2"), "ce2-b: the shared CO2 kit is known to be there"),
+        (has("ce2-b", "air.alert", on=True), "ce2-b: CO2 above 1000 ppm reported (air the room)"),
     ]
 
 
@@ -164,10 +177,16 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
     gw_port = gw_http.port
     t0 = time.monotonic()
     narrator = await asyncio.to_thread(Narrator, school_port, t0, out)
+    # cp-a's projector warms up in 3 s instead of 30; ce2-b's kit reads 1450 ppm.
+    projector = EpsonSim(speed=10)
+    kit_bus = SimI2C()
+    kit_bus.attach(SimKit("air-co2")).scd4x.co2 = 1450
+    extra = {"cp-a": ({"projector": "epson-escvp21"}, {"projector": projector}),
+             "ce2-b": ({}, {"kit_bus": kit_bus})}
     boards = {
         room: SimClassroom({"school": SCHOOL, "room": room, "broker": "127.0.0.1", "port": school_port,
-                            "wifi_never": wifi == "never", "tele_s": 10},
-                           storage=os.path.join(workdir, "board-" + room))
+                            "wifi_never": wifi == "never", "tele_s": 10} | extra.get(room, ({}, {}))[0],
+                           storage=os.path.join(workdir, "board-" + room), **extra.get(room, ({}, {}))[1])
         for room, (wifi, _) in ROOMS.items()
     }
     out(f"Préau demo: school {SCHOOL}, {len(boards)} simulated classrooms running the real firmware")
@@ -228,6 +247,7 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
             ok = relays_off
     finally:
         await asyncio.to_thread(narrator.stop)
+        projector.close()
         await asyncio.to_thread(gw_http.stop)
         await asyncio.to_thread(gateway.stop)
         await asyncio.to_thread(city.stop)
