@@ -40,6 +40,17 @@ class Registry:
     def __init__(self, rooms: Iterable[str]) -> None:
         self._lock = threading.Lock()
         self._rooms = {room: _empty(room) for room in rooms}
+        # (boot, uptime_ms) of the newest board message applied to the live
+        # view: a board back from an outage sends its birth first, then the
+        # events and telemetry its flash outbox kept, older than that birth.
+        self._marks: dict[str, tuple[int, int]] = {}
+
+    def _fresh(self, room: str, obj: dict) -> bool:
+        mark = (obj["boot"], obj.get("uptime_ms", 0))
+        if mark < self._marks.get(room, (-1, -1)):
+            return False
+        self._marks[room] = mark
+        return True
 
     def load(self, rows: Iterable[dict]) -> None:
         with self._lock:
@@ -79,6 +90,7 @@ class Registry:
             self._new_boot(r, obj["boot"])
             r["online"] = obj["online"]
             if obj["online"]:
+                self._fresh(room, obj)
                 for k in ("fw", "board", "session", "ap"):
                     r[k] = obj[k]
             else:
@@ -98,8 +110,8 @@ class Registry:
             missing = max(0, seq - (r["evt_seq"] or 0) - 1)
             r["evt_seq"] = max(seq, r["evt_seq"] or 0)
             r["last_seen"] = now
-            if obj.get("replay"):
-                return missing  # an old event resent from the board's outbox: not the present
+            if obj.get("replay") or not self._fresh(room, obj):
+                return missing  # an old event kept in the board's outbox: not the present
             kind = obj["type"]
             after = session_after(obj)
             if after is not None:
@@ -115,10 +127,12 @@ class Registry:
         with self._lock:
             r = self._rooms[room]
             self._new_boot(r, obj["boot"])
-            r["session"] = obj["session"]
-            r["ap"] = obj["ap"]
             r["online"] = True
             r["last_seen"] = now
+            if not self._fresh(room, obj):
+                return  # readings kept in the board's outbox during an outage: history
+            r["session"] = obj["session"]
+            r["ap"] = obj["ap"]
 
     def touch(self, room: str, now: float) -> None:
         with self._lock:

@@ -25,6 +25,20 @@ _MIN_POLL_MS = const(10000)  # never poll faster: some projectors drop commands 
 _SERIAL_POLL_MS = const(10)
 _RUN_TICK_MS = const(250)
 
+# The board form of a table (projector.json's "p", made by hardware/projectors
+# board_table()): one flat list, so the board holds no nested dicts. Commands
+# are numbered 0 on, 1 off, 2 power, 3 lamp, 4 errors. docs/projectors.md.
+_POWER = const(2)
+_LAMP = const(3)
+_ERRORS = const(4)
+_MS = const(5)  # 5-9: each command's reply timeout (frames are 0-4, "" when absent)
+_ANS = const(8)  # 10-12: the reply prefixes of the queries, at _ANS + command
+_END = const(13)  # what closes a reply
+_ST = const(14)  # the states: "code:digit" separated by spaces, digit an index in _STATES
+_WARM = const(15)  # ms of warm-up and (16) cool-down
+_ERR = const(17)  # the errors query's value: 0 a code (all zeros: none), n: n flag digits
+_OUT = const(18)  # 18...: outcomes, a kind letter (refused, unsupported, failure, auth) and a pattern
+
 
 def after_echo(reply, frame):
     """The reply without the projector's echo of the command (BenQ echoes):
@@ -34,38 +48,42 @@ def after_echo(reply, frame):
     return reply[i + len(frame):] if i >= 0 else reply
 
 
-def parse(table, name, frame, reply):
-    """(outcome, value) for the reply to command `name`. Outcome: "ok", an
-    outcome from the table ("refused", "unsupported", "failure", "auth") or
-    "bad" (garbled, or no pattern matched). Value, for a query: the state
-    ("on", "warming"...), the lamp hours (int) or the faults (texts, empty:
-    none); None otherwise."""
+def parse(t, n, frame, reply):
+    """(outcome, value) for the reply to command `n` of the board table's list
+    `t`. Outcome: "ok", an outcome from the table ("refused", "unsupported",
+    "failure", "auth") or "bad" (garbled, or no pattern matched). Value, for
+    a query: the state ("on", "warming"...), the lamp hours (int) or the
+    faults ("err:<code>", empty: none); None otherwise."""
     tail = after_echo(reply, frame)
-    for pattern, kind in table["out"]:
-        if pattern.encode() in tail:
-            return kind, None
-    prefix = table["ans"].get(name)
-    if prefix is None:
+    for i in range(_OUT, len(t)):
+        if t[i][1:].encode() in tail:
+            return ("refused", "unsupported", "failure", "auth")["rufa".find(t[i][0])], None
+    if n < _POWER:
         return "ok", None  # a power command: no refusal is an acceptance
+    prefix = t[_ANS + n]
     i = tail.find(prefix.encode())
     if i >= 0:
         try:
             # the value: up to the reply's end (Epson "PWR=01\r:", BenQ
             # "*POW=ON#", PJLink "%1POWR=1\r"), without the line ending
-            value = tail[i + len(prefix):].split(table["end"].encode())[0].decode().strip()
-            if name == "power":
-                return "ok", table["st"][value]
-            if name == "lamp":
-                return "ok", int(value.split()[0])  # PJLink: "hours on/off" per lamp
-            found = []
-            if "flags" in table:  # PJLink ERST: one digit per part, 0 fine
-                flags = table["flags"]
-                for i, ch in enumerate(value[:len(flags)]):
-                    if ch != "0":
-                        found.append(flags[i] + " " + table["levels"].get(ch, ch))
-            elif value.strip("0"):  # a code, all zeros: none
-                found.append(table["err"].get(value, "error " + value))
-            return "ok", found
+            v = tail[i + len(prefix):].split(t[_END].encode())[0].decode().strip()
+            if n == _POWER:
+                s = t[_ST]
+                i = (" " + s).find(" " + v + ":")
+                if i >= 0 and ":" not in v:
+                    return "ok", ("off", "on", "warming", "cooling", "error")[int(s[i + len(v) + 1])]
+            elif n == _LAMP:
+                return "ok", int(v.split()[0])  # PJLink: "hours on/off" per lamp
+            else:
+                found = []
+                k = t[_ERR]
+                if k:  # PJLink ERST: one digit per part, 0 fine; a fault per part
+                    for i in range(min(k, len(v))):
+                        if v[i] != "0":
+                            found.append("err:" + "0" * i + v[i] + "0" * (k - i - 1))
+                elif v.strip("0"):  # a code, all zeros: none
+                    found.append("err:" + v)
+                return "ok", found
         except (LookupError, ValueError):  # UnicodeError is a ValueError
             pass
     return "bad", None
@@ -73,7 +91,7 @@ def parse(table, name, frame, reply):
 
 class Projector:
     def __init__(self, table, link, emit, poll_s=30, standby_after_s=600):
-        self.table = table
+        self.t = table["p"]
         self.link = link
         self.emit = emit
         self.poll_ms = max(poll_s * 1000, _MIN_POLL_MS)
@@ -101,35 +119,35 @@ class Projector:
         power query after it, then lamp and error queries."""
         if now < self._next:
             return False
-        t = self.table
+        t = self.t
         faults = []
-        todo = ["power", "lamp", "errors"]
+        todo = [_POWER, _LAMP, _ERRORS]
         sent = False  # a power command went in this cycle
         try:
             while todo:
-                name = todo.pop(0)
-                frame = t["cmd"].get(name)
-                if frame is None:
+                n = todo.pop(0)
+                frame = t[n]
+                if not frame:
                     continue  # a query the table lacks
                 frame = frame.encode()
-                reply = await self.link.exchange(frame, t["ms"].get(name, t["reply_ms"]), t["end"].encode())
-                kind, value = parse(t, name, frame, reply)
+                reply = await self.link.exchange(frame, t[_MS + n], t[_END].encode())
+                kind, value = parse(t, n, frame, reply)
                 s = self.state
                 if kind == "ok":
-                    if name == "power":
+                    if n == _POWER:
                         # A change seen (ours or the remote's) holds power
                         # commands for the lamp: BenQ says ON while warming.
                         if s in ("on", "warming") and value in ("off", "cooling"):
-                            self._hold = now + t["cool_ms"]
+                            self._hold = now + t[_WARM + 1]
                         elif s in ("off", "cooling") and value in ("on", "warming"):
-                            self._hold = now + t["warm_ms"]
+                            self._hold = now + t[_WARM]
                         self.state = s = value
-                    elif name == "lamp":
+                    elif n == _LAMP:
                         self.lamp_h = value
-                    elif name == "errors":
+                    elif n == _ERRORS:
                         faults.extend(value)
                     else:  # our power command was accepted
-                        self._hold = now + t["warm_ms" if name == "on" else "cool_ms"]
+                        self._hold = now + t[_WARM + n]
                 f = None
                 if kind == "bad":
                     f = "bad reply"
@@ -137,11 +155,11 @@ class Projector:
                     f = "projector failure"
                 elif kind == "auth":
                     f = kind
-                elif kind == "unsupported" and name in ("on", "off"):
-                    f = "unsupported " + name
+                elif kind == "unsupported" and n < _POWER:
+                    f = ("unsupported on", "unsupported off")[n]
                 if f and f not in faults:
                     faults.append(f)
-                if name != "power":
+                if n != _POWER:
                     continue
                 if kind != "ok":
                     if sent:
@@ -165,7 +183,7 @@ class Projector:
                 elif not sent and now >= self._hold and s == ("off" if g == "on" else "on"):
                     # Otherwise warming, cooling, error or unknown: keep the wish.
                     sent = True
-                    todo = [g, "power"] + todo
+                    todo = [0 if g == "on" else 1, _POWER] + todo
         except OSError:
             self.state = "unknown"
             faults.append("no reply")

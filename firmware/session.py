@@ -14,54 +14,50 @@
 # (`grace_s`, from the grant or the board's config): the LED says so, the
 # access point stays on so pupils can save their work, a short press still
 # extends; then it ends.
+#
+# RAM (the board's heap budget): every method, attribute name and string
+# costs heap for ever once loaded, so the machine is a few public methods
+# that call each other (the timeouts go through grant/deny with source
+# "offline") and private constants are `_X = const(...)`, which cost nothing.
+# LED modes are the literal strings of docs/board.md.
+from .compat import const
 
 IDLE = "idle"
 REQUESTING = "requesting"
 ACTIVE = "active"
 
-# LED modes (docs/board.md describes the patterns a teacher sees).
-LED_IDLE = "idle"
-LED_WAITING = "waiting"
-LED_ON = "on"
-LED_ENDING = "ending"
-LED_DENIED = "denied"
-LED_OFFLINE = "offline"
-LED_GRACE = "grace"
-LED_ALONE = "alone"  # a session started on the offline policy
-
-MAX_SESSION_S = 14400
-DENIED_SHOW_MS = 3000
-DEFAULT_POLICY = {"start": True, "max_s": 2700, "ap": False}
+MAX_SESSION_S = const(14400)
 # Alone, the board does not start a session that would last less than this
 # (the gateway's policy.min_session_s default): five minutes before the end
 # of a window, a press is refused rather than cut short.
-MIN_OFFLINE_S = 300
+MIN_OFFLINE_S = const(300)
+_DENIED_SHOW_MS = const(3000)
+_WARN_MS = const(300_000)  # the LED says "ending" from 5 minutes before the end
 
 
 class Session:
-    def __init__(self, events, wifi_never=False, request_timeout_ms=3000, ap_cap_s=7200, warn_s=300, grace_s=120):
+    def __init__(self, events, wifi_never=False, request_timeout_ms=3000, ap_cap_s=7200, grace_s=120):
         self.events = events
         self.wifi_never = wifi_never
         self.request_timeout_ms = request_timeout_ms
-        self.ap_cap_ms = ap_cap_s * 1000
-        self.warn_ms = warn_s * 1000
+        self.ap_cap_s = ap_cap_s
         self.grace_s = grace_s  # when the grant gives none, and offline
-        self.policy = DEFAULT_POLICY
+        self.policy = {"start": True, "max_s": 2700, "ap": False}
         self.windows = None  # the policy's windows (set_policy)
         self.state = IDLE
         self.ap = False  # the relay output; off at boot
         self.projector = False
         self.source = None  # "gateway" or "offline"
         self.req = 0
+        self.ext_req = 0  # a pending extension request, 0 if none
         self._deadline = 0  # request timeout
         self._started = 0
         self._ends = 0  # planned end (uptime ms); the grace runs after it
         self._grace_ms = 0
-        self.ext_req = 0  # a pending extension request, 0 if none
-        self._ap_allowed = False
-        self._ap_end = 0  # the access point may run until then
-        self._ap_since = 0
-        self._ap_capped = False
+        # The access point may run until then; 0 when the session does not
+        # allow it (its grant, or a "Wi-Fi never" room).
+        self._ap_end = 0
+        self._ap_since = 0  # when the relay came on; -1: capped for this session
         self._denied_until = -1
 
     # -- inputs -----------------------------------------------------------
@@ -75,60 +71,82 @@ class Session:
             until = policy.get("until", 0)
             flat = []
             for w in windows:
-                flat.append(w[0] - until)
-                flat.append(w[1] - until)
-                flat.append(w[2])
-                flat.append(w[3])
+                flat += (w[0] - until, w[1] - until, w[2], w[3])
             self.windows = flat
             policy = dict(policy)
             del policy["windows"]
         self.policy = policy
 
     def press_short(self, now):
-        if self.state == ACTIVE:
-            if self.ext_req:
-                return "ignored"
-            self.ext_req = self.events.next_seq()
-            self.events.emit("lesson.requested", {"req": self.ext_req, "extend": True,
-                                                  "remaining_s": self.remaining_s(now)})
-            self._deadline = now + self.request_timeout_ms
-            self._denied_until = -1
-            return "extending"
-        if self.state != IDLE:
-            return "ignored"
-        self.req = self.events.next_seq()
-        self.events.emit("lesson.requested", {"req": self.req})
-        self.state = REQUESTING
+        if self.waiting_time():
+            return "ignored"  # one request (or extension) at a time
+        req = self.events.next_seq()
         self._deadline = now + self.request_timeout_ms
         self._denied_until = -1
+        if self.state == ACTIVE:  # one more slot
+            self.ext_req = req
+            self.events.emit("lesson.requested", {"req": req, "extend": True, "remaining_s": self.remaining_s(now)})
+            return "extending"
+        self.req = req
+        self.state = REQUESTING
+        self.events.emit("lesson.requested", {"req": req})
         return "requested"
 
     def press_long(self, now):
-        if self.state == ACTIVE:
-            self._end(now, "teacher")
-            return "ended"
         if self.state == REQUESTING:
             self.state = IDLE
             return "cancelled"
-        return "ignored"
+        return "ended" if self.end(now, "teacher")[0] else "ignored"
 
-    def grant(self, req, duration_s, ap, projector, now, grace_s=None):
-        """A gateway grant; returns (ok, result_or_error) for the ack."""
+    def grant(self, req, duration_s, ap, projector, now, grace_s=None, source="gateway"):
+        """A gateway grant (tick passes source "offline" for the board's own
+        decision); returns (ok, result_or_error) for the ack."""
         if self.state == ACTIVE and req == self.ext_req:
-            self._extend(now, duration_s, ap, "gateway", grace_s)
-            return True, "extended"
-        if self.state != REQUESTING or req != self.req:
+            self.ext_req = 0
+            old = self._ends
+            # Never past MAX_SESSION_S from the start, whatever the slots add up to.
+            self._ends = min(max(old, now) + max(0, int(duration_s)) * 1000, self._started + MAX_SESSION_S * 1000)
+            if grace_s is not None:
+                self._grace_ms = grace_s * 1000
+            # The access point carries on only if it ran to the old end and the
+            # new slot allows it; otherwise it stops where it was due to.
+            ap = bool(ap) and self._ap_end >= old
+            if ap:
+                self._ap_end = self._ends + self._grace_ms
+            self.events.emit("session.extended", {"req": req, "added_s": (self._ends - old) // 1000, "ap": ap,
+                                                  "source": source})
+            result = "extended"
+        elif self.state != REQUESTING or req != self.req:
             return False, "stale_request"
-        self._start(now, duration_s, ap, projector, "gateway", grace_s)
-        return True, "started"
+        else:
+            duration_s = max(1, min(int(duration_s), MAX_SESSION_S))
+            self.state = ACTIVE
+            self.source = source
+            self.projector = projector
+            self.ext_req = 0
+            self._started = now
+            self._ends = now + duration_s * 1000
+            self._grace_ms = (self.grace_s if grace_s is None else grace_s) * 1000
+            ap = bool(ap) and not self.wifi_never
+            self._ap_end = self._ends + self._grace_ms if ap else 0
+            self._ap_since = 0  # not capped
+            self.events.emit("session.started", {"req": req, "duration_s": duration_s, "ap": ap,
+                                                 "projector": projector, "source": source})
+            result = "started"
+        self._update_ap(now)
+        return True, result
 
-    def deny(self, req, reason, now):
+    def deny(self, req, reason, now, source="gateway"):
         if self.state == ACTIVE and req == self.ext_req:
-            self._deny(now, reason, "gateway")
-            return True, "denied"
-        if self.state != REQUESTING or req != self.req:
+            self.ext_req = 0  # a refused extension: the session runs on
+            data = {"req": req, "reason": reason, "source": source, "extend": True}
+        elif self.state != REQUESTING or req != self.req:
             return False, "stale_request"
-        self._deny(now, reason, "gateway")
+        else:
+            self.state = IDLE
+            data = {"req": req, "reason": reason, "source": source}
+        self._denied_until = now + _DENIED_SHOW_MS
+        self.events.emit("session.denied", data)
         return True, "denied"
 
     def waiting_time(self):
@@ -139,7 +157,11 @@ class Session:
     def end(self, now, reason="command"):
         if self.state != ACTIVE:
             return False, "no_session"
-        self._end(now, reason)
+        self.state = IDLE
+        self.ext_req = 0
+        self.projector = False
+        self._update_ap(now, reason)
+        self.events.emit("session.ended", {"reason": reason, "ran_s": (now - self._started) // 1000})
         return True, "ended"
 
     def offline_rule(self, unix):
@@ -160,116 +182,54 @@ class Session:
         return None
 
     def tick(self, now, unix=None):
-        if self.state == REQUESTING and now >= self._deadline:
+        if self.waiting_time() and now >= self._deadline:
+            # No answer from the gateway: the board decides alone, on the
+            # retained policy; for an extension, from the session's end.
+            req = self.ext_req
+            if not req:
+                req = self.req
+            elif unix is not None:
+                unix += self.remaining_s(now)
             rule = self.offline_rule(unix)
-            if rule is not None and rule[0] > 0:
-                self._start(now, rule[0], rule[1], True, "offline", None)
+            if rule:
+                self.grant(req, rule[0], rule[1], True, now, None, "offline")
             else:
-                self._deny(now, "offline_policy", "offline")
-        elif self.state == ACTIVE:
-            if self.ext_req and now >= self._deadline:
-                # Alone: what the retained policy allows from the session's end.
-                rule = self.offline_rule(None if unix is None else unix + self.remaining_s(now))
-                if rule is not None and rule[0] > 0:
-                    self._extend(now, rule[0], rule[1], "offline", None)
-                else:
-                    self._deny(now, "offline_policy", "offline")
-            if now >= self._ends + self._grace_ms:
-                self._end(now, "time")
+                self.deny(req, "offline_policy", now, "offline")
+        if self.state == ACTIVE and now >= self._ends + self._grace_ms:
+            self.end(now, "time")
         self._update_ap(now)
 
     # -- outputs ----------------------------------------------------------
     def led(self, now, online=True):
-        if self.state == REQUESTING:
-            return LED_WAITING
+        if self.waiting_time():
+            return "waiting"
         if now < self._denied_until:
-            return LED_DENIED  # also a refused extension, for 3 s
+            return "denied"  # also a refused extension, for 3 s
         if self.state == ACTIVE:
-            if self.ext_req:
-                return LED_WAITING
             if now >= self._ends:
-                return LED_GRACE
-            if self._ends - now <= self.warn_ms:
-                return LED_ENDING
-            return LED_ALONE if self.source == "offline" else LED_ON
-        return LED_IDLE if online else LED_OFFLINE
+                return "grace"
+            if self._ends - now <= _WARN_MS:
+                return "ending"
+            return "alone" if self.source == "offline" else "on"
+        return "idle" if online else "offline"
 
     def remaining_s(self, now):
-        if self.state != ACTIVE:
-            return 0
-        return max(0, (self._ends - now) // 1000)
+        return max(0, (self._ends - now) // 1000) if self.state == ACTIVE else 0
 
     # -- internals --------------------------------------------------------
-    def _start(self, now, duration_s, ap, projector, source, grace_s):
-        duration_s = max(1, min(int(duration_s), MAX_SESSION_S))
-        self.state = ACTIVE
-        self.source = source
-        self.projector = projector
-        self.ext_req = 0
-        self._started = now
-        self._ends = now + duration_s * 1000
-        self._grace_ms = (self.grace_s if grace_s is None else grace_s) * 1000
-        self._ap_allowed = bool(ap) and not self.wifi_never
-        self._ap_end = self._ends + self._grace_ms
-        self._ap_capped = False
-        self.events.emit(
-            "session.started",
-            {"req": self.req, "duration_s": duration_s, "ap": self._ap_allowed,
-             "projector": projector, "source": source},
-        )
-        self._update_ap(now)
-
-    def _extend(self, now, added_s, ap, source, grace_s):
-        req = self.ext_req
-        self.ext_req = 0
-        # Never past MAX_SESSION_S from the start, whatever the slots add up to.
-        limit = self._started + MAX_SESSION_S * 1000
-        was_end = self._ap_end
-        old = self._ends
-        self._ends = min(max(self._ends, now) + max(0, int(added_s)) * 1000, limit)
-        if grace_s is not None:
-            self._grace_ms = grace_s * 1000
-        added = (self._ends - old) // 1000
-        # The access point carries on only if it ran to the old end and the
-        # new slot allows it; otherwise it stops where it was due to.
-        carry = bool(ap) and self._ap_allowed and was_end >= old
-        if carry:
-            self._ap_end = self._ends + self._grace_ms
-        self.events.emit("session.extended", {"req": req, "added_s": added, "ap": carry, "source": source})
-        self._update_ap(now)
-
-    def _deny(self, now, reason, source):
-        self._denied_until = now + DENIED_SHOW_MS
-        if self.state == ACTIVE:  # a refused extension: the session runs on
-            req = self.ext_req
-            self.ext_req = 0
-            self.events.emit("session.denied", {"req": req, "reason": reason, "source": source, "extend": True})
-            return
-        self.state = IDLE
-        self.events.emit("session.denied", {"req": self.req, "reason": reason, "source": source})
-
-    def _end(self, now, reason):
-        self.state = IDLE
-        self.ext_req = 0
-        self.projector = False
-        self._update_ap(now, reason)
-        self.events.emit("session.ended", {"reason": reason, "ran_s": (now - self._started) // 1000})
-
     def _update_ap(self, now, reason="session_end"):
-        want = self.state == ACTIVE and self._ap_allowed and not self._ap_capped and now < self._ap_end
-        cap_ms = self.ap_cap_ms
+        want = self.state == ACTIVE and self._ap_since >= 0 and now < self._ap_end
+        cap_s = self.ap_cap_s
         if "cap_s" in self.policy:  # the gateway may only lower the board's own cap
-            cap_ms = min(cap_ms, self.policy["cap_s"] * 1000)
-        if want and self.ap and now - self._ap_since >= cap_ms:
+            cap_s = min(cap_s, self.policy["cap_s"])
+        if want and self.ap and now - self._ap_since >= cap_s * 1000:
             # The hard cap holds whatever the gateway and the network say.
-            self._ap_capped = True
+            self._ap_since = -1
             want = False
             reason = "cap"
-        if want == self.ap:
-            return
-        self.ap = want
-        if want:
-            self._ap_since = now
-            self.events.emit("ap.changed", {"on": True, "reason": "session"})
-        else:
-            self.events.emit("ap.changed", {"on": False, "reason": reason})
+        if want != self.ap:
+            self.ap = want
+            if want:
+                self._ap_since = now
+                reason = "session"
+            self.events.emit("ap.changed", {"on": want, "reason": reason})

@@ -230,3 +230,21 @@ def test_extension_is_decided_at_the_sessions_end(gateway, board_factory):
     room.event("session.denied", {"req": late, "reason": "x", "source": "gateway", "extend": True})
     wait_for(lambda: gateway.metrics["accepted"].get("evt", 0) >= 5, what="the events applied")
     assert gateway.registry.row("cm2-b")["session"] == "active"  # asking for more is not a new session
+
+
+def test_backlog_from_the_boards_outbox_does_not_rewind_the_live_view(gateway, board_factory):
+    """After an outage the board sends its birth (the present), then what its
+    flash outbox kept: older telemetry and events are stored, not applied."""
+    room = board_factory("cm2-b", birth=False)
+    room.birth(uptime_ms=600_000, session="idle", ap=False)
+    wait_for(lambda: gateway.registry.row("cm2-b")["online"], what="birth applied")
+    room.publish("tele", {"v": 1, "boot": 1, "uptime_ms": 300_000, "session": "active", "ap": True,
+                          "remaining_s": 100, "outbox": 3, "dropped": 0})
+    room.event("ap.changed", {"on": True, "reason": "session"}, seq=5)  # uptime 5000: before the birth
+    wait_for(lambda: gateway.metrics["accepted"].get("tele", 0) >= 1 and gateway.metrics["accepted"].get("evt", 0) >= 1,
+             what="backlog stored")
+    row = gateway.registry.row("cm2-b")
+    assert row["session"] == "idle" and not row["ap"]
+    room.publish("tele", {"v": 1, "boot": 1, "uptime_ms": 660_000, "session": "active", "ap": True,
+                          "remaining_s": 100, "outbox": 0, "dropped": 0})
+    wait_for(lambda: gateway.registry.row("cm2-b")["ap"] is True, what="newer telemetry applied")
