@@ -21,11 +21,7 @@ import asyncio
 
 from .compat import const, ticks_diff, ticks_ms
 
-try:
-    from random import getrandbits  # pyright: ignore[reportAssignmentType]  # stub: positional-only
-except ImportError:  # a port built without `random`: the clock is jitter enough
-
-    getrandbits = None
+from random import getrandbits  # in every port the board runs on
 
 
 _CONNECT = const(0x10)
@@ -61,7 +57,7 @@ class MQTTError(OSError):
 def encode_length(n):
     # MQTT remaining length: 7 bits a byte, little end first, 1 to 4 bytes.
     if not 0 <= n <= _MAX_LENGTH:
-        raise ValueError("bad length %d" % n)
+        raise ValueError(n)
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -80,33 +76,6 @@ def backoff_wait(delay, r8):
 
 def _bytes(x):
     return x.encode() if isinstance(x, str) else bytes(x)
-
-
-def _packet(first, parts, pid=0):
-    # One packet in one bytearray: header, optional packet id, then each
-    # part as-is (bytes) or with a 2-byte length prefix (a 1-tuple).
-    n = 2 if pid else 0
-    for p in parts:
-        n += len(p[0]) + 2 if isinstance(p, tuple) else len(p)
-    head = encode_length(n)
-    i = 1 + len(head)
-    pkt = bytearray(i + n)
-    pkt[0] = first
-    pkt[1:i] = head
-    for p in parts:
-        if isinstance(p, tuple):
-            p = p[0]
-            pkt[i] = len(p) >> 8
-            pkt[i + 1] = len(p) & 0xFF
-            i += 2
-        pkt[i : i + len(p)] = p
-        i += len(p)
-        if pid:  # after the first part: the PUBLISH topic, or b"" for SUBSCRIBE
-            pkt[i] = pid >> 8
-            pkt[i + 1] = pid & 0xFF
-            i += 2
-            pid = 0
-    return pkt
 
 
 async def _wait(ev, ms):
@@ -158,7 +127,7 @@ class MQTTClient:
                 flags |= 0x40
                 parts.append((_bytes(password),))
         parts[1] = bytes((flags,))
-        self._hello = _packet(_CONNECT, parts)
+        self._hello = self._packet(_CONNECT, parts, 0)
         self.up = False
         self.last_error = None  # the latest failure, for the app to show or log
         # Counters, for diagnostics and the tests.
@@ -198,7 +167,7 @@ class MQTTClient:
                     await self._session()
                 except (OSError, EOFError, asyncio.TimeoutError) as e:  # MQTTError included
                     if e is not self.last_error:  # _error() counted it already
-                        self._error(e)
+                        self._error(e, 0)
                 finally:
                     # Teardown, also when cancelled.
                     self.up = False
@@ -219,7 +188,7 @@ class MQTTClient:
                     break
                 if self.connects != connects and ticks_diff(ticks_ms(), t0) >= _STABLE_MS:
                     delay = lo
-                wait = backoff_wait(delay, getrandbits(8) if getrandbits else ticks_ms() & 255)
+                wait = backoff_wait(delay, getrandbits(8))
                 delay = min(delay * 2, hi)
                 self._wake.clear()
                 await self._pause(wait)
@@ -235,23 +204,24 @@ class MQTTClient:
         topic = _bytes(topic)
         # Checked here: a queued message the broker refuses would make it drop
         # every connection, for ever.
-        if not topic or b"+" in topic or b"#" in topic:
-            raise ValueError("bad topic %r" % (topic,))
+        if not topic or 43 in topic or 35 in topic:  # "+" or "#"
+            raise ValueError(topic)
         first = _PUBLISH | (1 if retain else 0)
         parts = ((topic,), _bytes(payload))
         if qos == 0:
-            return await self._send(_packet(first, parts))
+            return await self._send(self._packet(first, parts, 0))
         if qos != 1:
-            raise ValueError("qos 0 or 1")
+            raise ValueError(qos)
         q = self._inflight
         priority = self._first_task is asyncio.current_task()
         if len(q) >= self.max_inflight and not priority:
             raise OSError("inflight full")
-        pid = self._new_pid()
+        pkt = self._packet(first | 0x02, parts, 1)
+        pid = self._pid
         i = 0
         while i < len(q) and (q[i][_FIRST] or not priority):
             i += 1
-        q.insert(i, [pid, _packet(first | 0x02, parts, pid), 0, 0, priority])
+        q.insert(i, [pid, pkt, 0, 0, priority])
         try:
             await self._send()
         except OSError:
@@ -275,12 +245,11 @@ class MQTTClient:
         if not self.up or s[2] == self._conn:
             return None  # sent at connect, or already on this connection
         s[2] = self._conn
-        pid = self._new_pid()
         try:
-            await self._send(_packet(_SUBSCRIBE, (b"", (topic,), bytes((qos,))), pid))
+            await self._send(self._packet(_SUBSCRIBE, (b"", (topic,), bytes((qos,))), 1))
         except OSError:
             return None  # remembered: sent again after the reconnect
-        return pid
+        return self._pid
 
     async def disconnect(self):
         # Clean DISCONNECT (the broker drops the Last Will) and stop run().
@@ -363,7 +332,7 @@ class MQTTClient:
             if ka:
                 quiet_rx = ticks_diff(now, self._last_rx)
                 if quiet_rx >= ka:
-                    raise OSError("keepalive: broker silent")
+                    raise OSError("keepalive")  # the broker went silent
                 # Ping every half keepalive, whatever else flows: a board that
                 # only publishes QoS 0 hears nothing back otherwise, and
                 # tracking both directions costs more code than the 2 bytes.
@@ -387,16 +356,16 @@ class MQTTClient:
         # The one place run() waits between attempts: the tests replace it.
         return _wait(self._wake, ms)
 
-    def _error(self, e, conn=0):
+    def _error(self, e, conn):
         # Record a connection failure and return it as an OSError. With
-        # `conn`, it ends that connection if it is still the current one and
+        # `conn` (not 0), it ends that connection if it is still the current one and
         # up (else it was counted already).
         # CPython's readexactly raises IncompleteReadError (an EOFError),
         # MicroPython's raises EOFError; asyncio.TimeoutError is not an OSError
         # on MicroPython. Everything that means "this connection is gone"
         # becomes an OSError, the one failure the robust loop handles.
         if isinstance(e, EOFError):
-            e = OSError("closed by broker")
+            e = OSError("closed")
         elif isinstance(e, asyncio.TimeoutError):
             e = OSError("timed out")
         elif not isinstance(e, OSError):
@@ -440,7 +409,7 @@ class MQTTClient:
                     data = pkt
                 w = self._writer
                 if w is None or not self.up:
-                    raise OSError("not connected")
+                    raise OSError("offline")
                 try:
                     w.write(data)
                     await asyncio.wait_for(w.drain(), _TIMEOUT)
@@ -449,11 +418,37 @@ class MQTTClient:
                 if pkt is not None:
                     return
 
-    def _new_pid(self):
-        while True:
-            self._pid = self._pid % 65535 + 1
-            if self.acked(self._pid):
-                return self._pid
+    def _packet(self, first, parts, pid):
+        # One packet in one bytearray: header, then each part as-is (bytes) or
+        # with a 2-byte length prefix (a 1-tuple). With `pid` true, a new packet
+        # id (self._pid, not in flight) goes after the first part.
+        if pid:
+            while True:
+                pid = self._pid = self._pid % 65535 + 1
+                if self.acked(pid):
+                    break
+        n = 2 if pid else 0
+        for p in parts:
+            n += len(p[0]) + 2 if isinstance(p, tuple) else len(p)
+        head = encode_length(n)
+        i = 1 + len(head)
+        pkt = bytearray(i + n)
+        pkt[0] = first
+        pkt[1:i] = head
+        for p in parts:
+            if isinstance(p, tuple):
+                p = p[0]
+                pkt[i] = len(p) >> 8
+                pkt[i + 1] = len(p) & 0xFF
+                i += 2
+            pkt[i : i + len(p)] = p
+            i += len(p)
+            if pid:  # after the first part: the PUBLISH topic, or b"" for SUBSCRIBE
+                pkt[i] = pid >> 8
+                pkt[i + 1] = pid & 0xFF
+                i += 2
+                pid = 0
+        return pkt
 
     # ----- reading -----
 
@@ -471,9 +466,9 @@ class MQTTClient:
                         break
                     shift += 7
                 else:
-                    raise MQTTError("remaining length longer than 4 bytes")
+                    raise MQTTError("length > 4 bytes")
                 if n > self.max_packet:
-                    raise MQTTError("%d bytes exceeds max_packet %d" % (n, self.max_packet))
+                    raise MQTTError("%d > max_packet" % n)
                 body = await r.readexactly(n) if n else b""
                 self._last_rx = ticks_ms()
                 if first & 0xF0 == _PUBLISH:
@@ -481,7 +476,7 @@ class MQTTClient:
                     if qos > 1:
                         raise MQTTError("PUBLISH QoS %d" % qos)  # we subscribe at most QoS 1
                     if n < 2 or n < (i := 2 + (body[0] << 8 | body[1])) + 2 * qos:
-                        raise MQTTError("PUBLISH topic overruns")
+                        raise MQTTError("topic overruns")
                     if self.on_message is not None:
                         try:
                             x = self.on_message(body[2:i], body[i + 2 * qos :], bool(first & 1))
@@ -503,7 +498,7 @@ class MQTTClient:
                             break
                 elif first == _SUBACK and n >= 3:
                     if body[2] & 0x80:
-                        self._error(MQTTError("subscription %d refused" % (body[0] << 8 | body[1])))
+                        self._error(MQTTError("SUBACK %d refused" % (body[0] << 8 | body[1])), 0)
                 elif not (first == _PINGRESP and n == 0 or first == _UNSUBACK and n == 2):
                     raise MQTTError("unexpected type 0x%02x" % first)
         except Exception as e:  # not CancelledError: teardown cancels us

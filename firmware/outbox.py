@@ -79,7 +79,7 @@ class Outbox:
         except OSError as e:
             self._say(e, directory)
         self._id = self.sent  # the last record id used
-        for k in (0, 1):
+        for k in range(2):
             recs = self._recs[k]
             for n in sorted(found[k]):  # e9 before e10
                 path = "%s/%s%d" % (directory, "et"[k], n)
@@ -162,7 +162,7 @@ class Outbox:
         """Keep one encoded message; False if flash refused it (counted as dropped)."""
         n = len(payload)
         if n > MAX_PAYLOAD:
-            raise ValueError("outbox record too long")
+            raise ValueError(n)  # longer than MAX_PAYLOAD
         k = 1 if telemetry else 0
         size = n + _OVER
         while self.bytes_used + size > self.cap:
@@ -228,7 +228,7 @@ class Outbox:
                 got = None
                 try:
                     with open(path, "rb") as f:
-                        got = self._check(f, recs[0] & 0xFFFF, k, 1 << 30)
+                        got = self._check(f, recs[0] & 0xFFFF, k, 0xFFFFFF)  # size: no limit
                 except OSError:
                     pass
                 if got:

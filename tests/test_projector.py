@@ -12,7 +12,7 @@ import pytest
 import serial
 
 from firmware.projector import Projector, SerialLink, open_link
-from hardware.projectors import TableError, board_table, load_table, names, validate
+from hardware.projectors import MS, TableError, board_table, compact, describe_fault, load_table, names, validate
 from hardware.sim.projector import BenQSim, EpsonSim, PJLinkSim
 from tests.helpers import run
 from tests.portable import test_projector as portable
@@ -22,8 +22,8 @@ SPEED = 200.0
 
 def short_replies(table, ms=300):
     """A silent projector would make each exchange wait reply_ms of real time."""
-    table = dict(table, reply_ms=ms)
-    table["ms"] = {k: ms for k in table["ms"]}
+    table = dict(table, p=list(table["p"]))
+    table["p"][MS:MS + 5] = [ms] * 5
     return table
 
 
@@ -90,6 +90,8 @@ def test_every_table_loads_and_the_portable_copies_match():
         (lambda t: t["commands"]["lamp"].pop("reply"), "epson.json.commands.lamp: key 'reply' missing"),
         (lambda t: t["outcomes"].update({"NAK": "maybe"}), "epson.json.outcomes.'NAK': 'maybe'"),
         (lambda t: t["serial"].update(baud=0), "epson.json.serial.baud: must be > 0"),
+        (lambda t: t["states"].update({"0 1": "on"}), "epson.json.states.'0 1': a state code is the reply's value"),
+        (lambda t: t["states"].update({"0:1": "on"}), "epson.json.states.'0:1': a state code is the reply's value"),
     ],
 )
 def test_validation_names_file_and_key(change, message):
@@ -98,6 +100,34 @@ def test_validation_names_file_and_key(change, message):
     with pytest.raises(TableError) as e:
         validate(table, "epson.json")
     assert message in str(e.value)
+
+
+def test_the_board_uart_is_8n1():
+    table = load_table("epson-escvp21")
+    table["serial"]["parity"] = "even"
+    validate(table, "epson.json")  # a valid table...
+    with pytest.raises(TableError, match="epson-escvp21.json.serial: the board opens its UART 8N1"):
+        compact(table, "epson-escvp21")  # ...that the board cannot drive
+
+
+def test_board_form_is_flat():
+    """No text on the board beyond frames, prefixes and patterns: one list of
+    strings and ints, the transport beside it."""
+    for name in names():
+        board = board_table(name)
+        assert set(board) in ({"io", "baud", "p"}, {"io", "port", "p"})
+        assert all(isinstance(x, (str, int)) for x in board["p"])
+
+
+def test_describe_fault_gives_the_table_texts():
+    assert describe_fault("epson-escvp21", "err:04") == "high internal temperature"
+    assert describe_fault("epson-escvp21", "err:0E") == "power supply unit error"
+    assert describe_fault("epson-escvp21", "err:2F") == "error 2F"
+    assert describe_fault("pjlink", "err:020000") == "lamp error"
+    assert describe_fault("pjlink", "err:000100") == "cover warning"
+    assert describe_fault("pjlink", "err:002000") == "temperature error"
+    for fault in ("no reply", "bad reply", "auth", "projector failure", "unsupported on", "driver KeyError"):
+        assert describe_fault("benq", fault) == fault
 
 
 def test_unknown_table_lists_the_known_ones():
@@ -159,10 +189,11 @@ async def _epson_error_code_and_lamp_hours(epson):
     sim.set_lamp_hours(1200.99)  # the next hour after 36 lit simulated seconds
     sim.error = "04"
     await r.until(lambda: r.p.errors)
-    assert r.kinds("projector.fault") == [{"error": "high internal temperature"}]
+    assert r.kinds("projector.fault") == [{"error": "err:04"}]
+    assert describe_fault("epson-escvp21", r.p.errors[0]) == "high internal temperature"
     r.p.want(True, sim.now_ms())
     await r.until(lambda: r.p.lamp_h is not None and r.p.lamp_h >= 1201, sim_s=4000)
-    assert r.kinds("projector.fault") == [{"error": "high internal temperature"}]  # once
+    assert r.kinds("projector.fault") == [{"error": "err:04"}]  # once
 
 
 def test_epson_silent_then_garbled(epson):
@@ -256,7 +287,8 @@ async def _pjlink_with_password():
         assert [d["state"] for d in r.kinds("projector.changed")] == ["warming", "on", "cooling", "off"]
         sim.erst = "002000"
         await r.until(lambda: r.p.errors)
-        assert r.kinds("projector.fault") == [{"error": "temperature error"}]
+        assert r.kinds("projector.fault") == [{"error": "err:002000"}]
+        assert describe_fault("pjlink", "err:002000") == "temperature error"
 
 
 def test_pjlink_wrong_password_is_a_fault():

@@ -117,6 +117,8 @@ def validate(table: dict, where: str = "table") -> dict:
 
     states = _need(table, "states", dict, where)
     for code, state in states.items():
+        if not code or " " in code or ":" in code:
+            raise TableError(f"{where}.states.{code!r}: a state code is the reply's value: no space, no ':'")
         if state not in STATES:
             raise TableError(f"{where}.states.{code}: unknown state {state!r} (known: {', '.join(STATES)})")
     for state in ("on", "off"):
@@ -154,39 +156,78 @@ def validate(table: dict, where: str = "table") -> dict:
     return table
 
 
+# The board form (projector.json): a dict with the transport (`io`, and
+# `baud` or `port`, read by firmware/app.py and hardware/sim/classroom.py)
+# and `p`, the protocol as one flat list (firmware/projector.py reads it by
+# position; a dict per command would cost the board ~2 KB of heap). Indexes:
+BOARD_COMMANDS = ("on", "off", "power", "lamp", "errors")  # frames at 0-4, "" when absent
+MS, ANS, END, ST, WARM, COOL, ERR, OUT = 5, 10, 13, 14, 15, 16, 17, 18
+BOARD_STATES = ("off", "on", "warming", "cooling", "error")  # the digits in ST
+OUTCOME_LETTERS = {kind: kind[0] for kind in OUTCOMES}  # r, u, f, a
+
+
 def compact(table: dict, name: str) -> dict:
-    """The board's form of a validated table: whole frames, short keys."""
+    """The board's form of a validated table: whole frames, milliseconds, no
+    texts. Layout of `p` (docs/projectors.md):
+
+    0-4   frames of on, off, power, lamp, errors ("" when the table has none)
+    5-9   each command's reply timeout, ms
+    10-12 the reply prefixes of power, lamp, errors ("" when absent)
+    13    what closes a reply
+    14    states: "<code>:<digit>" separated by spaces, digit an index in BOARD_STATES
+    15-16 warm-up and cool-down, ms
+    17    the error query's value: 0 a code (all zeros: none), n: n flag digits
+    18... outcomes: a letter (refused, unsupported, failure, auth) and the pattern
+    """
     frame = table["frame"]
     commands = table["commands"]
     t = table["timings"]
-    board = {
-        "name": name,
-        "io": table["transport"],
-        "cmd": {n: frame["prefix"] + c["send"] + frame["suffix"] for n, c in commands.items()},
-        "ans": {n: c["reply"] for n, c in commands.items() if "reply" in c},
-        "ms": {n: c["reply_ms"] for n, c in commands.items() if "reply_ms" in c},
-        "end": frame["end"],
-        "out": sorted([p, k] for p, k in table["outcomes"].items()),
-        "st": table["states"],
-        "reply_ms": t["reply_ms"],
-        "warm_ms": t["warm_s"] * 1000,
-        "cool_ms": t["cool_s"] * 1000,
-    }
     if table["transport"] == "serial":
         line = table["serial"]
-        board.update(baud=line["baud"], bits=line.get("bits", 8),
-                     parity=PARITIES[line.get("parity", "none")], stop=line.get("stop", 1))
+        if (line.get("bits", 8), line.get("parity", "none"), line.get("stop", 1)) != (8, "none", 1):
+            raise TableError(f"{name}.json.serial: the board opens its UART 8N1 (firmware/board.py), "
+                             f"got {line.get('bits', 8)} bits, parity {line.get('parity', 'none')}, "
+                             f"{line.get('stop', 1)} stop")
+    def spec(n: str) -> dict:
+        return commands.get(n, {})
+
+    p: list = [frame["prefix"] + spec(n)["send"] + frame["suffix"] if n in commands else ""
+               for n in BOARD_COMMANDS]
+    p += [spec(n).get("reply_ms", t["reply_ms"]) for n in BOARD_COMMANDS]
+    p += [spec(n).get("reply", "") for n in QUERIES]
+    p += [frame["end"],
+          " ".join(f"{code}:{BOARD_STATES.index(state)}" for code, state in table["states"].items()),
+          t["warm_s"] * 1000, t["cool_s"] * 1000,
+          len(table["errors"]["flags"]) if table["errors"]["kind"] == "flags" else 0]
+    p += [OUTCOME_LETTERS[kind] + pattern for pattern, kind in sorted(table["outcomes"].items())]
+    board: dict = {"io": table["transport"]}
+    if table["transport"] == "serial":
+        board["baud"] = table["serial"]["baud"]
     else:
-        board.update(port=table["tcp"]["port"])
-    errors = table["errors"]
-    if errors["kind"] == "code":
-        board["err"] = errors["codes"]
-    elif errors["kind"] == "flags":
-        board["flags"] = errors["flags"]
-        board["levels"] = errors["levels"]
+        board["port"] = table["tcp"]["port"]
+    board["p"] = p
     return board
 
 
 def board_table(name: str) -> dict:
     """What the board gets as projector.json for the table `name`."""
     return compact(load_table(name), name)
+
+
+def describe_fault(name: str, error: str) -> str:
+    """The text for a projector.fault `error` from the board driving table
+    `name`: the board reports device errors as "err:<code>" (Epson: the ERR?
+    code, "err:04"; PJLink: the ERST digits of one part, others zeroed,
+    "err:020000"); its own faults ("no reply", "auth"...) are text already."""
+    if not error.startswith("err:"):
+        return error
+    code = error[4:]
+    errors = load_table(name)["errors"]
+    if errors["kind"] == "code":
+        return errors["codes"].get(code, "error " + code)
+    if errors["kind"] == "flags":
+        parts = [(i, ch) for i, ch in enumerate(code) if ch != "0"]
+        if len(parts) == 1 and parts[0][0] < len(errors["flags"]):
+            i, ch = parts[0]
+            return errors["flags"][i] + " " + errors["levels"].get(ch, ch)
+    return "error " + code

@@ -3,17 +3,20 @@
 # step with time passed in. Runs under CPython and in the MicroPython VM
 # (tests/test_fw_vm.py): plain asserts only. The tables below are
 # board_table() of hardware/projectors/*.json (the VM cannot read that
-# folder); tests/test_projector.py checks they have not drifted.
+# folder); tests/test_projector.py checks they have not drifted. parse()
+# takes the board list and a command number: 0 on, 1 off, 2 power, 3 lamp,
+# 4 errors.
 from firmware.pjlink import md5_hex
 from firmware.projector import SerialLink, Projector, parse
 
 from ._util import raises
 
-EPSON = {'name': 'epson-escvp21', 'io': 'serial', 'cmd': {'on': 'PWR ON\r', 'off': 'PWR OFF\r', 'power': 'PWR?\r', 'lamp': 'LAMP?\r', 'errors': 'ERR?\r'}, 'ans': {'power': 'PWR=', 'lamp': 'LAMP=', 'errors': 'ERR='}, 'ms': {'on': 40000, 'off': 50000}, 'end': ':', 'out': [['ERR\r', 'refused']], 'st': {'00': 'off', '01': 'on', '02': 'warming', '03': 'cooling', '04': 'off', '05': 'error', '09': 'off'}, 'reply_ms': 3000, 'warm_ms': 30000, 'cool_ms': 20000, 'baud': 9600, 'bits': 8, 'parity': None, 'stop': 1, 'err': {'01': 'fan error', '03': 'lamp failure at power on', '04': 'high internal temperature', '06': 'lamp error', '07': 'lamp cover open', '08': 'cinema filter error', '09': 'electric dual-layered capacitor disconnected', '0A': 'auto iris error', '0B': 'subsystem error', '0C': 'low air flow', '0D': 'air filter air flow sensor error', '0E': 'power supply unit error'}}
-BENQ = {'name': 'benq', 'io': 'serial', 'cmd': {'on': '\r*pow=on#\r', 'off': '\r*pow=off#\r', 'power': '\r*pow=?#\r', 'lamp': '\r*ltim=?#\r'}, 'ans': {'power': '*POW=', 'lamp': '*LTIM='}, 'ms': {}, 'end': '#', 'out': [['*Block item#', 'refused'], ['*Illegal format#', 'unsupported'], ['*Unsupported item#', 'unsupported']], 'st': {'ON': 'on', 'OFF': 'off'}, 'reply_ms': 2000, 'warm_ms': 30000, 'cool_ms': 90000, 'baud': 9600, 'bits': 8, 'parity': None, 'stop': 1}
-PJLINK = {'name': 'pjlink', 'io': 'tcp', 'cmd': {'on': '%1POWR 1\r', 'off': '%1POWR 0\r', 'power': '%1POWR ?\r', 'lamp': '%1LAMP ?\r', 'errors': '%1ERST ?\r'}, 'ans': {'power': '%1POWR=', 'lamp': '%1LAMP=', 'errors': '%1ERST='}, 'ms': {}, 'end': '\r', 'out': [['=ERR1', 'unsupported'], ['=ERR2', 'unsupported'], ['=ERR3', 'refused'], ['=ERR4', 'failure'], ['PJLINK ERRA', 'auth']], 'st': {'0': 'off', '1': 'on', '2': 'cooling', '3': 'warming'}, 'reply_ms': 2000, 'warm_ms': 30000, 'cool_ms': 20000, 'port': 4352, 'flags': ['fan', 'lamp', 'temperature', 'cover', 'filter', 'other'], 'levels': {'1': 'warning', '2': 'error'}}
+EPSON = {'io': 'serial', 'baud': 9600, 'p': ['PWR ON\r', 'PWR OFF\r', 'PWR?\r', 'LAMP?\r', 'ERR?\r', 40000, 50000, 3000, 3000, 3000, 'PWR=', 'LAMP=', 'ERR=', ':', '00:0 01:1 02:2 03:3 04:0 05:4 09:0', 30000, 20000, 0, 'rERR\r']}
+BENQ = {'io': 'serial', 'baud': 9600, 'p': ['\r*pow=on#\r', '\r*pow=off#\r', '\r*pow=?#\r', '\r*ltim=?#\r', '', 2000, 2000, 2000, 2000, 2000, '*POW=', '*LTIM=', '', '#', 'ON:1 OFF:0', 30000, 90000, 0, 'r*Block item#', 'u*Illegal format#', 'u*Unsupported item#']}
+PJLINK = {'io': 'tcp', 'port': 4352, 'p': ['%1POWR 1\r', '%1POWR 0\r', '%1POWR ?\r', '%1LAMP ?\r', '%1ERST ?\r', 2000, 2000, 2000, 2000, 2000, '%1POWR=', '%1LAMP=', '%1ERST=', '\r', '0:0 1:1 2:3 3:2', 30000, 20000, 6, 'u=ERR1', 'u=ERR2', 'r=ERR3', 'f=ERR4', 'aPJLINK ERRA']}
 
 TABLES = {"epson-escvp21": EPSON, "benq": BENQ, "pjlink": PJLINK}
+ON, OFF, POWER, LAMP, ERRORS = 0, 1, 2, 3, 4
 
 
 class FakeLink:
@@ -71,49 +74,59 @@ def make(device=None, table=EPSON, **kw):
 
 def test_parse_epson():
     f = b"PWR?\r"
-    assert parse(EPSON, "power", f, b"PWR=01\r:") == ("ok", "on")
-    assert parse(EPSON, "power", f, b"PWR=02\r:") == ("ok", "warming")
-    assert parse(EPSON, "power", f, b"PWR=04\r:") == ("ok", "off")
-    assert parse(EPSON, "lamp", b"LAMP?\r", b"LAMP=1234\r:") == ("ok", 1234)
-    assert parse(EPSON, "on", b"PWR ON\r", b":") == ("ok", None)
-    assert parse(EPSON, "on", b"PWR ON\r", b"ERR\r:") == ("refused", None)
-    assert parse(EPSON, "errors", b"ERR?\r", b"ERR=04\r:") == ("ok", ["high internal temperature"])
-    assert parse(EPSON, "power", f, b"\x7f?Z\r:")[0] == "bad"
-    assert parse(EPSON, "power", f, b"PWR=\xff\r:")[0] == "bad"  # not text
-    assert parse(EPSON, "power", f, b"PWR=77\r:")[0] == "bad"  # no such state
-    assert parse(EPSON, "lamp", b"LAMP?\r", b"LAMP=\r:")[0] == "bad"
-    assert parse(EPSON, "lamp", b"LAMP?\r", b"LAMP=12x\r:")[0] == "bad"
+    assert parse(EPSON["p"], POWER, f, b"PWR=01\r:") == ("ok", "on")
+    assert parse(EPSON["p"], POWER, f, b"PWR=02\r:") == ("ok", "warming")
+    assert parse(EPSON["p"], POWER, f, b"PWR=04\r:") == ("ok", "off")
+    assert parse(EPSON["p"], LAMP, b"LAMP?\r", b"LAMP=1234\r:") == ("ok", 1234)
+    assert parse(EPSON["p"], ON, b"PWR ON\r", b":") == ("ok", None)
+    assert parse(EPSON["p"], ON, b"PWR ON\r", b"ERR\r:") == ("refused", None)
+    assert parse(EPSON["p"], ERRORS, b"ERR?\r", b"ERR=04\r:") == ("ok", ["err:04"])
+    assert parse(EPSON["p"], POWER, f, b"\x7f?Z\r:")[0] == "bad"
+    assert parse(EPSON["p"], POWER, f, b"PWR=\xff\r:")[0] == "bad"  # not text
+    assert parse(EPSON["p"], POWER, f, b"PWR=77\r:")[0] == "bad"  # no such state
+    assert parse(EPSON["p"], LAMP, b"LAMP?\r", b"LAMP=\r:")[0] == "bad"
+    assert parse(EPSON["p"], LAMP, b"LAMP?\r", b"LAMP=12x\r:")[0] == "bad"
 
 
 def test_parse_benq_skips_the_echo():
-    assert parse(BENQ, "power", b"\r*pow=?#\r", b"*pow=?#\r\n*POW=ON#\r\n") == ("ok", "on")
-    assert parse(BENQ, "power", b"\r*pow=?#\r", b"*POW=OFF#\r\n") == ("ok", "off")  # echo off
-    assert parse(BENQ, "lamp", b"\r*ltim=?#\r", b"*ltim=?#\r\n*LTIM=987#\r\n") == ("ok", 987)
-    assert parse(BENQ, "off", b"\r*pow=off#\r", b"*pow=off#\r\n*Block item#\r\n") == ("refused", None)
-    assert parse(BENQ, "on", b"\r*pow=on#\r", b"*pow=on#\r\n*POW=ON#\r\n") == ("ok", None)
-    assert parse(BENQ, "on", b"\r*pow=on#\r", b"*Unsupported item#")[0] == "unsupported"
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*pow=?#\r\n*POW=ON#\r\n") == ("ok", "on")
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*POW=OFF#\r\n") == ("ok", "off")  # echo off
+    assert parse(BENQ["p"], LAMP, b"\r*ltim=?#\r", b"*ltim=?#\r\n*LTIM=987#\r\n") == ("ok", 987)
+    assert parse(BENQ["p"], OFF, b"\r*pow=off#\r", b"*pow=off#\r\n*Block item#\r\n") == ("refused", None)
+    assert parse(BENQ["p"], ON, b"\r*pow=on#\r", b"*pow=on#\r\n*POW=ON#\r\n") == ("ok", None)
+    assert parse(BENQ["p"], ON, b"\r*pow=on#\r", b"*Unsupported item#")[0] == "unsupported"
 
 
 def test_parse_pjlink():
-    assert parse(PJLINK, "power", b"%1POWR ?\r", b"%1POWR=3\r") == ("ok", "warming")
-    assert parse(PJLINK, "on", b"%1POWR 1\r", b"%1POWR=ERR3\r") == ("refused", None)
-    assert parse(PJLINK, "on", b"%1POWR 1\r", b"%1POWR=OK\r") == ("ok", None)
-    assert parse(PJLINK, "power", b"%1POWR ?\r", b"PJLINK ERRA\r") == ("auth", None)
-    assert parse(PJLINK, "lamp", b"%1LAMP ?\r", b"%1LAMP=1234 1 56 0\r") == ("ok", 1234)  # hours of lamp 1
-    assert parse(PJLINK, "errors", b"%1ERST ?\r", b"%1ERST=ERR4\r") == ("failure", None)
+    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"%1POWR=3\r") == ("ok", "warming")
+    assert parse(PJLINK["p"], ON, b"%1POWR 1\r", b"%1POWR=ERR3\r") == ("refused", None)
+    assert parse(PJLINK["p"], ON, b"%1POWR 1\r", b"%1POWR=OK\r") == ("ok", None)
+    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"PJLINK ERRA\r") == ("auth", None)
+    assert parse(PJLINK["p"], LAMP, b"%1LAMP ?\r", b"%1LAMP=1234 1 56 0\r") == ("ok", 1234)  # hours of lamp 1
+    assert parse(PJLINK["p"], ERRORS, b"%1ERST ?\r", b"%1ERST=ERR4\r") == ("failure", None)
+
+
+def test_state_codes_match_whole():
+    f = b"PWR?\r"
+    for value in (b"0", b"1", b"001", b"00:0", b"00:0 01", b"", b" "):
+        assert parse(EPSON["p"], POWER, f, b"PWR=" + value + b"\r:")[0] == "bad", value
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*POW=N#")[0] == "bad"
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*POW=OF#")[0] == "bad"
+    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"%1POWR=2\r") == ("ok", "cooling")
+    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"%1POWR=4\r")[0] == "bad"
 
 
 def test_error_texts():
     def errors(table, frame, reply):
-        kind, texts = parse(table, "errors", frame, reply)
+        kind, texts = parse(table["p"], ERRORS, frame, reply)
         assert kind == "ok"
         return texts
 
     assert errors(EPSON, b"ERR?\r", b"ERR=00\r:") == []
-    assert errors(EPSON, b"ERR?\r", b"ERR=04\r:") == ["high internal temperature"]
-    assert errors(EPSON, b"ERR?\r", b"ERR=2F\r:") == ["error 2F"]
+    assert errors(EPSON, b"ERR?\r", b"ERR=04\r:") == ["err:04"]
+    assert errors(EPSON, b"ERR?\r", b"ERR=2F\r:") == ["err:2F"]
     assert errors(PJLINK, b"%1ERST ?\r", b"%1ERST=000000\r") == []
-    assert errors(PJLINK, b"%1ERST ?\r", b"%1ERST=020100\r") == ["lamp error", "cover warning"]
+    assert errors(PJLINK, b"%1ERST ?\r", b"%1ERST=020100\r") == ["err:020000", "err:000100"]
 
 
 def test_md5_matches_the_pjlink_spec_example():
@@ -223,8 +236,8 @@ async def test_faults_are_reported_once():
     await p.step(30000)
     await p.step(60000)
     faults = [d for k, d in events if k == "projector.fault"]
-    assert faults == [{"error": "high internal temperature"}]
-    assert p.errors == ["high internal temperature"]
+    assert faults == [{"error": "err:04"}]
+    assert p.errors == ["err:04"]
     dev.silent = True
     await p.step(90000)
     await p.step(120000)
@@ -274,6 +287,22 @@ async def test_benq_holds_off_through_the_warm_up():
     assert b"\r*pow=off#\r" in link.sent and p.state == "off"
 
 
+async def test_unsupported_power_command_is_a_fault():
+    def benq(frame):
+        if frame == b"\r*pow=?#\r":
+            return b"*POW=ON#"
+        if frame == b"\r*ltim=?#\r":
+            return b"*LTIM=42#"
+        return b"*Unsupported item#"
+
+    p, dev, link, events = make(device=benq, table=BENQ)
+    p.want(False, 0)
+    await p.step(0)
+    assert link.sent[:2] == [b"\r*pow=?#\r", b"\r*pow=off#\r"]
+    assert events[-1] == ("projector.fault", {"error": "unsupported off"})
+    assert p.errors == ["unsupported off"] and p.target == "off"
+
+
 class FakePort:
     """A UART with timeout=0: read() returns what is there, any() counts it."""
 
@@ -298,7 +327,7 @@ async def test_serial_link_reads_past_the_echo():
     port = FakePort(b"*pow=?#\r\n*POW=OFF#\r\n")
     reply = await SerialLink(port).exchange(b"\r*pow=?#\r", 200, b"#")
     assert port.written == b"\r*pow=?#\r"
-    assert parse(BENQ, "power", b"\r*pow=?#\r", reply) == ("ok", "off")
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", reply) == ("ok", "off")
 
 
 async def test_serial_link_times_out_with_oserror():
