@@ -1,24 +1,23 @@
 # Teacher button: debounce and short/long classification. Pure; the board's
 # ISR only sets a flag, and one task samples the pin and feeds `update`.
-# A long press is reported the moment it reaches LONG_MS, not at release, so
+# A long press is reported the moment it reaches long_ms, not at release, so
 # the LED answers while the finger is still on the button.
 from .compat import const
 
-DEBOUNCE_MS = const(30)
-LONG_MS = const(2000)
+_DEBOUNCE_MS = const(30)
+_LONG_MS = const(2000)
 SHORT = "short"
 LONG = "long"
 
 
 class ButtonLogic:
-    def __init__(self, debounce_ms=DEBOUNCE_MS, long_ms=LONG_MS):
+    def __init__(self, debounce_ms=_DEBOUNCE_MS, long_ms=_LONG_MS):
         self.debounce_ms = debounce_ms
         self.long_ms = long_ms
         self._raw = False
         self._raw_since = 0
         self._stable = False
-        self._pressed_at = 0
-        self._long_sent = False
+        self._pressed_at = 0  # -1 once this press was reported as LONG
 
     def busy(self):
         """True while the task must keep sampling (pressed or bouncing)."""
@@ -33,10 +32,9 @@ class ButtonLogic:
             self._stable = pressed
             if pressed:
                 self._pressed_at = self._raw_since
-                self._long_sent = False
-            elif not self._long_sent:
+            elif self._pressed_at >= 0:
                 return SHORT
-        if self._stable and not self._long_sent and now - self._pressed_at >= self.long_ms:
-            self._long_sent = True
+        if self._stable and self._pressed_at >= 0 and now - self._pressed_at >= self.long_ms:
+            self._pressed_at = -1
             return LONG
         return None

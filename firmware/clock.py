@@ -11,8 +11,7 @@ class Clock:
         self._ticks = ticks
         self._last = ticks()
         self._uptime = 0
-        self._unix0 = None  # gateway time at _uptime0
-        self._uptime0 = 0
+        self._base = None  # gateway time minus uptime, in ms; None until given
 
     def uptime_ms(self):
         # Must be called at least once per ~6 days; the main loop calls it
@@ -23,11 +22,10 @@ class Clock:
         return self._uptime
 
     def set_time(self, unix_s):
-        self._uptime0 = self.uptime_ms()
-        self._unix0 = unix_s
+        self._base = unix_s * 1000 - self.uptime_ms()
 
     def time(self):
         """Unix seconds (int), or None until the gateway gave the time."""
-        if self._unix0 is None:
+        if self._base is None:
             return None
-        return self._unix0 + (self.uptime_ms() - self._uptime0) // 1000
+        return (self._base + self.uptime_ms()) // 1000

@@ -18,18 +18,20 @@ try:
     MICROPYTHON = True
 except AttributeError:  # CPython: same wrap-around as the ESP32 port (2**30)
     MICROPYTHON = False
-    _PERIOD = 1 << 30
-    _HALF = _PERIOD >> 1
+    # const: mpy-cross folds these away. 2**30 itself would be a big int the
+    # board holds for ever, although it never runs this branch.
+    _MASK = const(0x3FFFFFFF)  # 2**30 - 1
+    _HALF = const(0x20000000)  # 2**29
     _t0 = time.monotonic_ns()  # pyright: ignore[reportAttributeAccessIssue]  # CPython branch
 
     def ticks_ms():  # type: ignore[misc]
-        return ((time.monotonic_ns() - _t0) // 1_000_000) & (_PERIOD - 1)  # pyright: ignore[reportAttributeAccessIssue]  # CPython branch
+        return ((time.monotonic_ns() - _t0) // 1_000_000) & _MASK  # pyright: ignore[reportAttributeAccessIssue]  # CPython branch
 
     def ticks_add(t, delta):  # type: ignore[misc]
-        return (t + delta) & (_PERIOD - 1)
+        return (t + delta) & _MASK
 
     def ticks_diff(a, b):  # type: ignore[misc]
-        return ((a - b + _HALF) & (_PERIOD - 1)) - _HALF
+        return ((a - b + _HALF) & _MASK) - _HALF
 
     def sleep_ms(ms):  # type: ignore[misc]
         time.sleep(ms / 1000)

@@ -16,11 +16,10 @@ PATTERNS = {
 }
 
 
-def level(mode, t_ms):
+def level(mode, t):
+    """t in ms (any clock: only its phase matters)."""
     pattern = PATTERNS.get(mode) or PATTERNS["fault"]
-    if len(pattern) == 1:
-        return 1
-    t = t_ms % sum(pattern)
+    t %= sum(pattern)  # a single span (steady on) returns 1 below
     on = 1
     for span in pattern:
         if t < span:

@@ -15,7 +15,9 @@
 #
 # RAM: this module is the board's biggest. Every function, distinct name and
 # string constant costs heap once the .mpy is loaded, so small helpers are
-# merged into their callers and messages are short
+# merged into their callers and messages are short: a string of up to 10
+# characters is interned, a longer one is a heap object (16 bytes and more);
+# a ValueError carries the bad value instead of a message
 # (bench/module_heap.py measures it).
 import asyncio
 

@@ -25,19 +25,20 @@ _MIN_POLL_MS = const(10000)  # never poll faster: some projectors drop commands 
 _SERIAL_POLL_MS = const(10)
 _RUN_TICK_MS = const(250)
 
-# The board form of a table (projector.json's "p", made by hardware/projectors
-# board_table()): one flat list, so the board holds no nested dicts. Commands
-# are numbered 0 on, 1 off, 2 power, 3 lamp, 4 errors. docs/projectors.md.
+# The board form of a table: projector.json's "p" (hardware/projectors
+# board_table()), one flat list read by position, no dict and no text beyond
+# frames, reply prefixes and patterns. Commands are numbered 0 on, 1 off,
+# 2 power, 3 lamp, 4 errors; their frames are at 0-4 ("" when absent).
 _POWER = const(2)
 _LAMP = const(3)
 _ERRORS = const(4)
-_MS = const(5)  # 5-9: each command's reply timeout (frames are 0-4, "" when absent)
+_MS = const(5)  # 5-9: each command's reply timeout (ms)
 _ANS = const(8)  # 10-12: the reply prefixes of the queries, at _ANS + command
 _END = const(13)  # what closes a reply
-_ST = const(14)  # the states: "code:digit" separated by spaces, digit an index in _STATES
-_WARM = const(15)  # ms of warm-up and (16) cool-down
-_ERR = const(17)  # the errors query's value: 0 a code (all zeros: none), n: n flag digits
-_OUT = const(18)  # 18...: outcomes, a kind letter (refused, unsupported, failure, auth) and a pattern
+_ST = const(14)  # the power states: " <code>:<digit>" each, the digit an index in the names below
+_WARM = const(15)  # warm-up then (16) cool-down, ms
+_KINDS = const(17)  # the outcomes' kinds, a letter each: r refused, u unsupported, f failure, a auth
+_OUT = const(18)  # 18...: the outcomes' patterns (a reply containing one means that)
 
 
 def after_echo(reply, frame):
@@ -49,44 +50,51 @@ def after_echo(reply, frame):
 
 
 def parse(t, n, frame, reply):
-    """(outcome, value) for the reply to command `n` of the board table's list
-    `t`. Outcome: "ok", an outcome from the table ("refused", "unsupported",
-    "failure", "auth") or "bad" (garbled, or no pattern matched). Value, for
-    a query: the state ("on", "warming"...), the lamp hours (int) or the
-    faults ("err:<code>", empty: none); None otherwise."""
+    """What the reply to command `n` means, from the board table's list `t`:
+    (True, value) when understood, the value being for a query the state
+    ("on", "warming"...), the lamp hours (int) or the device's error
+    (["err:<code>"], empty: none), None for a power command; (False, fault)
+    otherwise, the fault None when there is none (refused, to be retried; a
+    query the model lacks)."""
     tail = after_echo(reply, frame)
+    ok = False
+    v = "bad reply"
     for i in range(_OUT, len(t)):
-        if t[i][1:].encode() in tail:
-            return ("refused", "unsupported", "failure", "auth")["rufa".find(t[i][0])], None
-    if n < _POWER:
-        return "ok", None  # a power command: no refusal is an acceptance
-    prefix = t[_ANS + n]
-    i = tail.find(prefix.encode())
-    if i >= 0:
-        try:
-            # the value: up to the reply's end (Epson "PWR=01\r:", BenQ
-            # "*POW=ON#", PJLink "%1POWR=1\r"), without the line ending
-            v = tail[i + len(prefix):].split(t[_END].encode())[0].decode().strip()
-            if n == _POWER:
-                s = t[_ST]
-                i = (" " + s).find(" " + v + ":")
-                if i >= 0 and ":" not in v:
-                    return "ok", ("off", "on", "warming", "cooling", "error")[int(s[i + len(v) + 1])]
-            elif n == _LAMP:
-                return "ok", int(v.split()[0])  # PJLink: "hours on/off" per lamp
+        if t[i].encode() in tail:
+            k = t[_KINDS][i - _OUT]
+            if k == "f":
+                v = "projector failure"
+            elif k == "a":
+                v = "auth"
+            elif k == "u" and n < _POWER:
+                v = "unsupported " + ("on", "off")[n]
             else:
-                found = []
-                k = t[_ERR]
-                if k:  # PJLink ERST: one digit per part, 0 fine; a fault per part
-                    for i in range(min(k, len(v))):
-                        if v[i] != "0":
-                            found.append("err:" + "0" * i + v[i] + "0" * (k - i - 1))
-                elif v.strip("0"):  # a code, all zeros: none
-                    found.append("err:" + v)
-                return "ok", found
-        except (LookupError, ValueError):  # UnicodeError is a ValueError
-            pass
-    return "bad", None
+                v = None  # refused: the wish is kept and retried; or a query the model lacks
+            return ok, v
+    if n < _POWER:
+        ok = True  # a power command: no refusal is an acceptance
+        v = None
+    else:
+        i = tail.find(t[_ANS + n].encode())
+        if i >= 0:
+            try:
+                # the value: up to the reply's end (Epson "PWR=01\r:", BenQ
+                # "*POW=ON#", PJLink "%1POWR=1\r"), without the line ending
+                v = tail[i + len(t[_ANS + n]):].split(t[_END].encode())[0].decode().strip()
+                if n == _LAMP:
+                    v = int(v.split()[0])  # PJLink: "hours on/off" per lamp
+                elif n == _ERRORS:
+                    v = ["err:" + v] if v.strip("0") else []  # a code, all zeros: none
+                else:
+                    s = t[_ST]
+                    i = s.find(" " + v + ":")
+                    if i < 0 or ":" in v:
+                        raise ValueError
+                    v = ("off", "on", "warming", "cooling", "error")[int(s[i + len(v) + 2])]
+                ok = True
+            except (LookupError, ValueError):  # UnicodeError is a ValueError
+                v = "bad reply"
+    return ok, v
 
 
 class Projector:
@@ -126,64 +134,50 @@ class Projector:
         try:
             while todo:
                 n = todo.pop(0)
-                frame = t[n]
+                frame = t[n].encode()
                 if not frame:
                     continue  # a query the table lacks
-                frame = frame.encode()
-                reply = await self.link.exchange(frame, t[_MS + n], t[_END].encode())
-                kind, value = parse(t, n, frame, reply)
-                s = self.state
-                if kind == "ok":
-                    if n == _POWER:
-                        # A change seen (ours or the remote's) holds power
-                        # commands for the lamp: BenQ says ON while warming.
-                        if s in ("on", "warming") and value in ("off", "cooling"):
-                            self._hold = now + t[_WARM + 1]
-                        elif s in ("off", "cooling") and value in ("on", "warming"):
-                            self._hold = now + t[_WARM]
-                        self.state = s = value
-                    elif n == _LAMP:
-                        self.lamp_h = value
-                    elif n == _ERRORS:
-                        faults.extend(value)
-                    else:  # our power command was accepted
-                        self._hold = now + t[_WARM + n]
-                f = None
-                if kind == "bad":
-                    f = "bad reply"
-                elif kind == "failure":
-                    f = "projector failure"
-                elif kind == "auth":
-                    f = kind
-                elif kind == "unsupported" and n < _POWER:
-                    f = ("unsupported on", "unsupported off")[n]
-                if f and f not in faults:
-                    faults.append(f)
-                if n != _POWER:
-                    continue
-                if kind != "ok":
-                    if sent:
-                        continue  # the state of the query before still holds
+                ok, v = parse(t, n, frame, await self.link.exchange(frame, t[_MS + n], t[_END].encode()))
+                if not ok:
+                    if v and v not in faults:
+                        faults.append(v)
+                    if n != _POWER or sent:
+                        continue  # after a command: the state of the query before still holds
                     self.state = "unknown"  # no command on a state we cannot see
                     break
-                # The rules, on a fresh state.
-                if not self.wish and s in ("on", "warming"):
-                    # On outside a session (the remote): standby after a while.
-                    if self._unwanted is None:
-                        self._unwanted = now
-                    elif now - self._unwanted >= self.standby_ms and self.target is None:
-                        self.target = "off"
+                if n == _LAMP:
+                    self.lamp_h = v
+                elif n == _ERRORS:
+                    faults.extend(v)  # pyright: ignore[reportArgumentType]  (parse gives a list for the errors query)
+                elif n < _POWER:  # our power command was accepted
+                    self._hold = now + t[_WARM + n]
                 else:
-                    self._unwanted = None
-                g = self.target
-                if g is None:
-                    continue
-                if s in (("on", "warming") if g == "on" else ("off", "cooling")):
-                    self.target = None  # there already, or on its way
-                elif not sent and now >= self._hold and s == ("off" if g == "on" else "on"):
-                    # Otherwise warming, cooling, error or unknown: keep the wish.
-                    sent = True
-                    todo = [0 if g == "on" else 1, _POWER] + todo
+                    # A change seen (ours or the remote's) holds power
+                    # commands for the lamp: BenQ says ON while warming.
+                    s = self.state
+                    if s in ("on", "warming") and v in ("off", "cooling"):
+                        self._hold = now + t[_WARM + 1]
+                    elif s in ("off", "cooling") and v in ("on", "warming"):
+                        self._hold = now + t[_WARM]
+                    self.state = s = v
+                    # The rules, on a fresh state.
+                    if not self.wish and s in ("on", "warming"):
+                        # On outside a session (the remote): standby after a while.
+                        if self._unwanted is None:
+                            self._unwanted = now
+                        elif now - self._unwanted >= self.standby_ms and self.target is None:
+                            self.target = "off"
+                    else:
+                        self._unwanted = None
+                    g = self.target
+                    if g is None:
+                        continue
+                    if s in (("on", "warming") if g == "on" else ("off", "cooling")):
+                        self.target = None  # there already, or on its way
+                    elif not sent and now >= self._hold and s == ("off" if g == "on" else "on"):
+                        # Otherwise warming, cooling, error or unknown: keep the wish.
+                        sent = True
+                        todo = [0 if g == "on" else 1, _POWER] + todo
         except OSError:
             self.state = "unknown"
             faults.append("no reply")

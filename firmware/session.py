@@ -19,7 +19,10 @@
 # costs heap for ever once loaded, so the machine is a few public methods
 # that call each other (the timeouts go through grant/deny with source
 # "offline") and private constants are `_X = const(...)`, which cost nothing.
-# LED modes are the literal strings of docs/board.md.
+# LED modes are the literal strings of docs/board.md. Event types are built
+# as "session." + the result: a literal longer than 10 characters is a heap
+# object of its own on the board, a short one an interned name shared with
+# the other modules.
 from .compat import const
 
 IDLE = "idle"
@@ -83,14 +86,18 @@ class Session:
         req = self.events.next_seq()
         self._deadline = now + self.request_timeout_ms
         self._denied_until = -1
+        data = {"req": req}
         if self.state == ACTIVE:  # one more slot
             self.ext_req = req
-            self.events.emit("lesson.requested", {"req": req, "extend": True, "remaining_s": self.remaining_s(now)})
-            return "extending"
-        self.req = req
-        self.state = REQUESTING
-        self.events.emit("lesson.requested", {"req": req})
-        return "requested"
+            data["extend"] = True
+            data["remaining_s"] = self.remaining_s(now)
+            result = "extending"
+        else:
+            self.req = req
+            self.state = REQUESTING
+            result = "requested"
+        self.events.emit("lesson." + "requested", data)  # "lesson.requested"
+        return result
 
     def press_long(self, now):
         if self.state == REQUESTING:
@@ -102,19 +109,17 @@ class Session:
         """A gateway grant (tick passes source "offline" for the board's own
         decision); returns (ok, result_or_error) for the ack."""
         if self.state == ACTIVE and req == self.ext_req:
-            self.ext_req = 0
             old = self._ends
             # Never past MAX_SESSION_S from the start, whatever the slots add up to.
-            self._ends = min(max(old, now) + max(0, int(duration_s)) * 1000, self._started + MAX_SESSION_S * 1000)
+            ends = self._ends = min(max(old, now) + max(0, int(duration_s)) * 1000, self._started + MAX_SESSION_S * 1000)
             if grace_s is not None:
                 self._grace_ms = grace_s * 1000
             # The access point carries on only if it ran to the old end and the
             # new slot allows it; otherwise it stops where it was due to.
             ap = bool(ap) and self._ap_end >= old
             if ap:
-                self._ap_end = self._ends + self._grace_ms
-            self.events.emit("session.extended", {"req": req, "added_s": (self._ends - old) // 1000, "ap": ap,
-                                                  "source": source})
+                self._ap_end = ends + self._grace_ms
+            data = {"req": req, "added_s": (ends - old) // 1000, "ap": ap, "source": source}
             result = "extended"
         elif self.state != REQUESTING or req != self.req:
             return False, "stale_request"
@@ -123,31 +128,32 @@ class Session:
             self.state = ACTIVE
             self.source = source
             self.projector = projector
-            self.ext_req = 0
             self._started = now
-            self._ends = now + duration_s * 1000
-            self._grace_ms = (self.grace_s if grace_s is None else grace_s) * 1000
+            ends = self._ends = now + duration_s * 1000
+            grace_ms = self._grace_ms = (self.grace_s if grace_s is None else grace_s) * 1000
             ap = bool(ap) and not self.wifi_never
-            self._ap_end = self._ends + self._grace_ms if ap else 0
+            self._ap_end = ends + grace_ms if ap else 0
             self._ap_since = 0  # not capped
-            self.events.emit("session.started", {"req": req, "duration_s": duration_s, "ap": ap,
-                                                 "projector": projector, "source": source})
+            data = {"req": req, "duration_s": duration_s, "ap": ap, "projector": projector, "source": source}
             result = "started"
+        self.ext_req = 0
+        self.events.emit("session." + result, data)  # "session.started" or "session.extended"
         self._update_ap(now)
         return True, result
 
     def deny(self, req, reason, now, source="gateway"):
+        data = {"req": req, "reason": reason, "source": source}
         if self.state == ACTIVE and req == self.ext_req:
             self.ext_req = 0  # a refused extension: the session runs on
-            data = {"req": req, "reason": reason, "source": source, "extend": True}
+            data["extend"] = True
         elif self.state != REQUESTING or req != self.req:
             return False, "stale_request"
         else:
             self.state = IDLE
-            data = {"req": req, "reason": reason, "source": source}
         self._denied_until = now + _DENIED_SHOW_MS
-        self.events.emit("session.denied", data)
-        return True, "denied"
+        result = "denied"
+        self.events.emit("session." + result, data)  # "session.denied"
+        return True, result
 
     def waiting_time(self):
         """True while a request or an extension waits for the gateway: the
@@ -161,8 +167,9 @@ class Session:
         self.ext_req = 0
         self.projector = False
         self._update_ap(now, reason)
-        self.events.emit("session.ended", {"reason": reason, "ran_s": (now - self._started) // 1000})
-        return True, "ended"
+        result = "ended"
+        self.events.emit("session." + result, {"reason": reason, "ran_s": (now - self._started) // 1000})
+        return True, result
 
     def offline_rule(self, unix):
         """What the retained policy allows now without the gateway:
@@ -170,12 +177,13 @@ class Session:
         valid, only its windows count; otherwise its time-free fallback."""
         p = self.policy
         w = self.windows
-        if unix is not None and w is not None and unix < p.get("until", 0):
-            t = unix - p["until"]  # negative: inside the policy's validity
+        until = p.get("until", 0)
+        if unix is not None and w is not None and unix < until:
+            t = unix - until  # negative: inside the policy's validity
             for i in range(0, len(w), 4):
                 if w[i] <= t < w[i + 1]:
-                    length = min(w[i + 2], w[i + 1] - t)
-                    return (length, w[i + 3] == 1) if length >= MIN_OFFLINE_S else None
+                    t = min(w[i + 2], w[i + 1] - t)  # the session's length
+                    return (t, w[i + 3] == 1) if t >= MIN_OFFLINE_S else None
             return None
         if p.get("start") and p.get("max_s", 0) > 0:
             return p["max_s"], bool(p.get("ap"))
@@ -220,9 +228,8 @@ class Session:
     def _update_ap(self, now, reason="session_end"):
         want = self.state == ACTIVE and self._ap_since >= 0 and now < self._ap_end
         cap_s = self.ap_cap_s
-        if "cap_s" in self.policy:  # the gateway may only lower the board's own cap
-            cap_s = min(cap_s, self.policy["cap_s"])
-        if want and self.ap and now - self._ap_since >= cap_s * 1000:
+        # The gateway's policy may only lower the board's own cap.
+        if want and self.ap and now - self._ap_since >= min(cap_s, self.policy.get("cap_s", cap_s)) * 1000:
             # The hard cap holds whatever the gateway and the network say.
             self._ap_since = -1
             want = False

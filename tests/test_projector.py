@@ -124,8 +124,9 @@ def test_describe_fault_gives_the_table_texts():
     assert describe_fault("epson-escvp21", "err:0E") == "power supply unit error"
     assert describe_fault("epson-escvp21", "err:2F") == "error 2F"
     assert describe_fault("pjlink", "err:020000") == "lamp error"
-    assert describe_fault("pjlink", "err:000100") == "cover warning"
+    assert describe_fault("pjlink", "err:020100") == "lamp error, cover warning"
     assert describe_fault("pjlink", "err:002000") == "temperature error"
+    assert describe_fault("pjlink", "err:ERR4") == "error ERR4"
     for fault in ("no reply", "bad reply", "auth", "projector failure", "unsupported on", "driver KeyError"):
         assert describe_fault("benq", fault) == fault
 

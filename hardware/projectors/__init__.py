@@ -161,23 +161,24 @@ def validate(table: dict, where: str = "table") -> dict:
 # and `p`, the protocol as one flat list (firmware/projector.py reads it by
 # position; a dict per command would cost the board ~2 KB of heap). Indexes:
 BOARD_COMMANDS = ("on", "off", "power", "lamp", "errors")  # frames at 0-4, "" when absent
-MS, ANS, END, ST, WARM, COOL, ERR, OUT = 5, 10, 13, 14, 15, 16, 17, 18
+MS, ANS, END, ST, WARM, COOL, KINDS, OUT = 5, 10, 13, 14, 15, 16, 17, 18
 BOARD_STATES = ("off", "on", "warming", "cooling", "error")  # the digits in ST
 OUTCOME_LETTERS = {kind: kind[0] for kind in OUTCOMES}  # r, u, f, a
 
 
 def compact(table: dict, name: str) -> dict:
     """The board's form of a validated table: whole frames, milliseconds, no
-    texts. Layout of `p` (docs/projectors.md):
+    error texts (the board reports "err:<value>", describe_fault() gives the
+    text). Layout of `p` (docs/projectors.md):
 
     0-4   frames of on, off, power, lamp, errors ("" when the table has none)
     5-9   each command's reply timeout, ms
     10-12 the reply prefixes of power, lamp, errors ("" when absent)
     13    what closes a reply
-    14    states: "<code>:<digit>" separated by spaces, digit an index in BOARD_STATES
+    14    states: " <code>:<digit>" each, digit an index in BOARD_STATES
     15-16 warm-up and cool-down, ms
-    17    the error query's value: 0 a code (all zeros: none), n: n flag digits
-    18... outcomes: a letter (refused, unsupported, failure, auth) and the pattern
+    17    the outcomes' kinds, a letter each (r refused, u unsupported, f failure, a auth)
+    18... the outcomes' patterns, in the same order
     """
     frame = table["frame"]
     commands = table["commands"]
@@ -196,10 +197,10 @@ def compact(table: dict, name: str) -> dict:
     p += [spec(n).get("reply_ms", t["reply_ms"]) for n in BOARD_COMMANDS]
     p += [spec(n).get("reply", "") for n in QUERIES]
     p += [frame["end"],
-          " ".join(f"{code}:{BOARD_STATES.index(state)}" for code, state in table["states"].items()),
-          t["warm_s"] * 1000, t["cool_s"] * 1000,
-          len(table["errors"]["flags"]) if table["errors"]["kind"] == "flags" else 0]
-    p += [OUTCOME_LETTERS[kind] + pattern for pattern, kind in sorted(table["outcomes"].items())]
+          "".join(f" {code}:{BOARD_STATES.index(state)}" for code, state in table["states"].items()),
+          t["warm_s"] * 1000, t["cool_s"] * 1000]
+    outcomes = sorted(table["outcomes"].items())
+    p += ["".join(OUTCOME_LETTERS[kind] for _, kind in outcomes)] + [pattern for pattern, _ in outcomes]
     board: dict = {"io": table["transport"]}
     if table["transport"] == "serial":
         board["baud"] = table["serial"]["baud"]
@@ -215,19 +216,20 @@ def board_table(name: str) -> dict:
 
 
 def describe_fault(name: str, error: str) -> str:
-    """The text for a projector.fault `error` from the board driving table
-    `name`: the board reports device errors as "err:<code>" (Epson: the ERR?
-    code, "err:04"; PJLink: the ERST digits of one part, others zeroed,
-    "err:020000"); its own faults ("no reply", "auth"...) are text already."""
+    """The text of a projector.fault `error` reported by a board driving the
+    table `name`. The board reports the device's error query as
+    "err:<value>", the value as the projector sent it (Epson ERR?: "err:04";
+    PJLink ERST, one digit per part: "err:020100"); its own faults ("no
+    reply", "auth", "bad reply"...) are text already and come back as they are."""
     if not error.startswith("err:"):
         return error
-    code = error[4:]
+    value = error[4:]
     errors = load_table(name)["errors"]
     if errors["kind"] == "code":
-        return errors["codes"].get(code, "error " + code)
-    if errors["kind"] == "flags":
-        parts = [(i, ch) for i, ch in enumerate(code) if ch != "0"]
-        if len(parts) == 1 and parts[0][0] < len(errors["flags"]):
-            i, ch = parts[0]
-            return errors["flags"][i] + " " + errors["levels"].get(ch, ch)
-    return "error " + code
+        return errors["codes"].get(value, "error " + value)
+    if errors["kind"] == "flags" and value.isdigit():
+        parts = [f"{part} {errors['levels'].get(level, level)}"
+                 for part, level in zip(errors["flags"], value) if level != "0"]
+        if parts:
+            return ", ".join(parts)
+    return "error " + value

@@ -11,9 +11,9 @@ from firmware.projector import SerialLink, Projector, parse
 
 from ._util import raises
 
-EPSON = {'io': 'serial', 'baud': 9600, 'p': ['PWR ON\r', 'PWR OFF\r', 'PWR?\r', 'LAMP?\r', 'ERR?\r', 40000, 50000, 3000, 3000, 3000, 'PWR=', 'LAMP=', 'ERR=', ':', '00:0 01:1 02:2 03:3 04:0 05:4 09:0', 30000, 20000, 0, 'rERR\r']}
-BENQ = {'io': 'serial', 'baud': 9600, 'p': ['\r*pow=on#\r', '\r*pow=off#\r', '\r*pow=?#\r', '\r*ltim=?#\r', '', 2000, 2000, 2000, 2000, 2000, '*POW=', '*LTIM=', '', '#', 'ON:1 OFF:0', 30000, 90000, 0, 'r*Block item#', 'u*Illegal format#', 'u*Unsupported item#']}
-PJLINK = {'io': 'tcp', 'port': 4352, 'p': ['%1POWR 1\r', '%1POWR 0\r', '%1POWR ?\r', '%1LAMP ?\r', '%1ERST ?\r', 2000, 2000, 2000, 2000, 2000, '%1POWR=', '%1LAMP=', '%1ERST=', '\r', '0:0 1:1 2:3 3:2', 30000, 20000, 6, 'u=ERR1', 'u=ERR2', 'r=ERR3', 'f=ERR4', 'aPJLINK ERRA']}
+EPSON = {'io': 'serial', 'baud': 9600, 'p': ['PWR ON\r', 'PWR OFF\r', 'PWR?\r', 'LAMP?\r', 'ERR?\r', 40000, 50000, 3000, 3000, 3000, 'PWR=', 'LAMP=', 'ERR=', ':', ' 00:0 01:1 02:2 03:3 04:0 05:4 09:0', 30000, 20000, 'r', 'ERR\r']}
+BENQ = {'io': 'serial', 'baud': 9600, 'p': ['\r*pow=on#\r', '\r*pow=off#\r', '\r*pow=?#\r', '\r*ltim=?#\r', '', 2000, 2000, 2000, 2000, 2000, '*POW=', '*LTIM=', '', '#', ' ON:1 OFF:0', 30000, 90000, 'ruu', '*Block item#', '*Illegal format#', '*Unsupported item#']}
+PJLINK = {'io': 'tcp', 'port': 4352, 'p': ['%1POWR 1\r', '%1POWR 0\r', '%1POWR ?\r', '%1LAMP ?\r', '%1ERST ?\r', 2000, 2000, 2000, 2000, 2000, '%1POWR=', '%1LAMP=', '%1ERST=', '\r', ' 0:0 1:1 2:3 3:2', 30000, 20000, 'uurfa', '=ERR1', '=ERR2', '=ERR3', '=ERR4', 'PJLINK ERRA']}
 
 TABLES = {"epson-escvp21": EPSON, "benq": BENQ, "pjlink": PJLINK}
 ON, OFF, POWER, LAMP, ERRORS = 0, 1, 2, 3, 4
@@ -74,59 +74,60 @@ def make(device=None, table=EPSON, **kw):
 
 def test_parse_epson():
     f = b"PWR?\r"
-    assert parse(EPSON["p"], POWER, f, b"PWR=01\r:") == ("ok", "on")
-    assert parse(EPSON["p"], POWER, f, b"PWR=02\r:") == ("ok", "warming")
-    assert parse(EPSON["p"], POWER, f, b"PWR=04\r:") == ("ok", "off")
-    assert parse(EPSON["p"], LAMP, b"LAMP?\r", b"LAMP=1234\r:") == ("ok", 1234)
-    assert parse(EPSON["p"], ON, b"PWR ON\r", b":") == ("ok", None)
-    assert parse(EPSON["p"], ON, b"PWR ON\r", b"ERR\r:") == ("refused", None)
-    assert parse(EPSON["p"], ERRORS, b"ERR?\r", b"ERR=04\r:") == ("ok", ["err:04"])
-    assert parse(EPSON["p"], POWER, f, b"\x7f?Z\r:")[0] == "bad"
-    assert parse(EPSON["p"], POWER, f, b"PWR=\xff\r:")[0] == "bad"  # not text
-    assert parse(EPSON["p"], POWER, f, b"PWR=77\r:")[0] == "bad"  # no such state
-    assert parse(EPSON["p"], LAMP, b"LAMP?\r", b"LAMP=\r:")[0] == "bad"
-    assert parse(EPSON["p"], LAMP, b"LAMP?\r", b"LAMP=12x\r:")[0] == "bad"
+    assert parse(EPSON["p"], POWER, f, b"PWR=01\r:") == (True, "on")
+    assert parse(EPSON["p"], POWER, f, b"PWR=02\r:") == (True, "warming")
+    assert parse(EPSON["p"], POWER, f, b"PWR=04\r:") == (True, "off")
+    assert parse(EPSON["p"], LAMP, b"LAMP?\r", b"LAMP=1234\r:") == (True, 1234)
+    assert parse(EPSON["p"], ON, b"PWR ON\r", b":") == (True, None)
+    assert parse(EPSON["p"], ON, b"PWR ON\r", b"ERR\r:") == (False, None)
+    assert parse(EPSON["p"], ERRORS, b"ERR?\r", b"ERR=04\r:") == (True, ["err:04"])
+    assert parse(EPSON["p"], POWER, f, b"\x7f?Z\r:") == (False, "bad reply")
+    assert parse(EPSON["p"], POWER, f, b"PWR=\xff\r:") == (False, "bad reply")  # not text
+    assert parse(EPSON["p"], POWER, f, b"PWR=77\r:") == (False, "bad reply")  # no such state
+    assert parse(EPSON["p"], LAMP, b"LAMP?\r", b"LAMP=\r:") == (False, "bad reply")
+    assert parse(EPSON["p"], LAMP, b"LAMP?\r", b"LAMP=12x\r:") == (False, "bad reply")
 
 
 def test_parse_benq_skips_the_echo():
-    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*pow=?#\r\n*POW=ON#\r\n") == ("ok", "on")
-    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*POW=OFF#\r\n") == ("ok", "off")  # echo off
-    assert parse(BENQ["p"], LAMP, b"\r*ltim=?#\r", b"*ltim=?#\r\n*LTIM=987#\r\n") == ("ok", 987)
-    assert parse(BENQ["p"], OFF, b"\r*pow=off#\r", b"*pow=off#\r\n*Block item#\r\n") == ("refused", None)
-    assert parse(BENQ["p"], ON, b"\r*pow=on#\r", b"*pow=on#\r\n*POW=ON#\r\n") == ("ok", None)
-    assert parse(BENQ["p"], ON, b"\r*pow=on#\r", b"*Unsupported item#")[0] == "unsupported"
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*pow=?#\r\n*POW=ON#\r\n") == (True, "on")
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*POW=OFF#\r\n") == (True, "off")  # echo off
+    assert parse(BENQ["p"], LAMP, b"\r*ltim=?#\r", b"*ltim=?#\r\n*LTIM=987#\r\n") == (True, 987)
+    assert parse(BENQ["p"], OFF, b"\r*pow=off#\r", b"*pow=off#\r\n*Block item#\r\n") == (False, None)
+    assert parse(BENQ["p"], ON, b"\r*pow=on#\r", b"*pow=on#\r\n*POW=ON#\r\n") == (True, None)
+    assert parse(BENQ["p"], ON, b"\r*pow=on#\r", b"*Unsupported item#") == (False, "unsupported on")
 
 
 def test_parse_pjlink():
-    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"%1POWR=3\r") == ("ok", "warming")
-    assert parse(PJLINK["p"], ON, b"%1POWR 1\r", b"%1POWR=ERR3\r") == ("refused", None)
-    assert parse(PJLINK["p"], ON, b"%1POWR 1\r", b"%1POWR=OK\r") == ("ok", None)
-    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"PJLINK ERRA\r") == ("auth", None)
-    assert parse(PJLINK["p"], LAMP, b"%1LAMP ?\r", b"%1LAMP=1234 1 56 0\r") == ("ok", 1234)  # hours of lamp 1
-    assert parse(PJLINK["p"], ERRORS, b"%1ERST ?\r", b"%1ERST=ERR4\r") == ("failure", None)
+    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"%1POWR=3\r") == (True, "warming")
+    assert parse(PJLINK["p"], ON, b"%1POWR 1\r", b"%1POWR=ERR3\r") == (False, None)
+    assert parse(PJLINK["p"], ON, b"%1POWR 1\r", b"%1POWR=OK\r") == (True, None)
+    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"PJLINK ERRA\r") == (False, "auth")
+    assert parse(PJLINK["p"], LAMP, b"%1LAMP ?\r", b"%1LAMP=1234 1 56 0\r") == (True, 1234)  # hours of lamp 1
+    assert parse(PJLINK["p"], ERRORS, b"%1ERST ?\r", b"%1ERST=ERR4\r") == (False, "projector failure")
 
 
 def test_state_codes_match_whole():
     f = b"PWR?\r"
-    for value in (b"0", b"1", b"001", b"00:0", b"00:0 01", b"", b" "):
-        assert parse(EPSON["p"], POWER, f, b"PWR=" + value + b"\r:")[0] == "bad", value
-    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*POW=N#")[0] == "bad"
-    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*POW=OF#")[0] == "bad"
-    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"%1POWR=2\r") == ("ok", "cooling")
-    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"%1POWR=4\r")[0] == "bad"
+    for value in (b"0", b"1", b"001", b"0 01", b"", b" "):
+        assert parse(EPSON["p"], POWER, f, b"PWR=" + value + b"\r:") == (False, "bad reply"), value
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*POW=N#") == (False, "bad reply")
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*POW=OF#") == (False, "bad reply")
+    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"%1POWR=2\r") == (True, "cooling")
+    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"%1POWR=4\r") == (False, "bad reply")
+    assert parse(PJLINK["p"], POWER, b"%1POWR ?\r", b"%1POWR=0:0 1\r") == (False, "bad reply")  # not the board's syntax
 
 
 def test_error_texts():
     def errors(table, frame, reply):
-        kind, texts = parse(table["p"], ERRORS, frame, reply)
-        assert kind == "ok"
+        ok, texts = parse(table["p"], ERRORS, frame, reply)
+        assert ok is True
         return texts
 
     assert errors(EPSON, b"ERR?\r", b"ERR=00\r:") == []
     assert errors(EPSON, b"ERR?\r", b"ERR=04\r:") == ["err:04"]
     assert errors(EPSON, b"ERR?\r", b"ERR=2F\r:") == ["err:2F"]
     assert errors(PJLINK, b"%1ERST ?\r", b"%1ERST=000000\r") == []
-    assert errors(PJLINK, b"%1ERST ?\r", b"%1ERST=020100\r") == ["err:020000", "err:000100"]
+    assert errors(PJLINK, b"%1ERST ?\r", b"%1ERST=020100\r") == ["err:020100"]  # one fault: the parts
 
 
 def test_md5_matches_the_pjlink_spec_example():
@@ -327,7 +328,7 @@ async def test_serial_link_reads_past_the_echo():
     port = FakePort(b"*pow=?#\r\n*POW=OFF#\r\n")
     reply = await SerialLink(port).exchange(b"\r*pow=?#\r", 200, b"#")
     assert port.written == b"\r*pow=?#\r"
-    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", reply) == ("ok", "off")
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", reply) == (True, "off")
 
 
 async def test_serial_link_times_out_with_oserror():
