@@ -12,6 +12,7 @@ from . import VERSION
 from . import led as ledmod
 from .button import LONG, SHORT, ButtonLogic
 from .clock import Clock
+from .compat import const
 from .events import Events
 from .mqtt import MQTTClient
 from .outbox import EVENT, Outbox
@@ -49,9 +50,9 @@ except AttributeError:  # CPython
         await asyncio.sleep(ms / 1000)
 
 
-TICK_MS = 50
-BUTTON_SAMPLE_MS = 10
-ACK_MEMORY = 16
+_TICK_MS = const(50)
+_BUTTON_SAMPLE_MS = const(10)
+_ACK_MEMORY = const(16)
 
 
 def bump_boot_counter(storage):
@@ -199,7 +200,7 @@ class Classroom:
         ack = {"v": 1, "id": cmd["id"], "ok": ok, "boot": self.boot}
         ack["result" if ok else "error"] = text
         self._acks.append((cmd["id"], ack))
-        if len(self._acks) > ACK_MEMORY:
+        if len(self._acks) > _ACK_MEMORY:
             self._acks.pop(0)
         self._send_ack(ack)
 
@@ -275,7 +276,7 @@ class Classroom:
                 # Fed from the main loop only: if the loop hangs, the board
                 # resets and comes back with the access point off.
                 self.wdt.feed()
-            await sleep_ms_async(TICK_MS)
+            await sleep_ms_async(_TICK_MS)
 
     async def _button_task(self):
         while True:
@@ -289,7 +290,7 @@ class Classroom:
                     self.on_press(press, now)
                 if not self.button.busy():
                     break
-                await sleep_ms_async(BUTTON_SAMPLE_MS)
+                await sleep_ms_async(_BUTTON_SAMPLE_MS)
 
     def on_press(self, press, now):
         self.events.emit("button", {"press": press})
