@@ -16,7 +16,7 @@ from .compat import const
 from .events import Events
 from .mqtt import MQTTClient
 from .outbox import EVENT, Outbox
-from .session import ACTIVE, REQUESTING, Session
+from .session import ACTIVE, IDLE, REQUESTING, Session
 from .wire import ProtocolError, encode, parse, topic
 
 # The async seams live here, not in compat: the pure logic modules that
@@ -53,6 +53,7 @@ except AttributeError:  # CPython
 _TICK_MS = const(50)
 _BUTTON_SAMPLE_MS = const(10)
 _ACK_MEMORY = const(16)
+_RESTART_IDLE_MS = const(536870912)  # 2**29 ms, 6.2 days
 
 
 def bump_boot_counter(storage):
@@ -104,6 +105,7 @@ class Classroom:
         self._acks_out = []
         self._button_flag = ThreadSafeFlag()
         self._reboot = False
+        self._stopping = False
         school, room = cfg["school"], cfg["room"]
         self.t_state = topic(school, room, "state")
         self.t_evt = topic(school, room, "evt")
@@ -130,7 +132,8 @@ class Classroom:
             # Imported only when fitted: a driver the room lacks costs no heap.
             from .projector import Projector, open_link
 
-            link = open_link(projector, uart=board.uart(projector.get("baud", 9600)),
+            serial = projector["io"] == "serial"
+            link = open_link(projector, uart=board.uart(projector.get("baud", 9600)) if serial else None,
                              host=cfg["projector_host"], password=cfg["projector_password"])
             self.projector = Projector(projector, link, self.events.emit,
                                        standby_after_s=cfg["projector_standby_s"])
@@ -239,7 +242,7 @@ class Classroom:
         answer or reports an error, or flash refuses the outbox's writes."""
         if self.projector is not None and self.projector.errors:
             return "projector"
-        if self.events.dropped:
+        if self.events.flash_errors:
             return "flash"
         return None
 
@@ -260,7 +263,9 @@ class Classroom:
         # Wall time only matters when a request times out (offline windows);
         # reading it every tick would allocate a big int 20 times a second.
         s.tick(now, self.clock.time() if s.waiting_time() else None)
-        self.board.set_relay(s.ap)
+        if self._stopping and s.state == ACTIVE:
+            s.end(now, "shutdown")  # a grant that arrived during the shutdown
+        self.board.set_relay(s.ap and not self._stopping)
         self.board.set_led(ledmod.level(self.led_mode(now), now))
         if self.projector is not None:
             want = s.state == ACTIVE and s.projector
@@ -271,7 +276,15 @@ class Classroom:
     # -- tasks ----------------------------------------------------------------
     async def _ticker(self):
         while True:
-            self.apply(self.clock.uptime_ms())
+            now = self.clock.uptime_ms()
+            if now >= _RESTART_IDLE_MS and self.session.state == IDLE and not self._stopping:
+                # Small ints end at 2**30 on a 32-bit port: past 12 days of
+                # uptime every time value would be a heap-allocated big int,
+                # 20 times a second. Restarted while idle, after 6 days
+                # (the relay is off at boot; the outbox keeps the events).
+                self.board.set_relay(False)
+                self.board.reset()
+            self.apply(now)
             if self.wdt is not None:
                 # Fed from the main loop only: if the loop hangs, the board
                 # resets and comes back with the access point off.
@@ -293,6 +306,8 @@ class Classroom:
                 await sleep_ms_async(_BUTTON_SAMPLE_MS)
 
     def on_press(self, press, now):
+        if self._stopping:
+            return  # shutting down: no new session
         self.events.emit("button", {"press": press})
         if press == SHORT:
             self.session.press_short(now)
@@ -335,7 +350,7 @@ class Classroom:
         s = self.session
         tele = {"v": 1, "boot": self.boot, "uptime_ms": now, "session": s.state, "ap": s.ap,
                 "remaining_s": s.remaining_s(now), "outbox": len(self.outbox),
-                "dropped": self.outbox.dropped + self.events.dropped}
+                "dropped": self.outbox.dropped + self.events.dropped}  # cap and flash, oversized
         p = self.projector
         if p is not None:
             tele["projector"] = p.state
@@ -350,7 +365,8 @@ class Classroom:
             await asyncio.sleep(self.cfg["tele_s"])
             # Through the outbox too: readings taken while the gateway is away
             # reach it later, and go first when flash runs short.
-            self.outbox.append(encode(self.telemetry(self.clock.uptime_ms())), True)
+            if not self.outbox.append(encode(self.telemetry(self.clock.uptime_ms())), True):
+                self.events.flash_errors += 1
             self._wake.set()
 
     async def run(self):
@@ -378,13 +394,14 @@ class Classroom:
 
     async def shutdown(self):
         """Clean stop: relay off, death published, clean disconnect."""
+        self._stopping = True  # no new press, no grant turns the relay back on
         self.board.set_relay(False)
+        now = self.clock.uptime_ms()
         if self.session.state == ACTIVE:
-            self.session.end(self.clock.uptime_ms(), "shutdown")
+            self.session.end(now, "shutdown")
         elif self.session.state == REQUESTING:
-            # a grant or the offline timeout must not turn the relay back on
-            # while the last messages go out
-            self.session.press_long(self.clock.uptime_ms())
+            self.session.press_long(now)
+        self.apply(now)  # the projector is told the session is over
         if self.mqtt.up:
             try:
                 # Let the publisher hand the last events (the session's end)

@@ -15,7 +15,8 @@ class Events:
         self.capacity = capacity
         self.seq = 0
         self.queue = []  # without an outbox only
-        self.dropped = 0
+        self.dropped = 0  # oversized, or the RAM queue's oldest (without an outbox)
+        self.flash_errors = 0
 
     def next_seq(self):
         return self.seq + 1
@@ -34,7 +35,9 @@ class Events:
         if self.outbox is not None:
             try:
                 if not self.outbox.append(encode(evt)):
-                    self.dropped += 1  # flash refused the write: counted, shown as a fault
+                    # flash refused the write: the outbox counts it dropped; the
+                    # LED shows a fault
+                    self.flash_errors += 1
             except ValueError:  # over the protocol's payload limit: a bug, counted, never fatal
                 self.dropped += 1
         else:

@@ -35,8 +35,13 @@ def _read_config():
         return None, str(e)
     finally:
         # Checked once at boot: the checker's code and tables go back to the
-        # heap before the application loads (about 3 KB).
+        # heap before the application loads (about 3 KB). The import bound it
+        # in the package too: both references go.
         sys.modules.pop("firmware.config", None)
+        try:
+            delattr(sys.modules["firmware"], "config")
+        except (AttributeError, KeyError):
+            pass
 
 
 async def _keep_uplink(board, cfg):
@@ -85,4 +90,11 @@ def main():
         asyncio.create_task(_keep_uplink(board, cfg))
         await app.run()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except Exception as e:  # e.g. a projector.json that parses but is wrong
+        # Not left inert in the REPL: the reason on the console, the relay
+        # off, the LED asking for the technician.
+        board.set_relay(False)
+        print("preau: stopped:", repr(e))
+        _show_fault(board)

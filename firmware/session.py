@@ -108,15 +108,16 @@ class Session:
     def grant(self, req, duration_s, ap, projector, now, grace_s=None, source="gateway"):
         """A gateway grant (tick passes source "offline" for the board's own
         decision); returns (ok, result_or_error) for the ack."""
-        if self.state == ACTIVE and req == self.ext_req:
+        if self.state == ACTIVE and self.ext_req and req == self.ext_req:
             old = self._ends
             # Never past MAX_SESSION_S from the start, whatever the slots add up to.
             ends = self._ends = min(max(old, now) + max(0, int(duration_s)) * 1000, self._started + MAX_SESSION_S * 1000)
             if grace_s is not None:
                 self._grace_ms = grace_s * 1000
-            # The access point carries on only if it ran to the old end and the
-            # new slot allows it; otherwise it stops where it was due to.
-            ap = bool(ap) and self._ap_end >= old
+            # The access point carries on only if it is on now and the new
+            # slot allows it: one that went off (its slot ended, or the hard
+            # cap) never comes back within the session, nor restarts its cap.
+            ap = bool(ap) and self.ap
             if ap:
                 self._ap_end = ends + self._grace_ms
             data = {"req": req, "added_s": (ends - old) // 1000, "ap": ap, "source": source}
@@ -143,7 +144,7 @@ class Session:
 
     def deny(self, req, reason, now, source="gateway"):
         data = {"req": req, "reason": reason, "source": source}
-        if self.state == ACTIVE and req == self.ext_req:
+        if self.state == ACTIVE and self.ext_req and req == self.ext_req:
             self.ext_req = 0  # a refused extension: the session runs on
             data["extend"] = True
         elif self.state != REQUESTING or req != self.req:

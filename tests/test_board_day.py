@@ -143,3 +143,111 @@ def test_watchdog_resets_a_hung_board_and_the_access_point_comes_back_off(mosqui
         run(scenario(), timeout=60)
     finally:
         peer.close()
+
+
+def test_reboot_command_restarts_one_board_and_the_others_keep_running(mosquitto, tmp_path):
+    peer = Peer(mosquitto.host, mosquitto.port, f"preau/v1/{SCHOOL}/#")
+
+    async def scenario():
+        a = SimClassroom(board_config(mosquitto, room="cm1-a"), storage=str(tmp_path / "a"))
+        b = SimClassroom(board_config(mosquitto, room="cm1-b"), storage=str(tmp_path / "b"))
+        a.start()
+        b.start()
+        await await_for(lambda: len(peer.events("boot")) == 2, what="both boots")
+        await a.press(0.2)
+        req = (await await_for(lambda: peer.events("lesson.requested"), what="request"))[0]["data"]["req"]
+        grant(peer, "cm1-a", req, "g-1")
+        await await_for(lambda: a.relay, what="access point on")
+        first = a.machine
+        peer.publish(f"preau/v1/{SCHOOL}/cm1-a/cmd", {"v": 1, "id": "r-1", "cmd": "reboot"})
+        await await_for(lambda: a.machine is not first, what="reboot")
+        assert first.halted and not a.relay_history(first)[-1], "relay off at the reset"
+        boots = await await_for(lambda: [e for e in peer.events("boot") if e["boot"] == 1], what="second boot")
+        assert boots[0]["data"]["reset_cause"] == "soft"
+        acks = [x for x in peer.json_on("/ack") if x["id"] == "r-1"]
+        assert acks and acks[0]["result"] == "rebooting"  # acknowledged before the restart
+        assert not a.relay
+        await b.press(0.2)  # the other board is still alive on the same loop
+        await await_for(lambda: [e for e in peer.json_on("/cm1-b/evt") if e["type"] == "lesson.requested"],
+                        what="the other board's request")
+        await a.stop()
+        await b.stop()
+
+    try:
+        run(scenario(), timeout=60)
+    finally:
+        peer.close()
+
+
+def test_pjlink_projector_driven_over_tcp_with_its_password(mosquitto, tmp_path):
+    from hardware.sim.projector import PJLinkSim
+
+    peer = Peer(mosquitto.host, mosquitto.port, f"preau/v1/{SCHOOL}/#")
+    projector = PJLinkSim(speed=100, password="salle-12")
+
+    async def scenario():
+        sim = SimClassroom(board_config(mosquitto, projector="pjlink", projector_host="127.0.0.1",
+                                        projector_password="salle-12"), storage=str(tmp_path), projector=projector)
+        sim.start()
+        await sim.press(0.2)
+        req = (await await_for(lambda: peer.events("lesson.requested"), what="request"))[0]["data"]["req"]
+        grant(peer, "cm2-b", req, "g-1")
+        await await_for(lambda: projector.power in ("warming", "on"), what="projector on over PJLink")
+        await sim.stop()
+
+    try:
+        run(scenario(), timeout=60)
+    finally:
+        projector.close()
+        peer.close()
+
+
+def test_shutdown_ignores_presses_and_a_late_grant(mosquitto, tmp_path):
+    peer = Peer(mosquitto.host, mosquitto.port, f"preau/v1/{SCHOOL}/#")
+
+    async def scenario():
+        sim = SimClassroom(board_config(mosquitto), storage=str(tmp_path))
+        sim.start()
+        await await_for(lambda: peer.events("boot"), what="boot event")
+        await sim.press(0.2)
+        await await_for(lambda: peer.events("lesson.requested"), what="request")
+        before = len(sim.relay_history())
+        stopping = asyncio.create_task(sim.app.shutdown())
+        await asyncio.sleep(0)
+        assert sim.app.session.state == "idle"  # the pending request was given up
+        sim.app.session.press_short(sim.app.clock.uptime_ms())  # a request sneaks in...
+        sim.app.session.grant(sim.app.session.req, 600, True, True, sim.app.clock.uptime_ms())  # ...and its grant
+        sim.app.apply(sim.app.clock.uptime_ms())
+        assert not sim.relay and sim.app.session.state == "idle"
+        await sim.press(0.2)
+        assert sim.app.session.state == "idle"
+        await stopping
+        await sim.stop(clean=False)
+        assert not any(sim.relay_history()[before:]), "the relay came on during the shutdown"
+
+    try:
+        run(scenario(), timeout=60)
+    finally:
+        peer.close()
+
+
+def test_a_board_restarts_when_idle_before_its_uptime_leaves_small_ints(mosquitto, tmp_path):
+    peer = Peer(mosquitto.host, mosquitto.port, f"preau/v1/{SCHOOL}/#")
+
+    async def scenario():
+        sim = SimClassroom(board_config(mosquitto), storage=str(tmp_path))
+        sim.start()
+        await await_for(lambda: peer.events("boot"), what="boot event")
+        first = sim.machine
+        clock = sim.app.clock
+        real = clock.uptime_ms
+        clock.uptime_ms = lambda: real() + 2**29  # six days later
+        await await_for(lambda: sim.machine is not first, what="restart")
+        boots = await await_for(lambda: [e for e in peer.events("boot") if e["boot"] == 1], what="second boot")
+        assert boots[0]["data"]["reset_cause"] == "soft"
+        await sim.stop()
+
+    try:
+        run(scenario(), timeout=60)
+    finally:
+        peer.close()

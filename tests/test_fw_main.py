@@ -57,11 +57,13 @@ def test_config_checked_then_released(tmp_path, monkeypatch):
 
     # put back afterwards: other tests hold this module's ConfigError
     monkeypatch.setitem(sys.modules, "firmware.config", firmware.config)
+    monkeypatch.setattr(sys.modules["firmware"], "config", firmware.config)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"school": "0341234a", "room": "cm2-b", "broker": "gw.local"}))
     cfg, error = fw_main._read_config()
     assert error is None and cfg["room"] == "cm2-b" and cfg["grace_s"] == 120
     assert "firmware.config" not in sys.modules  # its code goes back to the heap before the app loads
+    assert not hasattr(sys.modules["firmware"], "config")
     (tmp_path / "config.json").write_text('{"school": "0341234a", "room": "cm2-b", "broker": "gw.local", "port": "1883"}')
     cfg, error = fw_main._read_config()
     assert cfg is None and error == "config.json: key 'port': expected an integer, got '1883'"

@@ -73,6 +73,7 @@ class SimClassroom:
                                                  timeout=0)
             self.machine.uart = self._serial
         self.machine.on_wdt_reset = self._on_watchdog
+        self.machine.on_soft_reset = self._on_soft_reset
         board = Board(self.profile, machine=self.machine)
         self.app = Classroom(self.config, board, storage=self.storage, projector=self.table,
                              log=lambda msg: log.warning("%s: %s", self.room, msg))
@@ -82,11 +83,21 @@ class SimClassroom:
         if self._loop is not None and machine is self.machine:
             self._loop.call_soon_threadsafe(self._reboot_after_watchdog)
 
+    def _on_soft_reset(self, machine: SimMachine) -> None:
+        # The firmware called machine.reset() from the loop's own thread.
+        if self._loop is not None and machine is self.machine:
+            self._loop.call_soon(self._reboot, SimMachine.SOFT_RESET)
+
     def _reboot_after_watchdog(self) -> None:
-        log.warning("%s: watchdog reset", self.room)
+        self._reboot(SimMachine.WDT_RESET)
+
+    def _reboot(self, cause: int) -> None:
+        if self._loop is None:
+            return  # stopped meanwhile: the test is over, no new boot
+        log.warning("%s: reset (cause %d)", self.room, cause)
         if self._task is not None:
             self._task.cancel()
-        self.boot(SimMachine.WDT_RESET)
+        self.boot(cause)
         self.start()
 
     def pin(self, role: str) -> int:

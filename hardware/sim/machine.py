@@ -7,6 +7,7 @@ access-point relay never came on at boot, not even for a moment."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any, Callable
@@ -122,6 +123,10 @@ class SimMachine:
         # reset level; the classroom simulator reboots the firmware from it
         # (with reset_cause WDT_RESET), via loop.call_soon_threadsafe.
         self.on_wdt_reset: Callable[["SimMachine"], None] | None = None
+        # Called by reset() (the firmware's own restart, e.g. the `reboot`
+        # command) once the outputs are at their reset level.
+        self.on_soft_reset: Callable[["SimMachine"], None] | None = None
+        self.halted = False  # reset: the CPU of this boot runs no code any more
         self.uart: Any = None  # a pyserial-like object the simulator wires to UART()
         self.i2c: Any = None  # an I2C bus stand-in the simulator wires to I2C()/SoftI2C()
         self.uart_args: tuple[tuple, dict] | None = None  # how the firmware opened them
@@ -169,17 +174,23 @@ class SimMachine:
         # any more (its later writes are ignored, as a reset CPU runs no code).
         with self._lock:
             self.wdt_fired = True
-            self.wdt_fired_at = now = self.clock()
-            for pin_id, level in list(self.outputs.items()):
-                if level != 0:
-                    self.outputs[pin_id] = 0
-                    self.history.append((now, pin_id, 0))
+            self.wdt_fired_at = self._halt()
         if self.on_wdt_reset is not None:
             self.on_wdt_reset(self)
 
+    def _halt(self) -> float:
+        # Caller holds the lock. Every output back to its reset level, once.
+        now = self.clock()
+        self.halted = True
+        for pin_id, level in list(self.outputs.items()):
+            if level != 0:
+                self.outputs[pin_id] = 0
+                self.history.append((now, pin_id, 0))
+        return now
+
     def _drive(self, pin_id: int, level: int) -> None:
         with self._lock:
-            if self.wdt_fired:
+            if self.halted:
                 return
             if self.outputs.get(pin_id) != level:
                 self.outputs[pin_id] = level
@@ -204,8 +215,15 @@ class SimMachine:
         return self._reset_cause
 
     def reset(self) -> None:
+        """machine.reset(): outputs drop, this boot's code stops (the task that
+        called it ends here) and the simulator boots the firmware again with
+        reset cause SOFT_RESET. Never SystemExit: other boards share the loop."""
         self.resets += 1
-        raise SystemExit("machine.reset()")
+        with self._lock:
+            self._halt()
+        if self.on_soft_reset is not None:
+            self.on_soft_reset(self)
+        raise asyncio.CancelledError("machine.reset()")
 
     def unique_id(self) -> bytes:
         return id(self).to_bytes(8, "little")[:6]

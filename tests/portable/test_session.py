@@ -296,3 +296,27 @@ def test_extensions_never_pass_four_hours():
     s.grant(s.ext_req, 7200, False, True, 1000)
     assert ev.queue[-1]["data"]["added_s"] == 400
     assert s.remaining_s(0) == 14400
+
+
+def test_an_access_point_that_went_off_never_comes_back_in_the_session():
+    s, ev, _ = make(grace_s=600)
+    s.press_short(0)
+    s.grant(s.req, 3000, True, True, 0)
+    s.press_short(1000)
+    s.grant(s.ext_req, 300, False, True, 1000)  # a slot without the access point
+    s.tick(3_600_000)  # the old end plus its grace: the access point goes off, the lesson goes on
+    assert s.state == ACTIVE and s.ap is False
+    s.press_short(3_700_000)
+    assert s.grant(s.ext_req, 600, True, True, 3_700_000) == (True, "extended")
+    assert ev.queue[-1]["data"]["ap"] is False
+    s.tick(3_700_001)
+    assert s.ap is False
+
+
+def test_a_command_for_req_0_is_stale_when_no_extension_waits():
+    s, ev, _ = make()
+    s.press_short(0)
+    s.grant(s.req, 600, True, True, 0)
+    assert s.grant(0, 3600, True, True, 1000) == (False, "stale_request")
+    assert s.deny(0, "x", 1000) == (False, "stale_request")
+    assert s.remaining_s(1000) == 599
