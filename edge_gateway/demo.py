@@ -142,7 +142,7 @@ def check_city(city: CityService) -> list[tuple[bool, str]]:
         (has("cp-a", "session.denied", reason="period_no_sessions"), "cp-a: request at lunch time denied"),
         (has("cp-a", "projector.changed", state="on") or has("cp-a", "projector.changed", state="warming"),
          "cp-a: projector switched on for the session (RS-232)"),
-        (has("ce2-b", "kit.attached", kit="air-co2"), "ce2-b: the shared CO2 kit is known to be there"),
+        (has("ce2-b", "kit.attached", kit="air-co2-01"), "ce2-b: the shared CO2 kit is known to be there"),
         (has("ce2-b", "air.alert", on=True), "ce2-b: CO2 above 1000 ppm reported (air the room)"),
     ]
 
@@ -180,7 +180,7 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
     # cp-a's projector warms up in 3 s instead of 30; ce2-b's kit reads 1450 ppm.
     projector = EpsonSim(speed=10)
     kit_bus = SimI2C()
-    kit_bus.attach(SimKit("air-co2")).scd4x.co2 = 1450
+    kit_bus.attach(SimKit("air-co2-01")).scd4x.co2 = 1450
     extra = {"cp-a": ({"projector": "epson-escvp21"}, {"projector": projector}),
              "ce2-b": ({}, {"kit_bus": kit_bus})}
     boards = {

@@ -8,6 +8,7 @@ any thread (the web API, the demo)."""
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from typing import Iterable
 
@@ -57,6 +58,16 @@ class Registry:
             for row in rows:
                 if row["room"] in self._rooms:  # a room removed from the config is forgotten
                     self._rooms[row["room"]] = dict(row)
+                    self._seed_mark(row)
+
+    def _seed_mark(self, row: dict) -> None:
+        # After a gateway restart: the last birth stored says where the board was.
+        try:
+            state = json.loads(row["state"] or "null")
+            if state and state.get("online"):
+                self._marks[row["room"]] = (state["boot"], state.get("uptime_ms", 0))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            pass
 
     def set_rooms(self, rooms: Iterable[str]) -> None:
         """After a configuration reload: new rooms start empty, removed ones are forgotten."""
@@ -84,13 +95,16 @@ class Registry:
         birth seen again after a reconnect), so the caller need not store it twice."""
         with self._lock:
             r = self._rooms[room]
+            if obj["online"]:
+                # A birth is the present, whatever came before it (a boot
+                # counter that failed to save may repeat a boot number).
+                self._marks[room] = (obj["boot"], obj["uptime_ms"])
             if r["state"] == body:
                 r["last_seen"] = now
                 return False
             self._new_boot(r, obj["boot"])
             r["online"] = obj["online"]
             if obj["online"]:
-                self._fresh(room, obj)
                 for k in ("fw", "board", "session", "ap"):
                     r[k] = obj[k]
             else:
@@ -101,8 +115,10 @@ class Registry:
             r["last_seen"] = now
             return True
 
-    def apply_evt(self, room: str, obj: dict, now: float) -> int:
-        """Apply a live event; returns how many events were skipped (a gap) before it."""
+    def apply_evt(self, room: str, obj: dict, now: float) -> tuple[int, bool]:
+        """Apply a live event; returns how many events were skipped (a gap)
+        before it, and whether it is the present (not older than what the
+        live view already shows)."""
         with self._lock:
             r = self._rooms[room]
             self._new_boot(r, obj["boot"])
@@ -111,7 +127,7 @@ class Registry:
             r["evt_seq"] = max(seq, r["evt_seq"] or 0)
             r["last_seen"] = now
             if obj.get("replay") or not self._fresh(room, obj):
-                return missing  # an old event kept in the board's outbox: not the present
+                return missing, False  # an old event kept in the board's outbox: not the present
             kind = obj["type"]
             after = session_after(obj)
             if after is not None:
@@ -121,7 +137,7 @@ class Registry:
             elif kind == "boot":
                 r["ap"] = False  # the firmware keeps the access point off at boot
             r["online"] = True
-            return missing
+            return missing, True
 
     def apply_tele(self, room: str, obj: dict, now: float) -> None:
         with self._lock:

@@ -395,13 +395,18 @@ class Gateway:
             self._count("history")
             log.info("room %s: event %s/%s from an old boot kept as history", room, boot, seq)
             return None
-        missing = self.registry.apply_evt(room, obj, now)
+        missing, fresh = self.registry.apply_evt(room, obj, now)
         self.store.save_room(self.registry.row(room))
         if missing:
             self._count("events_missing", missing)
             log.warning("room %s: %d event(s) missing before boot %s seq %s", room, missing, boot, seq)
-        if obj["type"] != "lesson.requested" or obj.get("replay"):
-            return None  # a replayed request is past: the board already applied its offline policy
+        if obj["type"] != "lesson.requested":
+            return None
+        if not fresh:
+            # Older than the board's birth: kept in its flash outbox while the
+            # link was down; the board applied its offline policy long ago.
+            self._count("history")
+            return None
         req = obj["data"]["req"]
         if self.store.has_decision(room, boot, req):
             self._count("duplicates")

@@ -84,7 +84,7 @@ class Board:
 
     def birth(self, **fields) -> None:
         body = {"v": 1, "online": True, "boot": self.boot, "fw": "0.1.0", "board": "olimex-esp32-poe",
-                "uptime_ms": 1200, "session": "idle", "ap": False, "devices": ["button", "led", "ap_relay"]}
+                "uptime_ms": 0, "session": "idle", "ap": False, "devices": ["button", "led", "ap_relay"]}
         self.publish("state", body | fields, retain=True)
 
     def event(self, kind: str, data: dict, seq: int | None = None, boot: int | None = None, **extra) -> int:

@@ -123,8 +123,13 @@ def check_ack(obj):
 def check_tele(obj):
     _field(obj, "boot", "an integer >= 0")
     _field(obj, "uptime_ms", "an integer >= 0")
-    _field(obj, "session", "a string")
+    if _field(obj, "session", "a string") not in SESSION_STATES:
+        raise ProtocolError("field session: unknown state %r" % obj["session"])
     _field(obj, "ap", "true or false")
+    for name in ("remaining_s", "outbox", "dropped", "lamp_h"):
+        _field(obj, name, "an integer >= 0", False)
+    _field(obj, "projector", "a string", False)
+    _field(obj, "air", "an object", False)
     return obj
 
 

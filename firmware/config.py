@@ -79,6 +79,8 @@ def validate(raw, where="config.json"):
     for key in raw:
         if key not in cfg:
             raise ConfigError("%s: unknown key '%s'" % (where, key))
+    if cfg["projector"] == "pjlink" and not cfg["projector_host"]:
+        raise ConfigError("%s: key 'projector_host' missing (a PJLink projector is reached over the network)" % where)
     return cfg
 
 

@@ -67,6 +67,8 @@ def main():
         board = Board(json.load(f))  # drives the relay off before anything else
     cfg, error = _read_config()
     gc.collect()
+    if cfg is not None and board.profile.get("uplink") == "wlan" and not cfg["wifi_ssid"]:
+        cfg, error = None, "config.json: key 'wifi_ssid' missing (board %s has a Wi-Fi uplink)" % board.name
     if cfg is None:
         print("preau: configuration error:", error)
         _show_fault(board)

@@ -219,11 +219,14 @@ def test_extension_is_decided_at_the_sessions_end(gateway, board_factory):
     req = room.request()
     assert room.cmd_for(req)["cmd"] == "grant"
     room.event("session.started", {"req": req, "duration_s": 5400, "ap": True, "projector": True, "source": "gateway"})
+    # The first grant stops at the class type's 90-minute maximum, inside
+    # class time: it carries the policy's grace.
+    assert room.cmd_for(req)["grace_s"] == 120
     # Tuesday 09:00, 90 minutes left: one more slot from 10:30, up to the end
-    # of the morning's class time (11:45), with the grace sent along.
+    # of the morning's class time (11:45); no grace past the window's end.
     ext = room.event("lesson.requested", {"req": room.seq + 1, "extend": True, "remaining_s": 5400}, seq=room.seq + 1)
     grant = check_cmd(room.cmd_for(ext))
-    assert grant["cmd"] == "grant" and 75 * 60 - 10 <= grant["duration_s"] <= 75 * 60 and grant["grace_s"] == 120
+    assert grant["cmd"] == "grant" and 75 * 60 - 10 <= grant["duration_s"] <= 75 * 60 and grant["grace_s"] == 0
     # ending at 11:50, in the lunch break: refused, the session runs on
     late = room.event("lesson.requested", {"req": room.seq + 1, "extend": True, "remaining_s": 10200}, seq=room.seq + 1)
     assert room.cmd_for(late)["cmd"] == "deny"
@@ -248,3 +251,33 @@ def test_backlog_from_the_boards_outbox_does_not_rewind_the_live_view(gateway, b
     room.publish("tele", {"v": 1, "boot": 1, "uptime_ms": 660_000, "session": "active", "ap": True,
                           "remaining_s": 100, "outbox": 0, "dropped": 0})
     wait_for(lambda: gateway.registry.row("cm2-b")["ap"] is True, what="newer telemetry applied")
+
+
+def test_a_request_kept_in_the_boards_outbox_is_not_answered(gateway, board_factory):
+    """The board decided alone long ago (offline policy); answering now
+    would record a gateway grant that never ruled the session."""
+    room = board_factory("cm2-b", birth=False)
+    room.birth(uptime_ms=600_000)
+    wait_for(lambda: gateway.registry.row("cm2-b")["online"], what="birth applied")
+    old = room.event("lesson.requested", {"req": 5}, seq=5)  # uptime 5 s, before the birth
+    new = room.event("lesson.requested", {"req": 700}, seq=700)  # uptime 700 s: now
+    assert room.cmd_for(new)["cmd"] == "grant"
+    assert not [c for c in room.cmds if c.get("req") == old]
+    assert gateway.metrics["decisions"] == {"grant": 1}
+
+
+def test_live_view_marks_survive_a_gateway_restart(broker, tmp_path, board_factory):
+    config = school_config(broker, tmp_path)
+    gw = Gateway(config, reconnect_max_s=1, clock=school_clock()).start()
+    room = board_factory("cm2-b", birth=False)
+    room.birth(uptime_ms=600_000, session="idle", ap=False)
+    wait_for(lambda: gw.registry.row("cm2-b")["online"], what="birth applied")
+    gw.stop()
+    gw = Gateway(config, reconnect_max_s=1, clock=school_clock()).start()
+    try:
+        room.publish("tele", {"v": 1, "boot": 1, "uptime_ms": 300_000, "session": "active", "ap": True,
+                              "remaining_s": 100, "outbox": 3, "dropped": 0})
+        wait_for(lambda: gw.metrics["accepted"].get("tele", 0) >= 1, what="backlog telemetry stored")
+        assert gw.registry.row("cm2-b")["ap"] is not True
+    finally:
+        gw.stop()

@@ -369,7 +369,8 @@ def sentence(code: str, lang: str, policy: SchoolPolicy, *, period=None, label=N
     )
 
 
-def _decision(policy, grant, until, duration, projector, ap, reason, period, label, notes, now) -> Decision:
+def _decision(policy, grant, until, duration, projector, ap, reason, period, label, notes, now,
+              grace_s: int = 0) -> Decision:
     texts = []
     for lang in ("fr", "en"):
         kw = dict(period=period, label=label, until=until, now=now, minutes=max(1, policy.min_session_s // 60))
@@ -382,7 +383,7 @@ def _decision(policy, grant, until, duration, projector, ap, reason, period, lab
         duration_s=duration,
         projector=projector,
         ap=ap,
-        grace_s=policy.grace_s if grant else 0,
+        grace_s=grace_s if grant else 0,
         reason=reason,
         text_fr=texts[0],
         text_en=texts[1],
@@ -408,7 +409,12 @@ def decide(policy: SchoolPolicy, calendar, overrides: Sequence[Override], room: 
     if duration < max(1, policy.min_session_s):
         return _decision(policy, False, None, 0, False, False, "too_close_to_end", w.period, w.label, notes, now)
     until = (now_utc + timedelta(seconds=duration)).astimezone(tz)
-    return _decision(policy, True, until, duration, w.projector, w.ap, "granted", w.period, w.label, w.notes, now)
+    # The grace (the access point on past the session's end, to save work)
+    # never reaches past the window: not into a break, a closure or the
+    # start of a "deny" override.
+    grace = max(0, min(policy.grace_s, math.floor((w.end - now_utc).total_seconds()) - duration))
+    return _decision(policy, True, until, duration, w.projector, w.ap, "granted", w.period, w.label, w.notes, now,
+                     grace)
 
 
 # --- what the board may do alone ---------------------------------------------

@@ -297,3 +297,11 @@ def test_grant_grace_is_bounded():
     assert codec.parse("cmd", codec.encode(with_(GRANT, grace_s=120)))["grace_s"] == 120
     for bad in (-1, 901, "2"):
         raises(ProtocolError, codec.parse, "cmd", codec.encode(with_(GRANT, grace_s=bad)))
+
+
+def test_telemetry_fields_are_checked():
+    full = with_(TELE, projector="on", lamp_h=1234, air={"co2": 900, "t": 21.5})
+    assert codec.parse("tele", codec.encode(full)) == full
+    for bad in (with_(TELE, session="dancing"), with_(TELE, outbox=-1), with_(TELE, lamp_h="12"),
+                with_(TELE, air=[1]), with_(TELE, projector=3)):
+        raises(ProtocolError, codec.parse, "tele", codec.encode(bad))

@@ -34,3 +34,12 @@ def test_credentials_are_optional_strings():
     cfg = validate(dict(GOOD, user="cm2-b", password="s3cret"))
     assert cfg["user"] == "cm2-b" and cfg["password"] == "s3cret"
     raises(ConfigError, validate, dict(GOOD, password=1234))
+
+
+def test_pjlink_projector_needs_its_address():
+    from firmware.config import ConfigError, validate
+
+    base = {"school": "s1", "room": "r1", "broker": "gw", "projector": "pjlink"}
+    e = raises(ConfigError, validate, base)
+    assert "projector_host" in str(e)
+    assert validate(dict(base, projector_host="10.0.0.12"))["projector_host"] == "10.0.0.12"
