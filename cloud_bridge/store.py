@@ -7,6 +7,10 @@ SQLite-only functions; row maths such as "latest of two times" is done in
 Python), so a PostgreSQL store can follow by changing the connection and the
 `?` placeholders.
 
+Columns added after a database was first created are added when the store
+opens it (`_MIGRATIONS`: `ALTER TABLE ... ADD COLUMN`, in one transaction, so
+two workers opening the same file do not both add them).
+
 One writer connection, used under a lock (in the service, only by the ingest
 writer thread). Reads open their own short-lived connection, so the web API
 can read from its worker threads while the writer writes: WAL gives readers
@@ -69,6 +73,7 @@ CREATE TABLE IF NOT EXISTS rooms (
     fw          TEXT,
     board       TEXT,
     live_seq    BIGINT NOT NULL DEFAULT 0,
+    live_uptime BIGINT,
     PRIMARY KEY (school, room)
 );
 CREATE TABLE IF NOT EXISTS kits (
@@ -85,7 +90,13 @@ CREATE INDEX IF NOT EXISTS kits_by_room ON kits (school, room);
 """
 
 
-_ROOM_COLUMNS = ("online", "boot", "last_seen", "session", "ap", "fw", "board", "live_seq")
+# Columns added since the first release, (table, column, type): a database
+# created before them gets them when it is opened (plain SQL, no default, so
+# SQLite and PostgreSQL alike add them without rewriting the table).
+_MIGRATIONS = (
+    ("rooms", "live_uptime", "BIGINT"),
+)
+_ROOM_COLUMNS = ("online", "boot", "last_seen", "session", "ap", "fw", "board", "live_seq", "live_uptime")
 _KIT_COLUMNS = ("school", "room", "attached", "sensors", "since", "last_seen", "boot")
 _KIT_EVENTS = ("kit.attached", "kit.detached")
 UNKNOWN_KIT = "unknown"
@@ -133,8 +144,27 @@ class Store:
             # so what we acked must survive a power cut here.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._migrate(self._db)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the city database {self.path}: {e}") from e
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Add the columns of `_MIGRATIONS` a database lacks. The column list
+        comes from a query's description (no PRAGMA, no information_schema:
+        both databases answer it the same way)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, kind in _MIGRATIONS:
+                columns = [d[0] for d in db.execute(f"SELECT * FROM {table} LIMIT 0").description]
+                if column not in columns:
+                    log.info("city database: adding column %s.%s", table, column)
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -249,16 +279,8 @@ class Store:
         new = dict(row)
         new["last_seen"] = record.at if row["last_seen"] is None else max(row["last_seen"], record.at)
         body = record.body
-        # A record from an older boot than the room's is history: stored,
-        # never a live value. Within a boot, the gateway's seq says which
-        # came last. A replayed event is history by definition. An ack only
-        # says the room was heard.
         boot = body.get("boot")
-        live = (
-            record.kind != "ack"
-            and not body.get("replay")
-            and (row["boot"] is None or boot > row["boot"] or (boot == row["boot"] and record.seq > row["live_seq"]))
-        )
+        live = self._is_live(record, row)
         if live and row["boot"] is not None and boot > row["boot"]:
             # The board restarted: at boot it announces again the kit it
             # finds plugged in, so a kit attached under an older boot is no
@@ -267,6 +289,12 @@ class Store:
                 "UPDATE kits SET attached = 0 WHERE school = ? AND room = ? AND attached = 1 AND boot < ?",
                 (school, record.room, boot),
             )
+        if live:
+            uptime = body.get("uptime_ms")
+            if uptime is not None:
+                new["live_uptime"] = uptime  # never older than the room's: _is_live said so
+            elif boot != row["boot"]:
+                new["live_uptime"] = None  # a newer boot's death: its uptime is unknown
         if live and record.kind == "state":
             new.update(online=int(body["online"]), boot=boot, live_seq=record.seq)
             if body["online"]:
@@ -295,13 +323,45 @@ class Store:
             )
         return True
 
+    @staticmethod
+    def _is_live(record: Record, row: dict[str, Any]) -> bool:
+        """Whether a checked record of a room moves its live view.
+
+        An ack only says the room was heard. A replayed event is history by
+        definition. A record of an older boot than the room's is history;
+        one of a newer boot is the present (the board restarted). Within the
+        room's boot, the board's own clock orders what it did, as the
+        gateway does (edge_gateway/registry.py `_fresh`): a state or event
+        with an `uptime_ms` older than the room's `live_uptime` is history,
+        such as events kept in the board's flash outbox during an outage and
+        sent just after its birth. A birth always moves it (its uptime is
+        the present of its connection). Both within a boot: the gateway's
+        seq, so that a late batch never goes back (a death has no uptime).
+        """
+        body = record.body
+        if record.kind == "ack" or body.get("replay"):
+            return False
+        boot, current = body.get("boot"), row["boot"]
+        if current is None or boot > current:
+            return True
+        if boot < current or record.seq <= row["live_seq"]:
+            return False
+        if record.kind == "state" and body["online"]:
+            return True
+        uptime, mark = body.get("uptime_ms"), row["live_uptime"]
+        return uptime is None or mark is None or uptime >= mark
+
     def _apply_to_kit(self, db: sqlite3.Connection, school: str, record: Record) -> None:
         """Move a kit's row for a live kit.attached / kit.detached of `school`.
 
-        The newest event wins, by the record's `at` (the gateway's time), so
-        a late batch from a school the kit has left never moves it back. On
-        a tie only an event of the kit's current room applies (the room's
-        live rule has already ordered those by seq).
+        The newest event wins, by when it happened: the event's own `time`
+        (Unix seconds from the board) when the board had the time, else the
+        record's `at` (the gateway's time). So a late batch from a school the
+        kit has left, or events a board kept in its outbox while offline,
+        never move it back. On a tie only an event of the kit's current room
+        applies (the room's live rule has already ordered those). A detach
+        applies only in the room where the kit is recorded: a detach from a
+        room it has already left is history.
         """
         body = record.body
         data = body["data"]
@@ -321,12 +381,15 @@ class Store:
         ):
             log.warning("school %s record %d: kit %s has an unusable sensor list, kit not moved", school, record.seq, kit)
             return
+        when = record.at if body.get("time") is None else float(body["time"])
         found = db.execute("SELECT " + ", ".join(_KIT_COLUMNS) + " FROM kits WHERE kit = ?", (kit,)).fetchone()
         if found:
             row = dict(zip(_KIT_COLUMNS, found))
             here = (row["school"], row["room"]) == (school, record.room)
-            if record.at < row["since"] or (record.at == row["since"] and not here):
+            if when < row["since"] or (when == row["since"] and not here):
                 return  # older news (or a tie from elsewhere): where it is now stands
+            if not attached and not here:
+                return  # unplugged from a room it had already left: history
         else:
             row = None
         new = {
@@ -335,8 +398,8 @@ class Store:
             "attached": int(attached),
             # A detach keeps the sensors the kit was last attached with.
             "sensors": _json(sensors) if attached else (row["sensors"] if row else "[]"),
-            "since": record.at,
-            "last_seen": record.at if row is None else max(row["last_seen"], record.at),
+            "since": when,
+            "last_seen": when if row is None else max(row["last_seen"], when),
             "boot": body["boot"],
         }
         db.execute(

@@ -64,10 +64,10 @@ def test_kit_plugged_read_and_air_hint_then_unplugged(mosquitto, tmp_path):
         sim = SimClassroom(board_config(mosquitto, co2_alert_ppm=1000, tele_s=5), storage=str(tmp_path), kit_bus=bus)
         sim.start()
         await await_for(lambda: peer.events("boot"), what="boot event")
-        kit = bus.attach(SimKit("air-co2"))
+        kit = bus.attach(SimKit("air-co2-01"))
         kit.scd4x.co2 = 1450
         attached = await await_for(lambda: peer.events("kit.attached"), timeout=20, what="kit.attached")
-        assert attached[0]["data"] == {"kit": "air-co2", "sensors": ["scd4x"]}
+        assert attached[0]["data"] == {"kit": "air-co2-01", "sensors": ["scd4x"]}
         alert = await await_for(lambda: peer.events("air.alert"), timeout=30, what="air alert")
         assert alert[0]["data"] == {"co2": 1450, "on": True}
         assert sim.led_mode == "air"  # idle, gateway reachable: the hint shows
@@ -75,7 +75,7 @@ def test_kit_plugged_read_and_air_hint_then_unplugged(mosquitto, tmp_path):
         assert tele[-1]["air"]["co2"] == 1450
         bus.detach()
         detached = await await_for(lambda: peer.events("kit.detached"), timeout=20, what="kit.detached")
-        assert detached[0]["data"]["kit"] == "air-co2"
+        assert detached[0]["data"]["kit"] == "air-co2-01"
         await sim.stop()
 
     try:

@@ -14,7 +14,8 @@ import pytest
 from firmware import codec
 from firmware.events import Events
 from firmware.kit import PROBES, Kit, parse_id
-from hardware.kits import ID_MAX, SENSOR_AT, CatalogueError, id_image, load_catalogue, write_image
+from hardware.kits import (ID_MAX, SENSOR_AT, TYPE_MAX, CatalogueError, catalogue_kit, id_image, kit_type, load_catalogue,
+                           main, make_id, split_id, write_image)
 from hardware.sim.i2c import MODELS, EEPROM24C02, SimI2C, SimKit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,21 +57,21 @@ class Room:
 
 def test_attach_and_detach_with_identity():
     room = Room()
-    room.bus.attach(SimKit("climate"))
+    room.bus.attach(SimKit("climate-01"))
     room.run(4000)
-    assert room.log() == [("kit.attached", {"kit": "climate", "sensors": ["bme280", "scd4x", "bh1750"]})]
+    assert room.log() == [("kit.attached", {"kit": "climate-01", "sensors": ["bme280", "scd4x", "bh1750"]})]
     room.run(7000)
     assert room.kit.readings == {"t": 21.0, "p": 1013.2, "rh": 45, "co2": 600, "lux": 300}
     room.bus.detach()
     room.run(7000)
-    assert room.log()[-1] == ("kit.detached", {"kit": "climate"})
+    assert room.log()[-1] == ("kit.detached", {"kit": "climate-01"})
     assert room.kit.kit is None and room.kit.readings == {} and room.kit.sensors == []
 
 
 @pytest.mark.parametrize("eeprom, reason", [("blank", "blank"), ("corrupt", "bad_crc"), (None, "no_eeprom")])
 def test_unidentified_kit_is_reported_with_a_reason(eeprom, reason):
     room = Room()
-    room.bus.attach(SimKit("weather", eeprom=eeprom))
+    room.bus.attach(SimKit("weather-01", eeprom=eeprom))
     room.run(4000)
     assert room.log() == [("kit.attached", {"kit": "unknown", "sensors": ["bme280"], "reason": reason})]
     room.run(7000)
@@ -79,12 +80,12 @@ def test_unidentified_kit_is_reported_with_a_reason(eeprom, reason):
 
 def test_kit_swap_between_scans_is_a_detach_then_an_attach():
     room = Room()
-    room.bus.attach(SimKit("light"))
+    room.bus.attach(SimKit("light-01"))
     room.run(4000)
-    room.bus.attach(SimKit("air-co2"))  # pulled and replaced within one scan
+    room.bus.attach(SimKit("air-co2", 2))  # pulled and replaced within one scan
     room.run(4000)
     assert [kind for kind, _ in room.log()] == ["kit.attached", "kit.detached", "kit.attached"]
-    assert room.log()[-1][1]["kit"] == "air-co2"
+    assert room.log()[-1][1]["kit"] == "air-co2-02"
 
 
 def test_unknown_device_is_ignored():
@@ -92,14 +93,14 @@ def test_unknown_device_is_ignored():
     room.bus.add(EEPROM24C02(address=0x57))  # an address no kit uses
     room.run(10000)
     assert room.log() == [] and room.kit.kit is None
-    room.bus.attach(SimKit("light"))
+    room.bus.attach(SimKit("light-01"))
     room.run(10000)
     assert room.log()[0][1]["sensors"] == ["bh1750"]
 
 
 def test_co2_alert_with_hysteresis():
     room = Room(co2_alert_ppm=1000, hysteresis_ppm=100, read_s=30)
-    kit = room.bus.attach(SimKit("air-co2"))
+    kit = room.bus.attach(SimKit("air-co2-01"))
     room.run(10000)
     for co2 in (990, 1000, 1050, 950, 901, 899, 950, 1200):
         kit.scd4x.co2 = co2
@@ -116,7 +117,7 @@ def test_co2_alert_with_hysteresis():
 @pytest.mark.parametrize("fault, error", [("nack", "i2c errno 110"), ("crc", "crc"), ("busy", "no data")])
 def test_failing_sensor_reported_once_retried_and_recovered(fault, error):
     room = Room(read_s=30, retry_s=30)
-    kit = room.bus.attach(SimKit("thermo"))
+    kit = room.bus.attach(SimKit("thermo-01"))
     room.run(10000)
     assert room.kit.readings == {"t": 21.0, "rh": 45}
     kit.aht20.fault = fault
@@ -128,12 +129,12 @@ def test_failing_sensor_reported_once_retried_and_recovered(fault, error):
     kit.aht20.t = 23.5
     room.run(700000)  # the backoff is at most 10 min
     assert room.kit.readings == {"t": 23.5, "rh": 45}
-    assert room.kit.kit == "thermo"  # a fault is not an unplug
+    assert room.kit.kit == "thermo-01"  # a fault is not an unplug
 
 
 def test_backoff_spaces_the_restarts():
     room = Room(read_s=30, retry_s=30)
-    kit = room.bus.attach(SimKit("air-co2"))
+    kit = room.bus.attach(SimKit("air-co2-01"))
     room.run(10000)
     kit.scd4x.fault = "nack"
     room.bus.log.clear()
@@ -146,7 +147,7 @@ def test_backoff_spaces_the_restarts():
 
 def test_sensor_failing_at_attach_is_reported_after_the_attach():
     room = Room()
-    kit = SimKit("climate")
+    kit = SimKit("climate-01")
     kit.bme280.fault = "nack"
     room.bus.attach(kit)
     room.run(4000)
@@ -158,7 +159,7 @@ def test_sensor_failing_at_attach_is_reported_after_the_attach():
 
 def test_bad_crc_never_reaches_the_readings():
     room = Room()
-    kit = room.bus.attach(SimKit("air-co2"))
+    kit = room.bus.attach(SimKit("air-co2-01"))
     room.run(10000)
     assert room.kit.readings["co2"] == 600
     kit.scd4x.fault = "crc"
@@ -169,7 +170,7 @@ def test_bad_crc_never_reaches_the_readings():
 
 def test_aht20_needing_calibration_gets_it():
     room = Room()
-    kit = SimKit("thermo")
+    kit = SimKit("thermo-01")
     kit.aht20.calibrated = False
     room.bus.attach(kit)
     room.run(10000)
@@ -178,7 +179,7 @@ def test_aht20_needing_calibration_gets_it():
 
 def test_bmp280_in_a_bme280_kit_reports_what_it_has():
     room = Room()
-    kit = SimKit("weather")
+    kit = SimKit("weather-01")
     kit.bme280.chip_id = 0x58
     kit.bme280._reset()
     room.bus.attach(kit)
@@ -191,7 +192,7 @@ def test_run_task_steps_the_same_logic():
     import asyncio
 
     room = Room()
-    room.bus.attach(SimKit("light"))
+    room.bus.attach(SimKit("light-01"))
 
     async def sleep_ms(ms):
         room.clock.now += ms
@@ -213,7 +214,7 @@ def test_drivers_load_only_for_sensors_present():
         "from firmware.kit import Kit\n"
         "from hardware.sim.i2c import SimI2C, SimKit\n"
         "bus = SimI2C(clock=lambda: 0)\n"
-        "bus.attach(SimKit('light'))\n"
+        "bus.attach(SimKit('light-01'))\n"
         "kit = Kit(bus, lambda kind, data: None)\n"
         "kit.scan(0); kit.scan(500)\n"
         "print(sorted(m for m in sys.modules if m.startswith('firmware.')))\n"
@@ -224,15 +225,83 @@ def test_drivers_load_only_for_sensors_present():
 
 # -- the identity EEPROM ------------------------------------------------------
 def test_id_image_round_trips_through_the_firmware_parser():
-    image = id_image("climate")
-    assert len(image) == 256 and image.startswith(b"PK\x01\x07climate")
-    assert parse_id(bytearray(image[:37])) == ("climate", None)
+    image = id_image("climate-07")
+    assert len(image) == 256 and image.startswith(b"PK\x01\x0aclimate-07")
+    assert parse_id(bytearray(image[:37])) == ("climate-07", None)
     longest = "k" * ID_MAX  # the tool's limit is the firmware's
     assert parse_id(bytearray(id_image(longest)[:37])) == (longest, None)
     with pytest.raises(ValueError):
         id_image("Climate Kit")
     with pytest.raises(ValueError):
         id_image("k" * (ID_MAX + 1))
+
+
+# -- kit ids: one per physical kit ----------------------------------------------
+def test_a_kit_id_is_its_type_and_its_number():
+    assert make_id("air-co2", 3) == "air-co2-03"
+    assert make_id("climate", 117) == "climate-117"
+    assert split_id("air-co2-03") == ("air-co2", 3)
+    assert kit_type("air-co2-03") == "air-co2" and kit_type("light-10") == "light"
+    # Not of the form type-NN: an EEPROM written before kits had numbers.
+    for old in ("air-co2", "light", "light-1", "light-007", "light-00", "-05", "Light-05", "k" * 30 + "-05"):
+        assert kit_type(old) is None, old
+        with pytest.raises(ValueError):
+            split_id(old)
+    for kind, number in (("air-co2", 0), ("air-co2", -1), ("air-co2", True), ("air co2", 1), ("k" * TYPE_MAX, 1000)):
+        with pytest.raises(ValueError):
+            make_id(kind, number)
+    longest = make_id("k" * TYPE_MAX, 99)
+    assert len(longest) == ID_MAX and kit_type(longest) == "k" * TYPE_MAX
+    assert catalogue_kit("climate-02")["sensors"] == ["scd4x", "bme280", "bh1750"]
+    for bad in ("sgp30-01", "climate"):
+        with pytest.raises(ValueError):
+            catalogue_kit(bad)
+
+
+def test_every_catalogue_type_makes_ids_that_read_back():
+    for kind in load_catalogue()["kits"]:
+        kit_id = make_id(kind, 42)
+        assert kit_type(kit_id) == kind
+        assert parse_id(bytearray(id_image(kit_id)[:37])) == (kit_id, None)
+
+
+def test_sim_kit_takes_the_id_or_type_and_number():
+    a, b = SimKit("air-co2-03"), SimKit("air-co2", 4)
+    assert (a.id, a.type, b.id, b.type) == ("air-co2-03", "air-co2", "air-co2-04", "air-co2")
+    assert [d.__class__.__name__ for d in a.devices] == ["SCD4xModel", "EEPROM24C02"]
+    assert parse_id(bytearray(b.eeprom.mem[:37])) == ("air-co2-04", None)
+    for bad in (("air-co2",), ("sgp30-01",), ("sgp30", 1), ("air-co2", 0)):
+        with pytest.raises(ValueError):
+            SimKit(*bad)
+
+
+def test_two_kits_of_one_type_are_told_apart():
+    room = Room()
+    room.bus.attach(SimKit("air-co2", 1))
+    room.run(4000)
+    room.bus.detach()
+    room.run(4000)
+    room.bus.attach(SimKit("air-co2", 2))
+    room.run(4000)
+    assert [(kind, data["kit"]) for kind, data in room.log() if kind.startswith("kit.")] == [
+        ("kit.attached", "air-co2-01"), ("kit.detached", "air-co2-01"), ("kit.attached", "air-co2-02")]
+
+
+def test_image_tool_writes_a_numbered_id_and_refuses_unknown_types(capsys):
+    assert main(["image", "air-co2", "3"]) == 0
+    out = capsys.readouterr().out
+    record = id_image("air-co2-03").rstrip(b"\xff")
+    assert repr(record) in out
+    assert main(["image", "air-co2-03"]) == 0
+    assert capsys.readouterr().out == out
+    for argv in (["image", "sgp30", "1"], ["image", "sgp30-01"], ["image", "air-co2"], ["image", "air-co2", "0"],
+                 ["image", "air-co2", "x"], ["image", "Air-co2", "1"]):
+        assert main(argv) == 1, argv
+        assert "error:" in capsys.readouterr().err
+    assert main(["image"]) == 2 and main(["image", "air-co2", "1", "2"]) == 2
+    listed = subprocess.run([sys.executable, "-m", "hardware.kits", "list"], capture_output=True, text=True, check=True,
+                            cwd=REPO).stdout
+    assert [line.split()[0] for line in listed.splitlines()] == list(load_catalogue()["kits"])
 
 
 def test_technician_writes_an_id_page_by_page():
@@ -292,3 +361,11 @@ def test_catalogue_errors_name_the_key(tmp_path):
     bad.write_text(json.dumps(cat))
     with pytest.raises(CatalogueError, match="unknown sensor 'sgp30'"):
         load_catalogue(bad)
+    cat["kits"]["air-co2"]["sensors"] = ["scd4x"]
+    # A type must leave room for its number and not look like a kit id.
+    for kind in ("sensor-2", "k" * (TYPE_MAX + 1), "light-"):
+        cat["kits"][kind] = {"title": "x", "sensors": ["bh1750"]}
+        bad.write_text(json.dumps(cat))
+        with pytest.raises(CatalogueError, match=f"kits.{kind}"):
+            load_catalogue(bad)
+        del cat["kits"][kind]

@@ -21,7 +21,8 @@ hangs. Device models answer what the datasheets say the chips answer:
 Fault injection per device: `fault = "nack"` (still seen by a scan, every
 transfer times out), `"gone"` (not seen at all), `"crc"` (corrupt CRC),
 `"busy"` (AHT20 stays busy, SCD4x never has data). Kits come and go as a
-group: `bus.attach(SimKit("air-co2"))`, `bus.detach()`.
+group: `bus.attach(SimKit("air-co2-01"))` (or `SimKit("air-co2", 1)`),
+`bus.detach()`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections import deque
 from typing import Callable
 
 from firmware.crc8 import crc8
-from hardware.kits import id_image, load_catalogue
+from hardware.kits import catalogue_kit, id_image, kit_type, load_catalogue, make_id
 
 
 def _nack() -> OSError:
@@ -364,14 +365,20 @@ MODELS = {"scd4x": SCD4xModel, "bme280": BME280Model, "aht20": AHT20Model, "bh17
 
 
 class SimKit:
-    """A kit from hardware/kits/catalogue.json: its sensors at their first
-    catalogue address (each as an attribute named after it) and its identity
-    EEPROM: `eeprom` "ok", "blank", "corrupt", or None for a kit without one."""
+    """A kit from hardware/kits/catalogue.json by its id, "air-co2-03" (or
+    its type and number, `SimKit("air-co2", 3)`): the sensors of its type at
+    their first catalogue address (each as an attribute named after it) and
+    its identity EEPROM holding the id: `eeprom` "ok", "blank", "corrupt", or
+    None for a kit without one. `sensors` overrides the type's list."""
 
-    def __init__(self, kit_id: str, eeprom: str | None = "ok", sensors: list[str] | None = None) -> None:
+    def __init__(self, kit_id: str, number: int | None = None, *, eeprom: str | None = "ok",
+                 sensors: list[str] | None = None) -> None:
         catalogue = load_catalogue()
+        if number is not None:
+            kit_id = make_id(kit_id, number)
         self.id = kit_id
-        names = sensors if sensors is not None else catalogue["kits"][kit_id]["sensors"]
+        self.type = kit_type(kit_id)
+        names = sensors if sensors is not None else catalogue_kit(kit_id, catalogue)["sensors"]
         self.devices: list[Device] = []
         for name in names:
             device = MODELS[name](address=catalogue["sensors"][name]["addresses"][0])

@@ -403,7 +403,7 @@ def script(pkg="fwmpy"):
 
     cfg = validate({"school": "0341234a", "room": "cm2-b", "broker": "192.168.10.2", "projector": "epson-escvp21"})
     return SCRIPT % {"config": repr(cfg), "table": json.dumps(board_table("epson-escvp21")),
-                     "eeprom": list(id_image("air-co2")), "pkg": pkg,
+                     "eeprom": list(id_image("air-co2-01")), "pkg": pkg,
                      "kit_tick": _const(REPO / "firmware" / "kit.py", "_TICK_MS"),
                      "projector_tick": _const(REPO / "firmware" / "projector.py", "_RUN_TICK_MS")}
 

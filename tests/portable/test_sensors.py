@@ -278,34 +278,35 @@ def record(name, magic=b"PK", version=1):
 
 
 def test_identity_record_parses():
-    assert parse_id(record(b"air-co2")) == ("air-co2", None)
+    assert parse_id(record(b"air-co2-03")) == ("air-co2-03", None)
+    assert parse_id(record(b"air-co2")) == ("air-co2", None)  # written before kits had numbers
     assert parse_id(record(b"k" * 32)) == ("k" * 32, None)
 
 
 def test_identity_record_damage_has_a_reason():
     assert parse_id(bytearray(b"\xff" * 37)) == (None, "blank")
-    assert parse_id(record(b"air-co2", magic=b"PX")) == (None, "bad_magic")
-    assert parse_id(record(b"air-co2", version=2)) == (None, "bad_version")
+    assert parse_id(record(b"air-co2-03", magic=b"PX")) == (None, "bad_magic")
+    assert parse_id(record(b"air-co2-03", version=2)) == (None, "bad_version")
     assert parse_id(record(b"")) == (None, "bad_length")
     long = record(b"k" * 32)
     long[3] = 33
     assert parse_id(long) == (None, "bad_length")
-    flipped = record(b"air-co2")
+    flipped = record(b"air-co2-03")
     flipped[6] ^= 0x01
     assert parse_id(flipped) == (None, "bad_crc")
-    assert parse_id(record(b"Air-CO2")) == (None, "bad_name")
+    assert parse_id(record(b"Air-CO2-03")) == (None, "bad_name")
 
 
 # -- the kit, stepped ---------------------------------------------------------
 def test_kit_light_sensor_cycle():
     events = []
     bus = FakeBus(present=[0x23, 0x50, 0x10])  # 0x10: a device no kit has
-    bus.answer(0x50, bytes(record(b"light")))
+    bus.answer(0x50, bytes(record(b"light-02")))
     kit = Kit(bus, lambda kind, data: events.append((kind, data)), read_s=30)
     kit.scan(0)
     assert events == []  # a plug going in: wait for a second look
     kit.scan(500)
-    assert events == [("kit.attached", {"kit": "light", "sensors": ["bh1750"]})]
+    assert events == [("kit.attached", {"kit": "light-02", "sensors": ["bh1750"]})]
     assert bus.log[-2:] == [("w", 0x23, b"\x01"), ("w", 0x23, b"\x10")]
     bus.answer(0x23, b"\x01\x2c")
     for now in range(1000, 7000, 100):
@@ -314,5 +315,5 @@ def test_kit_light_sensor_cycle():
     bus.present = [0x10]
     kit.scan(10000)
     kit.scan(10500)
-    assert events[-1] == ("kit.detached", {"kit": "light"})
+    assert events[-1] == ("kit.detached", {"kit": "light-02"})
     assert kit.kit is None and kit.readings == {}
