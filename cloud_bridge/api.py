@@ -57,6 +57,7 @@ class RecordOut(BaseModel):
 
 class KitOut(BaseModel):
     kit: str
+    type: str | None
     school: str
     room: str
     attached: bool

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 
 from edge_gateway.registry import session_after
 from firmware.codec import ProtocolError, check_evt, check_state, valid_name
+from hardware.kits import kit_type
 
 from .batch import GATEWAY_ROOM, BadRecord, Batch, Record, truncate
 from .errors import CityError
@@ -477,8 +478,10 @@ class Store:
         }
 
     def kits(self, school: str | None = None) -> list[dict]:
-        """Every tracked kit with where it is (or was last seen), by school,
-        room and kit. An attached kit was last seen when its room last was."""
+        """Every tracked kit with its type (from its id, "air-co2" for
+        "air-co2-03"; None for an id without a number) and where it is (or
+        was last seen), by school, room and kit. An attached kit was last
+        seen when its room last was."""
         sql = (
             "SELECT k.kit, k.school, k.room, k.attached, k.sensors, k.since, k.last_seen, r.last_seen AS room_seen "
             "FROM kits k LEFT JOIN rooms r ON r.school = k.school AND r.room = k.room"
@@ -495,7 +498,7 @@ class Store:
             if attached and r["room_seen"] is not None:
                 last_seen = max(last_seen, r["room_seen"])
             out.append({
-                "kit": r["kit"], "school": r["school"], "room": r["room"], "attached": attached,
+                "kit": r["kit"], "type": kit_type(r["kit"]), "school": r["school"], "room": r["room"], "attached": attached,
                 "sensors": json.loads(r["sensors"]), "since": r["since"], "last_seen": last_seen,
             })
         return out
