@@ -98,8 +98,9 @@ def get_records(
 def get_kits(
     store: StoreDep,
     school: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    type: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
 ) -> list[dict]:
-    return store.kits(school=school)
+    return store.kits(school=school, kind=type)
 
 
 @ops_router.get("/healthz", response_model=HealthOut)

@@ -477,11 +477,11 @@ class Store:
             "records": count,
         }
 
-    def kits(self, school: str | None = None) -> list[dict]:
+    def kits(self, school: str | None = None, kind: str | None = None) -> list[dict]:
         """Every tracked kit with its type (from its id, "air-co2" for
         "air-co2-03"; None for an id without a number) and where it is (or
         was last seen), by school, room and kit. An attached kit was last
-        seen when its room last was."""
+        seen when its room last was. `kind` keeps the kits of one type."""
         sql = (
             "SELECT k.kit, k.school, k.room, k.attached, k.sensors, k.since, k.last_seen, r.last_seen AS room_seen "
             "FROM kits k LEFT JOIN rooms r ON r.school = k.school AND r.room = k.room"
@@ -493,6 +493,8 @@ class Store:
         sql += " ORDER BY k.school, k.room, k.kit"
         out = []
         for r in self._read(sql, params):
+            if kind is not None and kit_type(r["kit"]) != kind:
+                continue
             attached = bool(r["attached"])
             last_seen = r["last_seen"]
             if attached and r["room_seen"] is not None:
