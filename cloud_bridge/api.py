@@ -98,9 +98,9 @@ def get_records(
 def get_kits(
     store: StoreDep,
     school: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    type: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    kind: Annotated[str | None, Query(alias="type", pattern=NAME_PATTERN)] = None,
 ) -> list[dict]:
-    return store.kits(school=school, kind=type)
+    return store.kits(school=school, kind=kind)
 
 
 @ops_router.get("/healthz", response_model=HealthOut)

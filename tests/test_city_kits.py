@@ -42,12 +42,12 @@ def evt(boot, eseq, kind, replay=None, **data):
     return body
 
 
-def attach(seq, at, kit="climate", room="cm2-b", boot=7, sensors=("bme280", "scd4x"), **extra):
+def attach(seq, at, kit="climate-01", room="cm2-b", boot=7, sensors=("bme280", "scd4x"), **extra):
     return {"seq": seq, "room": room, "kind": "evt", "at": at,
             "body": evt(boot, seq, "kit.attached", kit=kit, sensors=list(sensors), **extra)}
 
 
-def detach(seq, at, kit="climate", room="cm2-b", boot=7, **extra):
+def detach(seq, at, kit="climate-01", room="cm2-b", boot=7, **extra):
     return {"seq": seq, "room": room, "kind": "evt", "at": at, "body": evt(boot, seq, "kit.detached", kit=kit, **extra)}
 
 
@@ -57,7 +57,7 @@ def birth(seq, at, boot, room="cm2-b"):
         "session": "idle", "ap": False, "devices": ["button"]}}
 
 
-def where(store, kit="climate"):
+def where(store, kit="climate-01"):
     found = {k["kit"]: k for k in store.kits()}
     k = found.get(kit)
     return None if k is None else (k["school"], k["room"], k["attached"])
@@ -65,7 +65,7 @@ def where(store, kit="climate"):
 
 def test_attach_move_late_old_batch_and_detach(store):
     store.store_batch(batch(A, [attach(1, 100.0, room="cm2-b")]), 1.0)
-    assert store.kits() == [{"kit": "climate", "school": A, "room": "cm2-b", "attached": True,
+    assert store.kits() == [{"kit": "climate-01", "type": "climate", "school": A, "room": "cm2-b", "attached": True,
                              "sensors": ["bme280", "scd4x"], "since": 100.0, "last_seen": 100.0}]
     # The kit is carried to school B and plugged in there.
     store.store_batch(batch(B, [attach(1, 200.0, room="ce1", sensors=["bme280"])]), 2.0)
@@ -78,7 +78,7 @@ def test_attach_move_late_old_batch_and_detach(store):
     assert store.kits()[0]["sensors"] == ["bme280"]
     # Unplugged in B: detached, last place and sensors kept.
     store.store_batch(batch(B, [detach(2, 250.0, room="ce1")]), 4.0)
-    assert store.kits() == [{"kit": "climate", "school": B, "room": "ce1", "attached": False,
+    assert store.kits() == [{"kit": "climate-01", "type": "climate", "school": B, "room": "ce1", "attached": False,
                              "sensors": ["bme280"], "since": 250.0, "last_seen": 250.0}]
     assert store.record_count(A) == 3 and store.record_count(B) == 2
 
@@ -98,20 +98,20 @@ def test_duplicates_change_nothing(store):
 
 
 def test_only_live_events_move_a_kit(store):
-    store.store_batch(batch(A, [birth(1, 100.0, boot=8), attach(2, 101.0, boot=8, kit="light", sensors=["bh1750"])]), 1.0)
+    store.store_batch(batch(A, [birth(1, 100.0, boot=8), attach(2, 101.0, boot=8, kit="light-01", sensors=["bh1750"])]), 1.0)
     store.store_batch(batch(A, [
         # A replay from the board's outbox, and an older boot's events: history.
-        attach(3, 102.0, kit="climate", boot=8, replay=True),
-        attach(4, 103.0, kit="weather", boot=7),
-        detach(5, 104.0, kit="light", boot=7),
+        attach(3, 102.0, kit="climate-01", boot=8, replay=True),
+        attach(4, 103.0, kit="weather-01", boot=7),
+        detach(5, 104.0, kit="light-01", boot=7),
     ]), 2.0)
-    assert [(k["kit"], k["attached"]) for k in store.kits()] == [("light", True)]
+    assert [(k["kit"], k["attached"]) for k in store.kits()] == [("light-01", True)]
     # The board restarted (boot 9) without the kit; an event of boot 9 older
     # (by seq) than the birth that set the live view arrives after it.
     store.store_batch(batch(A, [birth(10, 110.0, boot=9)]), 3.0)
-    store.store_batch(batch(A, [attach(9, 105.0, kit="thermo", boot=9, sensors=["aht20"])]), 4.0)
+    store.store_batch(batch(A, [attach(9, 105.0, kit="thermo-01", boot=9, sensors=["aht20"])]), 4.0)
     assert store.record_count(A) == 7
-    assert [(k["kit"], k["attached"]) for k in store.kits()] == [("light", False)]
+    assert [(k["kit"], k["attached"]) for k in store.kits()] == [("light-01", False)]
 
 
 def test_a_restart_without_the_kit_detaches_it_and_a_restart_with_it_attaches_it_again(store):
@@ -151,7 +151,7 @@ def test_a_tie_in_time_moves_a_kit_only_within_its_room(store):
 
 def test_a_detach_of_a_kit_never_seen_attached_records_its_last_place(store):
     store.store_batch(batch(A, [detach(1, 100.0, room="ce2")]), 1.0)
-    assert store.kits() == [{"kit": "climate", "school": A, "room": "ce2", "attached": False, "sensors": [],
+    assert store.kits() == [{"kit": "climate-01", "type": "climate", "school": A, "room": "ce2", "attached": False, "sensors": [],
                              "since": 100.0, "last_seen": 100.0}]
 
 
@@ -166,16 +166,16 @@ MALFORMED = [
     {"kit": "Climate Kit!", "sensors": []},  # not an EEPROM id
     {"kit": "", "sensors": []},
     {"kit": "x" * 33, "sensors": []},
-    {"kit": "climate", "sensors": [1, None]},  # the codec only checks "a list"
-    {"kit": "climate", "sensors": ["scd4x"] * 17},
-    {"kit": "climate", "sensors": ["x" * 100]},
-    {"kit": "climate", "sensors": [""]},
-    {"kit": "climate", "sensors": [["bme280"]]},
-    {"kit": "climate", "sensors": "bme280"},  # refused by the codec
+    {"kit": "climate-01", "type": "climate", "sensors": [1, None]},  # the codec only checks "a list"
+    {"kit": "climate-01", "type": "climate", "sensors": ["scd4x"] * 17},
+    {"kit": "climate-01", "type": "climate", "sensors": ["x" * 100]},
+    {"kit": "climate-01", "type": "climate", "sensors": [""]},
+    {"kit": "climate-01", "type": "climate", "sensors": [["bme280"]]},
+    {"kit": "climate-01", "type": "climate", "sensors": "bme280"},  # refused by the codec
     {"kit": 7, "sensors": []},
     {"kit": None, "sensors": []},
     {"sensors": ["bme280"]},
-    {"kit": "climate"},
+    {"kit": "climate-02"},
 ]
 
 
@@ -184,10 +184,10 @@ def test_malformed_kit_data_is_stored_and_never_moves_a_kit(store, data):
     store.store_batch(batch(A, [attach(1, 100.0)]), 1.0)
     body = {"v": 1, "boot": 7, "seq": 2, "uptime_ms": 1, "time": None, "type": "kit.attached", "data": data}
     result = store.store_batch(batch(B, [{"seq": 1, "room": "ce1", "kind": "evt", "at": 200.0, "body": body},
-                                         attach(2, 201.0, kit="light", room="ce1", sensors=["bh1750"])]), 2.0)
+                                         attach(2, 201.0, kit="light-01", room="ce1", sensors=["bh1750"])]), 2.0)
     assert (result.stored, result.acked) == (2, 2)
     assert where(store) == (A, "cm2-b", True)
-    assert where(store, "light") == (B, "ce1", True)
+    assert where(store, "light-01") == (B, "ce1", True)
 
 
 json_values = st.recursive(
@@ -199,7 +199,7 @@ json_values = st.recursive(
 
 @settings(max_examples=150, deadline=None)
 @given(st.sampled_from(["kit.attached", "kit.detached"]),
-       st.fixed_dictionaries({}, optional={"kit": json_values | st.sampled_from(["climate", "unknown", "a-1"]),
+       st.fixed_dictionaries({}, optional={"kit": json_values | st.sampled_from(["climate-01", "climate", "unknown", "a-1"]),
                                            "sensors": json_values | st.lists(st.text(max_size=40), max_size=20)}))
 def test_any_kit_data_never_crashes_ingest(kind, data):
     with tempfile.TemporaryDirectory() as folder:
@@ -216,8 +216,8 @@ def test_any_kit_data_never_crashes_ingest(kind, data):
 
 @pytest.fixture
 def client(store):
-    store.store_batch(batch(A, [attach(1, 100.0), attach(2, 101.0, kit="light", room="ce1", sensors=["bh1750"])]), 1.0)
-    store.store_batch(batch(B, [attach(1, 102.0, kit="weather", room="cp"), detach(2, 103.0, kit="weather", room="cp")]), 2.0)
+    store.store_batch(batch(A, [attach(1, 100.0), attach(2, 101.0, kit="light-01", room="ce1", sensors=["bh1750"])]), 1.0)
+    store.store_batch(batch(B, [attach(1, 102.0, kit="weather-01", room="cp"), detach(2, 103.0, kit="weather-01", room="cp")]), 2.0)
     with TestClient(create_app(store, CitySettings(token=TOKEN))) as c:
         yield c
 
@@ -234,13 +234,16 @@ def test_kits_route_lists_where_each_kit_is(client):
     response = client.get("/api/kits", headers=AUTH)
     assert response.status_code == 200
     assert response.json() == [
-        {"kit": "light", "school": A, "room": "ce1", "attached": True, "sensors": ["bh1750"], "since": 101.0,
+        {"kit": "light-01", "type": "light", "school": A, "room": "ce1", "attached": True, "sensors": ["bh1750"], "since": 101.0,
          "last_seen": 101.0},
-        {"kit": "climate", "school": A, "room": "cm2-b", "attached": True, "sensors": ["bme280", "scd4x"],
+        {"kit": "climate-01", "type": "climate", "school": A, "room": "cm2-b", "attached": True, "sensors": ["bme280", "scd4x"],
          "since": 100.0, "last_seen": 100.0},
-        {"kit": "weather", "school": B, "room": "cp", "attached": False, "sensors": ["bme280", "scd4x"],
+        {"kit": "weather-01", "type": "weather", "school": B, "room": "cp", "attached": False, "sensors": ["bme280", "scd4x"],
          "since": 103.0, "last_seen": 103.0},
     ]
-    assert [k["kit"] for k in client.get("/api/kits", params={"school": B}, headers=AUTH).json()] == ["weather"]
+    assert [k["kit"] for k in client.get("/api/kits", params={"school": B}, headers=AUTH).json()] == ["weather-01"]
+    assert [k["kit"] for k in client.get("/api/kits", params={"type": "light"}, headers=AUTH).json()] == ["light-01"]
+    assert client.get("/api/kits", params={"type": "light-01"}, headers=AUTH).json() == []
+    assert client.get("/api/kits", params={"type": "NOT A TYPE"}, headers=AUTH).status_code == 422
     assert client.get("/api/kits", params={"school": "other"}, headers=AUTH).json() == []
     assert client.get("/api/kits", params={"school": "NOT A SCHOOL"}, headers=AUTH).status_code == 422
