@@ -1,7 +1,9 @@
 """Where each shared kit is (cloud_bridge.store `kits`, GET /api/kits), on a
-real SQLite file: the newest attach wins across schools, a late old batch
-never moves a kit back, a detach keeps the last place, only live events
-count, and no kit data, however broken, stops a batch from being stored."""
+real SQLite file: each kit by its own id (type and number), the newest event
+wins by when it happened across schools, a late old batch never moves a kit
+back, a detach counts only in the kit's room and keeps the last place, only
+live events count, and no kit data, however broken, stops a batch from being
+stored."""
 
 import json
 import os
@@ -35,8 +37,9 @@ def batch(school, records):
     return parse_batch(school, raw)
 
 
-def evt(boot, eseq, kind, replay=None, **data):
-    body = {"v": 1, "boot": boot, "seq": eseq, "uptime_ms": 60000 + eseq, "time": None, "type": kind, "data": data}
+def evt(boot, eseq, kind, replay=None, time=None, uptime_ms=None, **data):
+    body = {"v": 1, "boot": boot, "seq": eseq, "uptime_ms": 60000 + eseq if uptime_ms is None else uptime_ms,
+            "time": time, "type": kind, "data": data}
     if replay is not None:
         body["replay"] = replay
     return body
@@ -51,9 +54,9 @@ def detach(seq, at, kit="climate-01", room="cm2-b", boot=7, **extra):
     return {"seq": seq, "room": room, "kind": "evt", "at": at, "body": evt(boot, seq, "kit.detached", kit=kit, **extra)}
 
 
-def birth(seq, at, boot, room="cm2-b"):
+def birth(seq, at, boot, room="cm2-b", uptime_ms=5120):
     return {"seq": seq, "room": room, "kind": "state", "at": at, "body": {
-        "v": 1, "online": True, "boot": boot, "fw": "0.1.0", "board": "olimex-esp32-poe", "uptime_ms": 5120,
+        "v": 1, "online": True, "boot": boot, "fw": "0.1.0", "board": "olimex-esp32-poe", "uptime_ms": uptime_ms,
         "session": "idle", "ap": False, "devices": ["button"]}}
 
 
@@ -81,6 +84,73 @@ def test_attach_move_late_old_batch_and_detach(store):
     assert store.kits() == [{"kit": "climate-01", "type": "climate", "school": B, "room": "ce1", "attached": False,
                              "sensors": ["bme280"], "since": 250.0, "last_seen": 250.0}]
     assert store.record_count(A) == 3 and store.record_count(B) == 2
+
+
+def test_kits_of_one_type_are_tracked_apart(store):
+    # Three CO2 kits in one city: each EEPROM holds its own number.
+    store.store_batch(batch(A, [attach(1, 100.0, kit="air-co2-01", sensors=["scd4x"]),
+                                attach(2, 101.0, kit="air-co2-02", room="ce1", sensors=["scd4x"])]), 1.0)
+    store.store_batch(batch(B, [attach(1, 102.0, kit="air-co2-03", room="cp", sensors=["scd4x"])]), 2.0)
+    assert [(k["kit"], k["type"], k["school"], k["room"], k["attached"]) for k in store.kits()] == [
+        ("air-co2-02", "air-co2", A, "ce1", True),
+        ("air-co2-01", "air-co2", A, "cm2-b", True),
+        ("air-co2-03", "air-co2", B, "cp", True),
+    ]
+    assert [k["kit"] for k in store.kits(kind="air-co2", school=A)] == ["air-co2-02", "air-co2-01"]
+    # A kit written before kits had numbers is still followed, without a type.
+    store.store_batch(batch(B, [attach(2, 103.0, kit="weather", room="cp", sensors=["bme280"])]), 3.0)
+    assert [(k["kit"], k["type"]) for k in store.kits(school=B)] == [("air-co2-03", "air-co2"), ("weather", None)]
+    assert store.kits(kind="weather") == []
+
+
+def test_the_events_own_time_orders_not_the_gateways(store):
+    # The kit is plugged in B at 200 (board time). A's board was offline: an
+    # attach it made at 150 reaches the city later (gateway time 300).
+    store.store_batch(batch(A, [attach(1, 100.0, time=100)]), 1.0)
+    store.store_batch(batch(B, [attach(1, 200.0, room="ce1", time=200)]), 2.0)
+    store.store_batch(batch(A, [attach(2, 300.0, time=150)]), 3.0)
+    assert where(store) == (B, "ce1", True)
+    assert store.kits()[0]["since"] == 200.0
+    # A gateway whose clock is behind: its record's `at` is older, but the
+    # event happened after B's attach, so it applies.
+    store.store_batch(batch(A, [attach(3, 190.0, time=260)]), 4.0)
+    assert where(store) == (A, "cm2-b", True)
+    # (last seen: when its room last was, 300 by the gateway's clock)
+    assert (store.kits()[0]["since"], store.kits()[0]["last_seen"]) == (260.0, 300.0)
+    # A board without the time: the gateway's `at` stands in.
+    store.store_batch(batch(B, [attach(2, 270.0, room="ce1")]), 5.0)
+    assert where(store) == (B, "ce1", True) and store.kits()[0]["since"] == 270.0
+
+
+def test_a_late_detach_from_a_room_the_kit_left_is_history(store):
+    store.store_batch(batch(A, [attach(1, 100.0, time=100)]), 1.0)
+    # Carried from cm2-b to ce1 (same school) while cm2-b's board was offline.
+    store.store_batch(batch(A, [attach(2, 200.0, room="ce1", time=200)]), 2.0)
+    # cm2-b's board comes back and delivers the unplug it saw at 150.
+    result = store.store_batch(batch(A, [detach(3, 300.0, time=150)]), 3.0)
+    assert result.stored == 1
+    assert where(store) == (A, "ce1", True)
+    # Even with a later time (a board clock set late), a detach from a room
+    # the kit is not in says nothing about where it is.
+    store.store_batch(batch(A, [detach(4, 310.0, time=250)]), 4.0)
+    assert where(store) == (A, "ce1", True)
+    # The detach of the room it is in applies; a newer one of the old room still does not.
+    store.store_batch(batch(A, [detach(5, 320.0, room="ce1", time=260)]), 5.0)
+    assert where(store) == (A, "ce1", False)
+    store.store_batch(batch(A, [detach(6, 330.0, time=270)]), 6.0)
+    assert where(store) == (A, "ce1", False)
+    assert store.kits()[0]["since"] == 260.0 and store.record_count(A) == 6
+
+
+def test_kit_events_a_board_kept_during_an_outage_do_not_move_a_kit(store):
+    store.store_batch(batch(B, [attach(1, 100.0, room="ce1")]), 1.0)
+    # A's board was up all along (boot 7) but offline: it reconnects at
+    # uptime 600 s, then sends from its flash outbox an attach it saw at 5 s.
+    store.store_batch(batch(A, [birth(1, 700.0, boot=7, uptime_ms=600000),
+                                {"seq": 2, "room": "cm2-b", "kind": "evt", "at": 701.0,
+                                 "body": evt(7, 1, "kit.attached", uptime_ms=5000, kit="climate-01", sensors=["scd4x"])}]), 2.0)
+    assert store.record_count(A) == 2
+    assert where(store) == (B, "ce1", True)
 
 
 def test_duplicates_change_nothing(store):
@@ -166,16 +236,16 @@ MALFORMED = [
     {"kit": "Climate Kit!", "sensors": []},  # not an EEPROM id
     {"kit": "", "sensors": []},
     {"kit": "x" * 33, "sensors": []},
-    {"kit": "climate-01", "type": "climate", "sensors": [1, None]},  # the codec only checks "a list"
-    {"kit": "climate-01", "type": "climate", "sensors": ["scd4x"] * 17},
-    {"kit": "climate-01", "type": "climate", "sensors": ["x" * 100]},
-    {"kit": "climate-01", "type": "climate", "sensors": [""]},
-    {"kit": "climate-01", "type": "climate", "sensors": [["bme280"]]},
-    {"kit": "climate-01", "type": "climate", "sensors": "bme280"},  # refused by the codec
+    {"kit": "climate-01", "sensors": [1, None]},  # the codec only checks "a list"
+    {"kit": "climate-01", "sensors": ["scd4x"] * 17},
+    {"kit": "climate-01", "sensors": ["x" * 100]},
+    {"kit": "climate-01", "sensors": [""]},
+    {"kit": "climate-01", "sensors": [["bme280"]]},
+    {"kit": "climate-01", "sensors": "bme280"},  # refused by the codec
     {"kit": 7, "sensors": []},
     {"kit": None, "sensors": []},
     {"sensors": ["bme280"]},
-    {"kit": "climate-02"},
+    {"kit": "climate-01"},
 ]
 
 

@@ -1,9 +1,12 @@
 """City storage (cloud_bridge.store) on a real SQLite file: each (school, seq)
 once whatever the replays, the ack is the highest seq with no gap below it,
-the live room view never goes back to history."""
+the live room view never goes back to history (by boot, then by the
+board's uptime and the gateway's seq within a boot), and older databases get
+the columns added since."""
 
 import json
 import os
+import sqlite3
 import tempfile
 
 import pytest
@@ -97,8 +100,8 @@ def test_a_refused_record_is_set_aside_and_does_not_hold_the_ack_back(store):
     assert (result.stored, result.set_aside, result.acked) == (1, 0, 3)
 
 
-def birth(boot, fw="0.1.0", session="idle", ap=False):
-    return {"v": 1, "online": True, "boot": boot, "fw": fw, "board": "olimex-esp32-poe", "uptime_ms": 5120,
+def birth(boot, fw="0.1.0", session="idle", ap=False, uptime_ms=5120):
+    return {"v": 1, "online": True, "boot": boot, "fw": fw, "board": "olimex-esp32-poe", "uptime_ms": uptime_ms,
             "session": session, "ap": ap, "devices": ["button", "led", "ap_relay"]}
 
 
@@ -106,8 +109,9 @@ def death(boot):
     return {"v": 1, "online": False, "boot": boot}
 
 
-def evt(boot, seq, kind, replay=None, **data):
-    body = {"v": 1, "boot": boot, "seq": seq, "uptime_ms": 60000 + seq, "time": None, "type": kind, "data": data}
+def evt(boot, seq, kind, replay=None, uptime_ms=None, **data):
+    body = {"v": 1, "boot": boot, "seq": seq, "uptime_ms": 60000 + seq if uptime_ms is None else uptime_ms,
+            "time": None, "type": kind, "data": data}
     if replay is not None:
         body["replay"] = replay
     return body
@@ -157,6 +161,88 @@ def test_a_late_record_of_the_same_boot_does_not_go_back(store):
     store.store_batch(batch([rec(1, kind="state", body=birth(7)), rec(3, kind="state", body=death(7))]), 1.0)
     store.store_batch(batch([rec(2, kind="evt", body=evt(7, 1, "session.started", req=1, duration_s=60, ap=False, projector=True, source="gateway"))]), 2.0)
     assert (room(store)["online"], room(store)["session"]) == (False, "idle")
+
+
+def live_uptime(store, name="cm2-b"):
+    db = sqlite3.connect(store.path)
+    try:
+        return db.execute("SELECT live_uptime FROM rooms WHERE room = ?", (name,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_events_a_board_kept_in_its_outbox_are_not_the_present(store):
+    # The board (boot 7) lost the network; when it is back it publishes its
+    # birth (uptime 600 s), then what its flash outbox kept from the outage.
+    store.store_batch(batch([rec(1, kind="state", body=birth(7, uptime_ms=600000))]), 1.0)
+    assert live_uptime(store) == 600000
+    result = store.store_batch(batch([
+        rec(2, kind="evt", body=evt(7, 1, "session.started", uptime_ms=5000, req=1, duration_s=60, ap=True,
+                                     projector=True, source="offline")),
+        rec(3, kind="evt", body=evt(7, 2, "ap.changed", uptime_ms=5001, on=True, reason="session")),
+    ]), 2.0)
+    assert (result.stored, result.unusable_bodies) == (2, 0)
+    assert store.record_count() == 3  # stored, not applied
+    assert (room(store)["session"], room(store)["ap"], room(store)["online"]) == ("idle", False, True)
+    assert live_uptime(store) == 600000
+    # What the board does now (a later uptime, even a same one) is the present.
+    store.store_batch(batch([
+        rec(4, kind="evt", body=evt(7, 3, "ap.changed", uptime_ms=600000, on=True, reason="teacher")),
+        rec(5, kind="evt", body=evt(7, 4, "session.started", uptime_ms=601000, req=2, duration_s=60, ap=True,
+                                     projector=True, source="gateway")),
+    ]), 3.0)
+    assert (room(store)["session"], room(store)["ap"]) == ("active", True)
+    assert live_uptime(store) == 601000
+    # A new boot starts its clock again: its birth sets the live uptime lower.
+    store.store_batch(batch([rec(6, kind="state", body=birth(8, uptime_ms=3000))]), 4.0)
+    assert (room(store)["boot"], room(store)["session"], live_uptime(store)) == (8, "idle", 3000)
+    store.store_batch(batch([rec(7, kind="evt", body=evt(8, 1, "ap.changed", uptime_ms=2900, on=True, reason="x"))]), 5.0)
+    assert room(store)["ap"] is False
+    # A death has no uptime: it applies within the boot, and keeps the mark.
+    store.store_batch(batch([rec(8, kind="state", body=death(8))]), 6.0)
+    assert (room(store)["online"], live_uptime(store)) == (False, 3000)
+
+
+def test_a_birth_always_sets_the_live_uptime(store):
+    # A reconnection's birth of the same boot with an earlier uptime than an
+    # event already applied (it cannot be older: it is what the board says now).
+    store.store_batch(batch([rec(1, kind="state", body=birth(7, uptime_ms=5000)),
+                             rec(2, kind="evt", body=evt(7, 1, "ap.changed", uptime_ms=9000, on=True, reason="x")),
+                             rec(3, kind="state", body=birth(7, uptime_ms=8000, session="active", ap=True))]), 1.0)
+    assert (room(store)["session"], room(store)["ap"], live_uptime(store)) == ("active", True, 8000)
+    # But a birth in a late batch (older by seq) is still history.
+    store.store_batch(batch([rec(4, kind="evt", body=evt(7, 2, "ap.changed", uptime_ms=9500, on=False, reason="y"))]), 2.0)
+    store.store_batch(batch([rec(10, kind="state", body=birth(7, uptime_ms=9600))]), 3.0)
+    store.store_batch(batch([rec(9, kind="state", body=birth(7, uptime_ms=9700, session="active", ap=True))]), 4.0)
+    assert (room(store)["session"], room(store)["ap"], live_uptime(store)) == ("idle", False, 9600)
+
+
+OLD_ROOMS = """CREATE TABLE rooms (
+    school TEXT NOT NULL, room TEXT NOT NULL, online INTEGER, boot BIGINT, last_seen DOUBLE PRECISION,
+    session TEXT, ap INTEGER, fw TEXT, board TEXT, live_seq BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (school, room))"""
+
+
+def test_a_database_made_before_live_uptime_gets_the_column(tmp_path):
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    db.execute(OLD_ROOMS)
+    db.execute("INSERT INTO rooms (school, room, online, boot, last_seen, session, ap, fw, board, live_seq) "
+               "VALUES (?, 'cm2-b', 1, 7, 10.0, 'active', 1, '0.1.0', 'olimex-esp32-poe', 4)", (SCHOOL,))
+    db.commit()
+    db.close()
+    for _ in range(2):  # opening it again finds the column there
+        store = Store(path)
+        store.close()
+    store = Store(path)
+    try:
+        assert live_uptime(store) is None
+        # No mark yet: the gateway's seq alone orders the room's boot, as before.
+        store.store_batch(batch([rec(5, kind="evt", body=evt(7, 9, "ap.changed", uptime_ms=70000, on=False, reason="x"))]), 1.0)
+        assert (room(store)["ap"], live_uptime(store)) == (False, 70000)
+        store.store_batch(batch([rec(6, kind="evt", body=evt(7, 10, "ap.changed", uptime_ms=1000, on=True, reason="x"))]), 2.0)
+        assert room(store)["ap"] is False
+    finally:
+        store.close()
 
 
 def test_an_unusable_body_is_stored_but_not_applied(store):
