@@ -176,14 +176,15 @@ board = FakeBoard(clock)
 PKG = "%(pkg)s"
 KIT_TICK = %(kit_tick)d
 PROJECTOR_TICK = %(projector_tick)d
-records = []
-gc.collect()
-#@top-level
-base = gc.mem_alloc()
-
+# The harness's own code and records exist before the baseline: only the
+# board's objects count.
+steps = [None] * 40  # (label, bytes), preallocated
+n_steps = 0
 def record(step):
+    global n_steps
     used = gc.mem_alloc() - base
-    records.append([step, used])
+    steps[n_steps] = used
+    n_steps += 1
     emit([step, used])
 
 def drive(coro):
@@ -199,24 +200,6 @@ def drive(coro):
 def modules():
     return sorted(k for k in sys.modules if k.startswith(PKG + "."))
 
-# -- boot: config.json checked, then released (firmware/main.py) ---------
-config = __import__(PKG + ".config", None, None, ["validate"])
-cfg = config.validate(CONFIG)
-TABLE = json.loads(TABLE_JSON)  # read by main.py at boot: counted
-gc.collect()
-#@top-level
-record("boot: config.json checked")
-del config
-sys.modules.pop(PKG + ".config")
-app_mod = __import__(PKG + ".app", None, None, ["Classroom"])
-app = app_mod.Classroom(cfg, board, storage="/day", clock=clock, projector=TABLE)
-app.wdt = board.wdt(cfg["wdt_ms"])
-del app_mod
-app.apply(clock.t)
-gc.collect()
-#@top-level
-record("boot: application running, gateway unreachable")
-
 def tick_to(t, step_ms=1000):
     while clock.t < t:
         clock.t = min(t, clock.t + step_ms)
@@ -231,6 +214,58 @@ def tick_to(t, step_ms=1000):
 def message(leaf, obj):
     t = app.t_cmd if leaf == "cmd" else app.t_policy
     app._on_message(t.encode(), json.dumps(obj).encode(), leaf == "policy")
+
+def lesson(minutes):
+    for minute in range(minutes):
+        tick_to(clock.t + 60000)
+        app.outbox.append(json.dumps(app.telemetry(clock.t)).encode(), True)
+def allocated(fn, period_ms):
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    start = clock.t
+    while clock.t < start + 60000:
+        clock.t += period_ms
+        fn()
+    used = gc.mem_alloc() - before
+    gc.enable()
+    return used
+
+def ticker():
+    app.apply(clock.t)
+    app.wdt.feed()
+
+def kit_task():
+    app.kit.scan(clock.t)
+    app.kit.read(clock.t)
+
+def projector_task():
+    if clock.t >= app.projector._next:  # as Projector.run() does
+        drive(app.projector.step(clock.t))
+
+app = None
+gc.collect()
+#@top-level
+base = gc.mem_alloc()
+
+# -- boot: config.json checked, then released (firmware/main.py) ---------
+config = __import__(PKG + ".config", None, None, ["validate"])
+cfg = config.validate(CONFIG)
+TABLE = json.loads(TABLE_JSON)  # read by main.py at boot: counted
+gc.collect()
+#@top-level
+record("boot: config.json checked")
+del config
+sys.modules.pop(PKG + ".config")
+delattr(sys.modules[PKG], "config")  # as firmware/main.py does
+app_mod = __import__(PKG + ".app", None, None, ["Classroom"])
+app = app_mod.Classroom(cfg, board, storage="/day", clock=clock, projector=TABLE)
+app.wdt = board.wdt(cfg["wdt_ms"])
+del app_mod
+app.apply(clock.t)
+gc.collect()
+#@top-level
+record("boot: application running, gateway unreachable")
 
 # the gateway's retained offline policy, as large as its 1 KB limit allows
 windows = []
@@ -276,30 +311,6 @@ record("projector on, kit read")
 
 # allocation per simulated minute, collector off: the ticker (50 ms), the
 # kit's task and the projector's task, each at its own pace on the board
-def allocated(fn, period_ms):
-    gc.collect()
-    gc.disable()
-    before = gc.mem_alloc()
-    start = clock.t
-    while clock.t < start + 60000:
-        clock.t += period_ms
-        fn()
-    used = gc.mem_alloc() - before
-    gc.enable()
-    return used
-
-def ticker():
-    app.apply(clock.t)
-    app.wdt.feed()
-
-def kit_task():
-    app.kit.scan(clock.t)
-    app.kit.read(clock.t)
-
-def projector_task():
-    if clock.t >= app.projector._next:  # as Projector.run() does
-        drive(app.projector.step(clock.t))
-
 alloc = {"ticker": allocated(ticker, 50), "kit": allocated(kit_task, KIT_TICK),
          "projector": allocated(projector_task, PROJECTOR_TICK)}
 emit(["alloc_per_min", alloc])
@@ -308,10 +319,6 @@ gc.collect()
 record("one minute of 50 ms ticks")
 
 board.bus.co2 = 1500
-def lesson(minutes):
-    for minute in range(minutes):
-        tick_to(clock.t + 60000)
-        app.outbox.append(json.dumps(app.telemetry(clock.t)).encode(), True)
 lesson(10)
 gc.collect()
 #@top-level
@@ -336,6 +343,7 @@ try:
     drive(app.mqtt.publish(app.t_evt, rec[1], False, 1))
 except OSError:
     pass
+del rec
 gc.collect()
 #@top-level
 record("link down: a record in the MQTT in-flight table")
@@ -376,7 +384,7 @@ record("kit unplugged, end of the day")
 emit(["projector_frames", board.uart_.frames])
 emit(["projector_switches", [x.decode() for x in board.uart_.switches]])
 emit(["modules", modules()])
-emit(["peak", max(r[1] for r in records)])
+emit(["peak", max(steps[:n_steps])])
 '''
 
 
