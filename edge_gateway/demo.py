@@ -34,6 +34,7 @@ from edge_gateway.http import HttpThread
 from edge_gateway.link import tcp_nodelay
 from edge_gateway.service import Gateway
 from edge_gateway.testing import school_clock
+from hardware.projectors import describe_fault
 from hardware.sim.classroom import SimClassroom
 from hardware.sim.i2c import SimI2C, SimKit
 from hardware.sim.projector import EpsonSim
@@ -49,6 +50,7 @@ ROOMS = {
 # at 11:45 in the default week), so the demo shows sessions ending with the
 # period and a request refused at lunch, whatever the real date and hour.
 DEMO_TIME = "2026-11-24T11:44:25+01:00"
+PROJECTORS = {"cp-a": "epson-escvp21"}  # room: projector table
 log = logging.getLogger("preau.demo")
 
 
@@ -84,7 +86,7 @@ class Narrator:
             "session.ended": lambda d: f"session ended ({d['reason']}) after {d['ran_s']} s",
             "ap.changed": lambda d: f"access point {'ON' if d['on'] else 'OFF'} ({d['reason']})",
             "projector.changed": lambda d: f"projector {d['state']}" + (f" (lamp {d['lamp_h']} h)" if "lamp_h" in d else ""),
-            "projector.fault": lambda d: f"projector fault: {d['error']}",
+            "projector.fault": lambda d: f"projector fault: {describe_fault(PROJECTORS.get(room, ''), d['error'])}",
             "kit.attached": lambda d: f"kit {d['kit']} plugged in ({', '.join(d['sensors'])})",
             "kit.detached": lambda d: f"kit {d['kit']} unplugged",
             "air.alert": lambda d: f"CO2 {d['co2']} ppm: " + ("air the room (LED hint on)" if d["on"] else "air is fine again"),
@@ -181,7 +183,7 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
     projector = EpsonSim(speed=10)
     kit_bus = SimI2C()
     kit_bus.attach(SimKit("air-co2-01")).scd4x.co2 = 1450
-    extra = {"cp-a": ({"projector": "epson-escvp21"}, {"projector": projector}),
+    extra = {"cp-a": ({"projector": PROJECTORS["cp-a"]}, {"projector": projector}),
              "ce2-b": ({}, {"kit_bus": kit_bus})}
     boards = {
         room: SimClassroom({"school": SCHOOL, "room": room, "broker": "127.0.0.1", "port": school_port,
