@@ -55,6 +55,9 @@ class RoomOut(BaseModel):
     last_seen: float | None
     wifi: str
     sessions: bool
+    projector: str | None = None  # from the latest telemetry: off, warming, on, cooling, error, unknown
+    lamp_h: int | None = None
+    air: dict[str, float] | None = None  # the kit's readings: co2 ppm, t degC, rh %, p hPa, lux
 
 
 class RecordOut(BaseModel):

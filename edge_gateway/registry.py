@@ -45,6 +45,7 @@ class Registry:
         # view: a board back from an outage sends its birth first, then the
         # events and telemetry its flash outbox kept, older than that birth.
         self._marks: dict[str, tuple[int, int]] = {}
+        self._devices: dict[str, dict] = {}  # the latest telemetry's projector and kit readings
 
     def _fresh(self, room: str, obj: dict) -> bool:
         mark = (obj["boot"], obj.get("uptime_ms", 0))
@@ -149,6 +150,8 @@ class Registry:
                 return  # readings kept in the board's outbox during an outage: history
             r["session"] = obj["session"]
             r["ap"] = obj["ap"]
+            # What the room's devices say, for the technician (live only, not stored in rooms)
+            self._devices[room] = {k: obj[k] for k in ("projector", "lamp_h", "air") if k in obj}
 
     def touch(self, room: str, now: float) -> None:
         with self._lock:
@@ -159,6 +162,7 @@ class Registry:
             out = {}
             for room, r in self._rooms.items():
                 out[room] = {k: copy.copy(r[k]) for k in ("room", "online", "boot", "fw", "board", "session", "ap", "last_seen")}
+                out[room].update(copy.deepcopy(self._devices.get(room, {})))
                 if out[room]["online"] is not None:
                     out[room]["online"] = bool(out[room]["online"])
                 if out[room]["ap"] is not None:

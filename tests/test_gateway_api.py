@@ -60,3 +60,17 @@ def test_api_rooms_events_health_metrics(gateway, amqtt_broker):
 def test_app_refuses_an_empty_token(gateway):
     with pytest.raises(ConfigError, match="PREAU_GATEWAY_TOKEN"):
         create_app(gateway, ApiSettings(token=""))
+
+
+def test_api_rooms_show_the_projector_and_the_kits_readings(gateway, amqtt_broker):
+    board = Board(amqtt_broker.host, amqtt_broker.port, SCHOOL, "cm2-b", boot=4).connect()
+    board.publish("tele", {"v": 1, "boot": 4, "uptime_ms": 60_000, "session": "idle", "ap": False, "remaining_s": 0,
+                           "outbox": 0, "dropped": 0, "projector": "cooling", "lamp_h": 1234,
+                           "air": {"co2": 1180, "t": 21.4, "rh": 48.0}})
+    wait_for(lambda: gateway.metrics["accepted"].get("tele") == 1, what="telemetry applied")
+    client = TestClient(create_app(gateway, ApiSettings(token="s3cret")))
+    rooms = {r["room"]: r for r in client.get("/api/rooms", headers=AUTH).json()}
+    assert rooms["cm2-b"]["projector"] == "cooling" and rooms["cm2-b"]["lamp_h"] == 1234
+    assert rooms["cm2-b"]["air"] == {"co2": 1180, "t": 21.4, "rh": 48.0}
+    assert rooms["cp-a"]["projector"] is None and rooms["cp-a"]["air"] is None
+    board.close()
