@@ -38,6 +38,7 @@ _ID_MAX = const(32)
 _ID_BUF = const(37)  # 4 + _ID_MAX + 1
 
 _SETTLE_SCAN_MS = const(500)  # a plug half in: look again soon
+_ID_CHECK_MS = const(30000)  # the attached kit's id read again
 _SETTLE_READ_MS = const(150)  # measure() to read(): AHT20 needs 80 ms
 _FIRST_READ_MS = const(6000)  # the SCD4x's first value comes 5 s after start
 _BACKOFF_MAX_MS = const(600000)
@@ -95,7 +96,7 @@ class Kit:
         self._slots = []
         self._mask = self._seen = 0  # addresses of the attached kit, at the last scan
         self._unsettled = False  # the last scan differed from the one before
-        self._next_scan = self._next_measure = 0
+        self._next_scan = self._next_measure = self._next_id = 0
         self._read_at = -1  # when measure() was done: the read() half is due
 
     def scan(self, now):
@@ -119,11 +120,20 @@ class Kit:
             self._next_scan = now + _SETTLE_SCAN_MS
             return
         old = self._mask
+        swapped = False
         if mask == old:
-            return
+            if not old & _EEPROM_BIT or now < self._next_id:
+                return
+            # The same addresses may be another kit of the same type,
+            # swapped between two scans: its EEPROM says (every 30 s).
+            self._next_id = now + _ID_CHECK_MS
+            kit = self._read_id()
+            if kit is None or kit == self.kit:
+                return
+            swapped = True
         # Fewer addresses than attached is a sensor in trouble, which the
         # reads report; new ones mean another kit: detach, then attach.
-        if old and (not mask or mask & ~old):
+        if old and (swapped or not mask or mask & ~old):
             kit = self.kit
             self.kit = self.reason = None
             self._slots = []
@@ -140,16 +150,13 @@ class Kit:
         self._mask = mask
         i2c = self.i2c
         kit = None
+        self.reason = "no_eeprom"
         if mask & _EEPROM_BIT:
-            buf = bytearray(_ID_BUF)
-            try:
-                i2c.readfrom_mem_into(_EEPROM, 0, buf)
-                kit, self.reason = parse_id(buf)
-            except OSError:
+            kit = self._read_id()
+            if kit is None:
                 self.reason = "read_error"
-        else:
-            self.reason = "no_eeprom"
         self.kit = kit or "unknown"
+        self._next_id = now + _ID_CHECK_MS
         slots = self._slots = []
         sensors = self.sensors = []
         faults = []
@@ -170,7 +177,7 @@ class Kit:
                 faults.append(self._step(slot, now, -1))  # start()
                 sensors.append(slot[_DRV].name)  # after start(): a BME280 socket may hold a BMP280
         data = {"kit": self.kit, "sensors": sensors}
-        if kit is None:
+        if self.kit == "unknown":
             data["reason"] = self.reason
         self.emit("kit.attached", data)
         for fault in faults:
@@ -178,6 +185,17 @@ class Kit:
                 self.emit("kit.fault", fault)
         self._next_measure = now + _FIRST_READ_MS
         self._read_at = -1
+
+    def _read_id(self):
+        """The kit id in the EEPROM, "unknown" when its record is blank or
+        damaged (self.reason says why), None when the EEPROM did not answer."""
+        buf = bytearray(_ID_BUF)
+        try:
+            self.i2c.readfrom_mem_into(_EEPROM, 0, buf)
+        except OSError:
+            return None
+        kit, self.reason = parse_id(buf)
+        return kit or "unknown"
 
     def read(self, now):
         """Run the measurement cycle; returns the latest readings: co2 (ppm),

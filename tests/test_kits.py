@@ -88,6 +88,20 @@ def test_kit_swap_between_scans_is_a_detach_then_an_attach():
     assert room.log()[-1][1]["kit"] == "air-co2-02"
 
 
+def test_swap_for_a_kit_of_the_same_type_is_seen_by_its_identity():
+    room = Room()
+    room.bus.attach(SimKit("air-co2", 1))
+    room.run(4000)
+    room.bus.attach(SimKit("air-co2", 2))  # same sensors at the same addresses, swapped within one scan
+    room.run(4000)
+    assert [kind for kind, _ in room.log()] == ["kit.attached"]  # the addresses alone cannot tell
+    room.run(30000)  # the identity EEPROM is read again every 30 s
+    assert room.log()[1:] == [("kit.detached", {"kit": "air-co2-01"}),
+                              ("kit.attached", {"kit": "air-co2-02", "sensors": ["scd4x"]})]
+    room.run(60000)
+    assert len(room.log()) == 3  # the same kit stays attached, read after read
+
+
 def test_unknown_device_is_ignored():
     room = Room()
     room.bus.add(EEPROM24C02(address=0x57))  # an address no kit uses
