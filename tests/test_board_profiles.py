@@ -252,3 +252,12 @@ def test_validate_does_not_modify_the_profile():
     p = _shipped("esp32s3-w5500")
     before = copy.deepcopy(p)
     assert validate_profile(p, "x.json") == before
+
+
+def test_a_wrover_module_keeps_16_and_17_for_its_psram(tmp_path):
+    p = _shipped("wt32-eth01")
+    p["psram"] = "quad"  # a WROVER on the board: GPIO16 is not free for the PHY's enable
+    _rejects(tmp_path, p, "GPIO 16 is reserved: wired to the PSRAM (WROVER module)")
+    p = _shipped("pico-w")
+    p["psram"] = "quad"
+    _rejects(tmp_path, p, "psram: expected one of [] on an rp2040")

@@ -45,6 +45,8 @@ CHIPS: dict[str, dict] = {
         "rmii": {19: "RMII TXD0", 21: "RMII TX_EN", 22: "RMII TXD1", 25: "RMII RXD0", 26: "RMII RXD1",
                  27: "RMII CRS_DV"},
         "ref_clk": {"in": frozenset({0}), "out": frozenset({0, 16, 17})},
+        # WROVER modules wire GPIO16/17 to their PSRAM (ESP32-WROVER-E datasheet).
+        "quad_psram": {16: "wired to the PSRAM (WROVER module)", 17: "wired to the PSRAM (WROVER module)"},
         "uplinks": ("lan", "lan_spi", "wlan"),
         "uart_ids": (1, 2), "i2c_ids": (0, 1), "spi_ids": (1, 2),
     },
@@ -134,10 +136,13 @@ def validate_profile(profile: object, where: str) -> dict:
     assert chip is not None
     reserved = dict(chip["reserved"])
     if "psram" in p:
-        if p["psram"] not in ("quad", "octal") or p["mcu"] != "esp32s3":
-            _fail(where, "psram", f"expected 'quad' or 'octal' on an esp32s3, got {p['psram']!r}")
+        kinds = {"esp32s3": ("quad", "octal"), "esp32": ("quad",)}.get(p["mcu"], ())
+        if p["psram"] not in kinds:
+            _fail(where, "psram", f"expected one of {list(kinds)} on an {p['mcu']}, got {p['psram']!r}")
         if p["psram"] == "octal":
             reserved.update(chip["octal_psram"])
+        elif p["mcu"] == "esp32":
+            reserved.update(chip["quad_psram"])
     uplink = p["uplink"]
     if uplink not in UPLINKS:
         _fail(where, "uplink", f"expected one of {', '.join(UPLINKS)}, got {uplink!r}")
