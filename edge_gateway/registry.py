@@ -103,6 +103,7 @@ class Registry:
             if r["state"] == body:
                 r["last_seen"] = now
                 return False
+            self._devices.pop(room, None)  # a birth or a death: the devices' readings are past
             self._new_boot(r, obj["boot"])
             r["online"] = obj["online"]
             if obj["online"]:

@@ -217,7 +217,9 @@ class Classroom:
             self.clock.set_time(cmd["now"])
         name = cmd["cmd"]
         s = self.session
-        if name == "grant":
+        if name == "grant" and self._stopping:
+            result = False, "shutting_down"  # not even recorded as started
+        elif name == "grant":
             result = s.grant(cmd["req"], cmd["duration_s"], cmd["ap"], cmd["projector"], now, cmd.get("grace_s"))
         elif name == "deny":
             result = s.deny(cmd["req"], cmd["reason"], now)
@@ -277,11 +279,13 @@ class Classroom:
     async def _ticker(self):
         while True:
             now = self.clock.uptime_ms()
-            if now >= _RESTART_IDLE_MS and self.session.state == IDLE and not self._stopping:
+            if now >= _RESTART_IDLE_MS and self.session.state == IDLE and self.mqtt.up and not self._stopping:
                 # Small ints end at 2**30 on a 32-bit port: past 12 days of
                 # uptime every time value would be a heap-allocated big int,
                 # 20 times a second. Restarted while idle, after 6 days
-                # (the relay is off at boot; the outbox keeps the events).
+                # (the relay is off at boot; the outbox keeps the events), and
+                # only with the gateway reachable: it gives the time and the
+                # offline policy again at once.
                 self.board.set_relay(False)
                 self.board.reset()
             self.apply(now)

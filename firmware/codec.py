@@ -129,7 +129,11 @@ def check_tele(obj):
     for name in ("remaining_s", "outbox", "dropped", "lamp_h"):
         _field(obj, name, "an integer >= 0", False)
     _field(obj, "projector", "a string", False)
-    _field(obj, "air", "an object", False)
+    air = _field(obj, "air", "an object", False) or {}
+    for name in air:
+        value = air[name]
+        if not (len(name) <= 8 and isinstance(value, (int, float)) and not isinstance(value, bool)):
+            raise ProtocolError("field air: %r is not a short name with a number" % (name,))
     return obj
 
 

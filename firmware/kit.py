@@ -127,8 +127,10 @@ class Kit:
             # The same addresses may be another kit of the same type,
             # swapped between two scans: its EEPROM says (every 30 s).
             self._next_id = now + _ID_CHECK_MS
-            kit = self._read_id()
-            if kit is None or kit == self.kit:
+            kit, reason = self._read_id()
+            # Only a valid other id, or a blank record, is another kit: a
+            # damaged read (a bus glitch, a bad CRC) is no reason to detach.
+            if kit == self.kit or not (kit or reason == "blank") or (not kit and self.kit == "unknown"):
                 return
             swapped = True
         # Fewer addresses than attached is a sensor in trouble, which the
@@ -149,12 +151,7 @@ class Kit:
             return
         self._mask = mask
         i2c = self.i2c
-        kit = None
-        self.reason = "no_eeprom"
-        if mask & _EEPROM_BIT:
-            kit = self._read_id()
-            if kit is None:
-                self.reason = "read_error"
+        kit, self.reason = self._read_id() if mask & _EEPROM_BIT else (None, "no_eeprom")
         self.kit = kit or "unknown"
         self._next_id = now + _ID_CHECK_MS
         slots = self._slots = []
@@ -187,15 +184,14 @@ class Kit:
         self._read_at = -1
 
     def _read_id(self):
-        """The kit id in the EEPROM, "unknown" when its record is blank or
-        damaged (self.reason says why), None when the EEPROM did not answer."""
+        """(kit id, None), or (None, why): the record blank or damaged, or
+        "read_error" when the EEPROM did not answer."""
         buf = bytearray(_ID_BUF)
         try:
             self.i2c.readfrom_mem_into(_EEPROM, 0, buf)
         except OSError:
-            return None
-        kit, self.reason = parse_id(buf)
-        return kit or "unknown"
+            return None, "read_error"
+        return parse_id(buf)
 
     def read(self, now):
         """Run the measurement cycle; returns the latest readings: co2 (ppm),

@@ -48,7 +48,7 @@ class Outbox:
         self.segment = min(segment or cap // 8, 32768)  # offsets fit 16 bits
         self.log = log
         self.bytes_used = 0
-        self._buf = buf = bytearray(MAX_PAYLOAD + _OVER)
+        buf = bytearray(MAX_PAYLOAD + _OVER)  # for the scan only: freed after it
         # Per kind: the unsent records (segment << 16 | offset), oldest first,
         # which also give the segments in use (a kind with none starts again
         # at segment 1), and the size of its newest segment (-1: torn or
@@ -120,18 +120,22 @@ class Outbox:
             self.log("outbox: %s: %s" % (path, e))
 
     def _check(self, f, pos, k, size):
-        # (payload length, id) of a good record of kind k at pos, read into _buf
-        mv = memoryview(self._buf)
+        # (payload length, id, payload and CRC) of a good record of kind k at
+        # pos. Read into fresh buffers: a 1 KB buffer held for ever would cost
+        # the board more than the garbage of a read now and then.
         f.seek(pos)
-        if size - pos < _OVER or f.readinto(mv[:_HEAD]) != _HEAD:
+        if size - pos < _OVER:
             return None
-        magic, kind, n, rid = struct.unpack_from("<BBHI", mv)
-        end = _HEAD + n
-        if magic != 0xA5 or kind != k or n > MAX_PAYLOAD or size - pos < end + 4 or not rid:
+        head = f.read(_HEAD)
+        if len(head) != _HEAD:
             return None
-        if f.readinto(mv[_HEAD : end + 4]) != n + 4 or crc32(mv[:end]) != struct.unpack_from("<I", mv, end)[0]:
+        magic, kind, n, rid = struct.unpack("<BBHI", head)
+        if magic != 0xA5 or kind != k or n > MAX_PAYLOAD or size - pos < _OVER + n or not rid:
             return None
-        return n, rid
+        body = f.read(n + 4)
+        if len(body) != n + 4 or crc32(memoryview(body)[:n], crc32(head)) != struct.unpack_from("<I", body, n)[0]:
+            return None
+        return n, rid, body
 
     def _remove(self, k, n):
         # Segment n of kind k goes: all sent, dropped at the cap, or unreadable.
@@ -146,7 +150,7 @@ class Outbox:
     def _save(self):
         # Write then rename: a cut mid-write keeps the old marker, so at most
         # the last record popped goes out again (the gateway de-duplicates).
-        buf = self._buf
+        buf = bytearray(16)
         mv = memoryview(buf)
         struct.pack_into("<III", buf, 0, self.sent, self.dropped, self.dropped_tele)
         struct.pack_into("<I", buf, 12, crc32(mv[:12]))
@@ -190,7 +194,7 @@ class Outbox:
             seg += 1
             tail = 0
         self._id += 1
-        buf = self._buf
+        buf = bytearray(size)
         mv = memoryview(buf)
         struct.pack_into("<BBHI", buf, 0, 0xA5, k, n, self._id)
         buf[_HEAD : _HEAD + n] = payload
@@ -215,6 +219,7 @@ class Outbox:
         """(EVENT or TELEMETRY, payload bytes) of the oldest unsent record, or None."""
         ids = [0, 0]  # per kind: id of the oldest unsent record, 0 if none
         n = 0
+        body = b""  # the record read last: the one returned
         # Telemetry, then events (the buffer then holds the event), then the
         # telemetry again if it goes first.
         for k in (1, 0, 2):
@@ -232,7 +237,7 @@ class Outbox:
                 except OSError:
                     pass
                 if got:
-                    n, ids[k] = got
+                    n, ids[k], body = got
                     break
                 # changed under us since the scan (a flash fault): skip it
                 self._say("damaged", path)
@@ -245,7 +250,7 @@ class Outbox:
             return None
         k = 0 if e and (not t or e < t) else 1
         self._peeked = (k, self._recs[k][0], ids[k])
-        return (TELEMETRY if k else EVENT), bytes(self._buf[_HEAD : _HEAD + n])
+        return (TELEMETRY if k else EVENT), body[:n]
 
     def pop(self):
         """Mark the record the last peek() returned as sent; False if the cap dropped it since."""

@@ -174,7 +174,7 @@ class Session:
 
     def offline_rule(self, unix):
         """What the retained policy allows now without the gateway:
-        (max_s, ap), or None. With the time known and the policy still
+        (max_s, ap, grace_s or None for the board's own), or None. With the time known and the policy still
         valid, only its windows count; otherwise its time-free fallback."""
         p = self.policy
         w = self.windows
@@ -183,11 +183,13 @@ class Session:
             t = unix - until  # negative: inside the policy's validity
             for i in range(0, len(w), 4):
                 if w[i] <= t < w[i + 1]:
-                    t = min(w[i + 2], w[i + 1] - t)  # the session's length
-                    return (t, w[i + 3] == 1) if t >= MIN_OFFLINE_S else None
+                    t = w[i + 1] - t  # what is left of the window
+                    n = min(w[i + 2], t)  # the session's length
+                    # the grace never reaches past the window, as the gateway's
+                    return (n, w[i + 3] == 1, min(self.grace_s, t - n)) if n >= MIN_OFFLINE_S else None
             return None
         if p.get("start") and p.get("max_s", 0) > 0:
-            return p["max_s"], bool(p.get("ap"))
+            return p["max_s"], bool(p.get("ap")), None
         return None
 
     def tick(self, now, unix=None):
@@ -201,7 +203,7 @@ class Session:
                 unix += self.remaining_s(now)
             rule = self.offline_rule(unix)
             if rule:
-                self.grant(req, rule[0], rule[1], True, now, None, "offline")
+                self.grant(req, rule[0], rule[1], True, now, rule[2], "offline")
             else:
                 self.deny(req, "offline_policy", now, "offline")
         if self.state == ACTIVE and now >= self._ends + self._grace_ms:

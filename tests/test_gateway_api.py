@@ -73,4 +73,7 @@ def test_api_rooms_show_the_projector_and_the_kits_readings(gateway, amqtt_broke
     assert rooms["cm2-b"]["projector"] == "cooling" and rooms["cm2-b"]["lamp_h"] == 1234
     assert rooms["cm2-b"]["air"] == {"co2": 1180, "t": 21.4, "rh": 48.0}
     assert rooms["cp-a"]["projector"] is None and rooms["cp-a"]["air"] is None
-    board.close()
+    board.crash()  # its Last Will: what it said of its devices is past
+    wait_for(lambda: gateway.registry.row("cm2-b")["online"] is False, timeout=30, what="last will")
+    rooms = {r["room"]: r for r in client.get("/api/rooms", headers=AUTH).json()}
+    assert rooms["cm2-b"]["projector"] is None and rooms["cm2-b"]["air"] is None

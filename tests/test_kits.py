@@ -383,3 +383,16 @@ def test_catalogue_errors_name_the_key(tmp_path):
         with pytest.raises(CatalogueError, match=f"kits.{kind}"):
             load_catalogue(bad)
         del cat["kits"][kind]
+
+
+def test_a_damaged_identity_read_does_not_detach_the_kit():
+    room = Room()
+    kit = room.bus.attach(SimKit("air-co2", 1))
+    room.run(4000)
+    good = bytes(kit.eeprom.mem)
+    kit.eeprom.mem[6] ^= 0x10  # a glitch: the record fails its CRC on the next check
+    room.run(31000)
+    kit.eeprom.mem[:] = good
+    room.run(31000)
+    assert [kind for kind, _ in room.log()] == ["kit.attached"]
+    assert room.kit.kit == "air-co2-01"

@@ -142,13 +142,13 @@ def test_offline_rule_stays_inside_the_windows(policy, unix):
     rule = s.offline_rule(unix)
     if unix is None or unix >= policy["until"]:
         # the time-free fallback: never the access point (the gateway sends ap false)
-        assert rule is None or (rule == (policy["max_s"], False) and policy["start"])
+        assert rule is None or (rule == (policy["max_s"], False, None) and policy["start"])
         return
     inside = [w for w in policy["windows"] if w[0] <= unix < w[1]]
     if rule is None:
         assert not inside or min(inside[0][2], inside[0][1] - unix) < MIN_OFFLINE_S
         return
     [(start, end, max_s, ap)] = inside
-    length, with_ap = rule
-    assert MIN_OFFLINE_S <= length <= max_s and unix + length <= end
+    length, with_ap, grace = rule
+    assert MIN_OFFLINE_S <= length <= max_s and unix + length + grace <= end
     assert with_ap == (ap == 1)

@@ -401,7 +401,8 @@ def decide(policy: SchoolPolicy, calendar, overrides: Sequence[Override], room: 
     # Arithmetic in UTC: aware datetimes sharing a zone add in wall time.
     now_utc = now.astimezone(UTC)
     now = now.astimezone(tz)
-    w = windows(policy, calendar, overrides, room, now_utc, now_utc + timedelta(seconds=MAX_MAX_S + 1))[0]
+    # The horizon covers the longest session and its longest grace (900 s).
+    w = windows(policy, calendar, overrides, room, now_utc, now_utc + timedelta(seconds=MAX_MAX_S + 901))[0]
     notes = tuple(n for n in w.notes if n == "calendar_not_covered")
     if not w.sessions:
         return _decision(policy, False, None, 0, False, False, w.reason, w.period, w.label, notes, now)

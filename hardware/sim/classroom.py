@@ -81,19 +81,16 @@ class SimClassroom:
     def _on_watchdog(self, machine: SimMachine) -> None:
         # The monitor thread: outputs already dropped; the loop restarts the firmware.
         if self._loop is not None and machine is self.machine:
-            self._loop.call_soon_threadsafe(self._reboot_after_watchdog)
+            self._loop.call_soon_threadsafe(self._reboot, SimMachine.WDT_RESET, machine)
 
     def _on_soft_reset(self, machine: SimMachine) -> None:
         # The firmware called machine.reset() from the loop's own thread.
         if self._loop is not None and machine is self.machine:
-            self._loop.call_soon(self._reboot, SimMachine.SOFT_RESET)
+            self._loop.call_soon(self._reboot, SimMachine.SOFT_RESET, machine)
 
-    def _reboot_after_watchdog(self) -> None:
-        self._reboot(SimMachine.WDT_RESET)
-
-    def _reboot(self, cause: int) -> None:
-        if self._loop is None:
-            return  # stopped meanwhile: the test is over, no new boot
+    def _reboot(self, cause: int, machine: SimMachine) -> None:
+        if self._loop is None or machine is not self.machine:
+            return  # stopped meanwhile, or this boot was already reset
         log.warning("%s: reset (cause %d)", self.room, cause)
         if self._task is not None:
             self._task.cancel()

@@ -221,6 +221,7 @@ class SimMachine:
         self.resets += 1
         with self._lock:
             self._halt()
+        self.stop_watchdogs()  # the chip's watchdog restarts with the new boot
         if self.on_soft_reset is not None:
             self.on_soft_reset(self)
         raise asyncio.CancelledError("machine.reset()")

@@ -305,3 +305,9 @@ def test_telemetry_fields_are_checked():
     for bad in (with_(TELE, session="dancing"), with_(TELE, outbox=-1), with_(TELE, lamp_h="12"),
                 with_(TELE, air=[1]), with_(TELE, projector=3)):
         raises(ProtocolError, codec.parse, "tele", codec.encode(bad))
+
+
+def test_telemetry_air_readings_are_short_names_with_numbers():
+    for bad in ({"co2": None}, {"co2": "high"}, {"co2": True}, {"carbon-dioxide": 900}):
+        e = raises(ProtocolError, codec.parse, "tele", codec.encode(with_(TELE, air=bad)))
+        assert "field air" in str(e)

@@ -161,11 +161,11 @@ def test_offline_windows_apply_when_time_known():
     t0 = 1763900000
     s.set_policy({"v": 1, "start": True, "max_s": 2700, "ap": False, "cap_s": 3600, "until": t0 + 172800,
                   "windows": [[t0, t0 + 3000, 5400, 1], [t0 + 7000, t0 + 9000, 1800, 0]]})
-    assert s.offline_rule(t0 + 100) == (2900, True)  # clipped to the window's end
-    assert s.offline_rule(t0 + 7100) == (1800, False)
+    assert s.offline_rule(t0 + 100) == (2900, True, 0)  # clipped to the window's end
+    assert s.offline_rule(t0 + 7100) == (1800, False, 0)
     assert s.offline_rule(t0 + 5000) is None  # between windows: no session alone
-    assert s.offline_rule(None) == (2700, False)  # time unknown: the fallback
-    assert s.offline_rule(t0 + 200000) == (2700, False)  # policy expired: the fallback
+    assert s.offline_rule(None) == (2700, False, None)  # time unknown: the fallback
+    assert s.offline_rule(t0 + 200000) == (2700, False, None)  # policy expired: the fallback
     s.press_short(0)
     s.tick(1000, t0 + 100)
     assert s.state == ACTIVE and s.ap is True and s.source == "offline"
@@ -189,7 +189,7 @@ def test_offline_window_too_close_to_its_end_is_refused():
     t0 = 1763900000
     s.set_policy({"v": 1, "start": True, "max_s": 2700, "ap": False, "until": t0 + 10000,
                   "windows": [[t0, t0 + 1000, 5400, 1]]})
-    assert s.offline_rule(t0 + 600) == (400, True)
+    assert s.offline_rule(t0 + 600) == (400, True, 0)
     assert s.offline_rule(t0 + 800) is None  # 200 s left: refused, not cut short
 
 
@@ -320,3 +320,18 @@ def test_a_command_for_req_0_is_stale_when_no_extension_waits():
     assert s.grant(0, 3600, True, True, 1000) == (False, "stale_request")
     assert s.deny(0, "x", 1000) == (False, "stale_request")
     assert s.remaining_s(1000) == 599
+
+
+def test_offline_grace_never_reaches_past_the_window():
+    s, ev, _ = make(grace_s=120)
+    t0 = 1763900000
+    s.set_policy({"v": 1, "start": False, "max_s": 0, "ap": False, "until": t0 + 10000,
+                  "windows": [[t0, t0 + 3000, 1800, 1], [t0 + 4000, t0 + 5000, 900, 1]]})
+    assert s.offline_rule(t0 + 100) == (1800, True, 120)  # 1100 s of window left after it
+    assert s.offline_rule(t0 + 4050) == (900, True, 50)  # 50 s left: the grace is cut there
+    s.press_short(0)
+    s.tick(3000, t0 + 4050)
+    s.tick(3000 + 950 * 1000 - 1)
+    assert s.ap is True
+    s.tick(3000 + 950 * 1000)
+    assert s.ap is False and s.state == IDLE
