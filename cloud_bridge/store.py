@@ -314,6 +314,12 @@ class Store:
                 new["ap"] = int(body["data"]["on"])
             elif event in _KIT_EVENTS:
                 self._apply_to_kit(db, school, record)
+        elif (record.kind == "evt" and body.get("type") in _KIT_EVENTS and not body.get("replay")
+              and body.get("time") is not None and row["boot"] is not None and boot == row["boot"]):
+            # Kept in the board's flash outbox during an outage: older than
+            # its birth, so not the room's present; but the kit did move then,
+            # and with the board's own time the kit's ordering can place it.
+            self._apply_to_kit(db, school, record)
         if new != row or not found:
             db.execute(
                 "INSERT INTO rooms (school, room, " + ", ".join(_ROOM_COLUMNS) + ") "

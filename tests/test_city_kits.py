@@ -153,6 +153,23 @@ def test_kit_events_a_board_kept_during_an_outage_do_not_move_a_kit(store):
     assert where(store) == (B, "ce1", True)
 
 
+def test_a_kit_moved_during_an_outage_is_placed_by_the_boards_own_time(store):
+    store.store_batch(batch(B, [attach(1, 100.0, room="ce1")]), 1.0)
+    # A's board, offline, saw the kit plugged in at Unix time 500 (it had the
+    # time): sent from its outbox after its birth, it is news all the same.
+    store.store_batch(batch(A, [birth(1, 700.0, boot=7, uptime_ms=600000),
+                                {"seq": 2, "room": "cm2-b", "kind": "evt", "at": 701.0,
+                                 "body": evt(7, 1, "kit.attached", uptime_ms=5000, time=500, kit="climate-01",
+                                             sensors=["scd4x"])}]), 2.0)
+    assert where(store) == (A, "cm2-b", True)
+    # An older one from the outbox of another board does not take it back.
+    store.store_batch(batch(B, [birth(2, 710.0, boot=7, room="ce1", uptime_ms=900000),
+                                {"seq": 3, "room": "ce1", "kind": "evt", "at": 711.0,
+                                 "body": evt(7, 9, "kit.attached", uptime_ms=9000, time=400, kit="climate-01",
+                                             sensors=["scd4x"])}]), 3.0)
+    assert where(store) == (A, "cm2-b", True)
+
+
 def test_duplicates_change_nothing(store):
     first = batch(A, [attach(1, 100.0), detach(2, 110.0)])
     store.store_batch(first, 1.0)
