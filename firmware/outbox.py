@@ -41,6 +41,14 @@ _HEAD = const(8)  # magic, kind, length, id
 _OVER = const(12)  # head and CRC
 
 
+def replace_file(path, data):
+    """Write then rename: a power cut leaves the old file whole, never a torn
+    one. Raises OSError. (The outbox's marker, the boot counter.)"""
+    with open(path + ".new", "wb") as f:
+        f.write(data)
+    os.rename(path + ".new", path)
+
+
 class Outbox:
     def __init__(self, directory, cap=65536, segment=0, log=None):
         self.dir = directory = directory.rstrip("/")
@@ -154,11 +162,8 @@ class Outbox:
         mv = memoryview(buf)
         struct.pack_into("<III", buf, 0, self.sent, self.dropped, self.dropped_tele)
         struct.pack_into("<I", buf, 12, crc32(mv[:12]))
-        path = self.dir + "/sent"
         try:
-            with open(path + ".new", "wb") as f:
-                f.write(mv[:16])
-            os.rename(path + ".new", path)
+            replace_file(self.dir + "/sent", buf)
         except OSError as e:
             self._say(e, "sent")
 

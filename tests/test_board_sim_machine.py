@@ -188,7 +188,7 @@ def test_watchdog_fires_while_the_event_loop_is_blocked(machines):
     m = machines()  # the real monotonic clock: the loop is really stuck
     board, profile = _board("olimex-esp32-poe", m)
     resets: list[SimMachine] = []
-    m.on_wdt_reset = resets.append
+    m.on_reset = resets.append
     relay_pin, led_pin = profile["pins"]["ap_relay"]["pin"], profile["pins"]["led"]["pin"]
     marks: dict[str, float] = {}
 
@@ -222,7 +222,7 @@ def test_fed_watchdog_stays_quiet_and_fires_once_starved(machines):
     m = machines(clock=clock)
     board, profile = _board("pico-w", m)
     fired = threading.Event()
-    m.on_wdt_reset = lambda machine: fired.set()
+    m.on_reset = lambda machine: fired.set()
     board.set_relay(True)
     wdt = board.wdt(100)
     for _ in range(300):  # 3 s of simulator time, fed every 10 ms

