@@ -16,7 +16,6 @@ names it and resends after 10 s, so such a loss only delays the record.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -26,6 +25,7 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 
 from edge_gateway.link import tcp_nodelay
+from firmware.codec import encode
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .batch import BatchError, city_topic, parse_batch, parse_city_topic, parse_gateway_state, truncate
@@ -219,7 +219,7 @@ class Ingest:
         log.debug("school %s: stored %d, duplicates %d, acked %d", school, result.stored, result.duplicates, result.acked)
         self.client.publish(
             city_topic(school, "ack"),
-            json.dumps({"v": 1, "school": school, "acked": result.acked}),
+            encode({"v": 1, "school": school, "acked": result.acked}),
             qos=1,
         )
         self.metrics.add("acks_published")

@@ -35,12 +35,11 @@ class CityService:
         self.ingest: Ingest | None = None
         self.http_port: int | None = None
         self._http: HttpThread | None = None
+        self._url = ""
 
     @property
     def url(self) -> str:
-        host = self.settings.http_host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.http_port}"
+        return self._url
 
     def start(self) -> "CityService":
         try:
@@ -62,6 +61,7 @@ class CityService:
         except HttpError as e:
             raise CityError(str(e)) from None
         self.http_port = self._http.port
+        self._url = self._http.url  # kept after stop(): the demo prints it
 
     def stop(self) -> None:
         if self._http is not None:

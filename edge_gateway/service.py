@@ -275,7 +275,7 @@ class Gateway:
         # What was applied in memory before the failed commit goes back to
         # what the database holds, and the boards hear it again.
         with contextlib.suppress(Exception):
-            self.policy = self.policy.with_overrides(self._overrides_from(self.store.active_overrides(now)))
+            self._reload_overrides(now)
             self._publish_policies(now)
         # The board messages are not acknowledged to the broker; a healthy
         # link would not redeliver them, so they go first into the next batch
@@ -387,7 +387,7 @@ class Gateway:
 
     def _event(self, room: str, obj: dict, body: str, now: float) -> dict | None:
         boot, seq = obj["boot"], obj["seq"]
-        if self.store.has_event(room, boot, seq):
+        if self.store.has_record("evt", room, boot, seq):
             self._count("duplicates")  # QoS 1 redelivery
             return None
         self.store.add(room, "evt", now, body, boot, seq)
@@ -408,7 +408,7 @@ class Gateway:
             self._count("history")
             return None
         req = obj["data"]["req"]
-        if self.store.has_decision(room, boot, req):
+        if self.store.has_record("decision", room, boot, req):
             self._count("duplicates")
             return None
         data = obj["data"]
@@ -433,6 +433,9 @@ class Gateway:
 
     def _local_day(self, now: float):
         return datetime.fromtimestamp(now, ZoneInfo(self.config.policy.timezone)).date()
+
+    def _reload_overrides(self, now: float) -> None:
+        self.policy = self.policy.with_overrides(self._overrides_from(self.store.active_overrides(now)))
 
     @staticmethod
     def _overrides_from(rows: list[dict]) -> tuple[Override, ...]:
@@ -488,7 +491,7 @@ class Gateway:
             raise OverrideError(str(e)) from None
         self.store.add_override(row, now)
         self.store.audit(now, who, "override.add", row)
-        self.policy = self.policy.with_overrides(self._overrides_from(self.store.active_overrides(now)))
+        self._reload_overrides(now)
         self._publish_policies(now, [row["room"]] if row["scope"] == "room" else None)
         log.info("override %s added by %s: %s %s (%s)", row["id"], who, row["effect"], row["room"] or "school", why)
         return row | {"created": now, "cancelled": None}
@@ -500,8 +503,7 @@ class Gateway:
         done = self.store.cancel_override(override_id, now)
         if done:
             self.store.audit(now, who or "?", "override.cancel", {"id": override_id})
-        if done:
-            self.policy = self.policy.with_overrides(self._overrides_from(self.store.active_overrides(now)))
+            self._reload_overrides(now)
             self._publish_policies(now)
         return done
 

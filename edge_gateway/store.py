@@ -187,15 +187,11 @@ class Store:
         )
         return int(cur.lastrowid)
 
-    def has_event(self, room: str, boot: int, evt_seq: int) -> bool:
+    def has_record(self, kind: str, room: str, boot: int, evt_seq: int) -> bool:
+        """Is there a record of `kind` for this board message: an event by its
+        seq, or a decision by the request it answered?"""
         row = self.conn.execute(
-            "SELECT 1 FROM records WHERE kind = 'evt' AND room = ? AND boot = ? AND evt_seq = ?", (room, boot, evt_seq)
-        ).fetchone()
-        return row is not None
-
-    def has_decision(self, room: str, boot: int, req: int) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM records WHERE kind = 'decision' AND room = ? AND boot = ? AND evt_seq = ?", (room, boot, req)
+            "SELECT 1 FROM records WHERE kind = ? AND room = ? AND boot = ? AND evt_seq = ?", (kind, room, boot, evt_seq)
         ).fetchone()
         return row is not None
 

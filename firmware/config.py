@@ -4,7 +4,7 @@
 # that are their own error texts (as in wire.py), no per-kind dicts.
 import json
 
-from .wire import _is
+from .wire import MAX_DURATION_S, _is
 
 
 def valid_name(name):
@@ -32,7 +32,7 @@ SCHEMA = (
     ("password", "a string", None),
     ("board", TEXT, "olimex-esp32-poe"),
     ("wifi_never", "true or false", False),
-    ("ap_cap_s", "an integer", 7200, 60, 14400),
+    ("ap_cap_s", "an integer", 7200, 60, MAX_DURATION_S),
     ("request_timeout_ms", "an integer", 3000, 200, 30000),
     ("keepalive", "an integer", 30, 5, 600),
     ("tele_s", "an integer", 60, 5, 3600),

@@ -201,9 +201,11 @@ class Kit:
             if not self._slots or now < self._next_measure:
                 return self.readings
             # A scan right before the cycle: a kit being pulled out is seen
-            # as leaving, not as every sensor failing at once.
-            self._next_scan = now
-            self.scan(now)
+            # as leaving, not as every sensor failing at once (unless scan()
+            # has just looked, at this very tick).
+            if self._next_scan - now not in (self.scan_ms, _SETTLE_SCAN_MS):
+                self._next_scan = now
+                self.scan(now)
         if not self._slots or self._unsettled or now < at:
             return self.readings
         if at < 0:  # first half: measure(), or start() a sensor due for a retry

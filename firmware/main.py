@@ -79,7 +79,7 @@ def main():
             with open("projector.json") as f:
                 projector = json.load(f)
         except (OSError, ValueError) as e:
-            # The lesson goes on without the projector; the LED shows the fault.
+            # The lesson goes on without the projector; the reason is on the console.
             print("preau: projector.json unreadable (%s); projector not driven" % e)
     try:
         board.start_uplink(cfg["wifi_ssid"], cfg["wifi_password"])

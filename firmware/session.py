@@ -24,12 +24,12 @@
 # object of its own on the board, a short one an interned name shared with
 # the other modules.
 from .compat import const
+from .wire import MAX_DURATION_S as MAX_SESSION_S  # noqa: F401 - the session's name for it
 
 IDLE = "idle"
 REQUESTING = "requesting"
 ACTIVE = "active"
 
-MAX_SESSION_S = const(14400)
 # Alone, the board does not start a session that would last less than this
 # (the gateway's policy.min_session_s default): five minutes before the end
 # of a window, a press is refused rather than cut short.

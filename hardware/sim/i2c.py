@@ -1,7 +1,7 @@
 """A simulated I2C bus with byte-level models of the kit chips.
 
 `SimI2C` has the methods of MicroPython's `machine.I2C` that the firmware
-uses (scan, writeto, readfrom_into, readfrom, readfrom_mem_into,
+uses (scan, writeto, readfrom_into, readfrom_mem_into,
 readfrom_mem, writeto_mem) and records every transfer in `log`, so a test can
 assert frames. A missing or refusing device raises OSError as the ESP32 port
 does: ENODEV for an address nobody acknowledges, ETIMEDOUT for a device that
@@ -453,11 +453,6 @@ class SimI2C:
         data = self._device(addr).read(len(buf))
         self.log.append(("r", addr, data))
         buf[:len(data)] = data
-
-    def readfrom(self, addr: int, nbytes: int, stop: bool = True) -> bytes:
-        buf = bytearray(nbytes)
-        self.readfrom_into(addr, buf)
-        return bytes(buf)
 
     def readfrom_mem_into(self, addr: int, memaddr: int, buf, *, addrsize: int = 8) -> None:
         self.writeto(addr, bytes([memaddr]), False)

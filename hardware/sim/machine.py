@@ -219,10 +219,8 @@ class SimMachine:
         self.resets += 1
         with self._lock:
             self._halt()
-        self.stop_watchdogs()  # the chip's watchdog restarts with the new boot
+        self.stop_watchdogs()  # a reset stops the chip's watchdog: the new boot starts its own
         if self.on_reset is not None:
             self.on_reset(self)
         raise asyncio.CancelledError("machine.reset()")
 
-    def unique_id(self) -> bytes:
-        return id(self).to_bytes(8, "little")[:6]
