@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests import mpvm  # noqa: E402
-from tests.mpvm.school_day import compile_firmware  # noqa: E402
+from tests.mpvm.school_day import board_libs, compile_firmware  # noqa: E402
 
-CORE = ("compat", "wire", "config", "clock", "events", "session", "button", "led", "mqtt", "app")
+CORE = ("compat", "protocol.wire", "config", "clock", "events", "session", "button", "led", "mqtt", "app")
 
 # `#@top-level` ends a part of the VM script: this port collects garbage only
 # between parts (tests/mpvm/run.mjs), so every figure is read after one.
@@ -35,7 +35,7 @@ emit(["asyncio + json", gc.mem_alloc() - base])
 """
 STEP = """
 before = gc.mem_alloc()
-__import__("fwmpy.%s")
+__import__(%r)
 gc.collect()
 #@top-level
 emit(["%s", gc.mem_alloc() - before])
@@ -49,8 +49,8 @@ def main(argv: list[str]) -> int:
     names = tuple(argv) or CORE
     with tempfile.TemporaryDirectory() as tmp:
         sizes = compile_firmware(tmp)
-        code = PRELUDE + "".join(STEP % (name, name) for name in names) + END
-        records = mpvm.run(code, libs=[("fwmpy", tmp)]).records
+        code = PRELUDE + "".join(STEP % (name if name.startswith("protocol.") else "fwmpy." + name, name) for name in names) + END
+        records = mpvm.run(code, libs=board_libs(tmp)).records
     print(f"{'module':16} {'heap':>7} {'.mpy':>7}")
     for name, heap in records:
         print(f"{name:16} {heap:7d} {sizes.get(name, 0) or '':>7}")

@@ -27,12 +27,12 @@ import paho.mqtt.client as mqtt  # noqa: E402
 
 from bench._common import pct  # noqa: E402
 
-from edge_gateway.brokers import Mosquitto, ThreadedAmqtt, free_port, wait_port  # noqa: E402
+from devkit.brokers import Mosquitto, ThreadedAmqtt, free_port, wait_port  # noqa: E402
 from edge_gateway.config import Config  # noqa: E402
-from edge_gateway.link import tcp_nodelay  # noqa: E402
+from common.mqtt import tcp_nodelay  # noqa: E402
 from edge_gateway.service import Gateway  # noqa: E402
-from edge_gateway.testing import school_clock  # noqa: E402
-from edge_gateway.testing import Board  # noqa: E402
+from devkit.testing import school_clock  # noqa: E402
+from devkit.testing import Board  # noqa: E402
 
 SCHOOL = "bench"
 LOAD_ROOMS = [f"load-{i:02d}" for i in range(20)]

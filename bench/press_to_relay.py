@@ -30,13 +30,13 @@ import paho.mqtt.client as mqtt  # noqa: E402
 
 from bench._common import pct  # noqa: E402
 
-from edge_gateway.brokers import Mosquitto, ThreadedAmqtt  # noqa: E402
+from devkit.brokers import Mosquitto, ThreadedAmqtt  # noqa: E402
 from edge_gateway.config import Config  # noqa: E402
-from edge_gateway.link import tcp_nodelay  # noqa: E402
+from common.mqtt import tcp_nodelay  # noqa: E402
 from edge_gateway.service import Gateway  # noqa: E402
-from edge_gateway.testing import school_clock  # noqa: E402
+from devkit.testing import school_clock  # noqa: E402
 from firmware.button import LONG  # noqa: E402
-from hardware.sim.classroom import SimClassroom  # noqa: E402
+from devkit.sim.classroom import SimClassroom  # noqa: E402
 
 
 def mqtt_round_trips(port: int, n: int) -> list[float]:

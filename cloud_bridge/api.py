@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
-from .batch import Kind
+from protocol.citylink import Kind
 from .deps import MetricsDep, StoreDep, loopback_or_token, require_token
 from .metrics import Metrics
 from .settings import CitySettings

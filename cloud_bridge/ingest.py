@@ -24,11 +24,11 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from edge_gateway.link import tcp_nodelay
-from firmware.codec import encode
+from common.mqtt import tcp_nodelay
+from protocol.codec import encode
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .batch import BatchError, city_topic, parse_batch, parse_city_topic, parse_gateway_state, truncate
+from protocol.citylink import BatchError, city_topic, parse_batch, parse_city_topic, parse_gateway_state, truncate
 from .errors import BrokerRefused
 from .metrics import Metrics
 from .settings import CitySettings

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from .batch import REASONS
+from protocol.citylink import REASONS
 
 COUNTERS = {
     "batches": "Record batches received (valid or not).",

@@ -13,7 +13,7 @@ import time
 from typing import Callable
 
 
-from edge_gateway.http import HttpError, HttpThread
+from common.http import HttpError, HttpThread
 
 from .api import create_app
 from .errors import CityError, ConfigError

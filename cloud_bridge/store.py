@@ -26,11 +26,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from edge_gateway.registry import session_after
-from firmware.codec import ProtocolError, check_evt, check_state, valid_name
+from protocol.codec import ProtocolError, session_after, check_evt, check_state, valid_name
 from hardware.kits import kit_type
 
-from .batch import GATEWAY_ROOM, BadRecord, Batch, Record, truncate
+from protocol.citylink import GATEWAY_ROOM, BadRecord, Batch, Record, truncate
 from .errors import CityError
 
 log = logging.getLogger(__name__)

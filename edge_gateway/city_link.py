@@ -17,11 +17,11 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from cloud_bridge.batch import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, city_topic
-from firmware.codec import ProtocolError, decode, encode
+from protocol.citylink import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, city_topic
+from protocol.codec import ProtocolError, decode, encode
 
 from .config import Config
-from .link import MqttLink
+from common.mqtt import MqttLink
 from .store import Store
 
 log = logging.getLogger(__name__)

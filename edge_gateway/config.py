@@ -10,7 +10,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from firmware.codec import valid_name
+from common.mqtt import BrokerConfig
+from protocol.codec import valid_name
 
 from .policy.model import WIFI_CHOICES
 
@@ -20,14 +21,6 @@ class ConfigError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class BrokerConfig:
-    host: str
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: str | None = None
 
 
 @dataclass(frozen=True)

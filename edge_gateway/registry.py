@@ -12,26 +12,9 @@ import json
 import threading
 from typing import Iterable
 
+from protocol.codec import session_after
+
 from .store import ROOM_COLUMNS
-
-# How an event moves the room's session (docs/protocol.md, "Events"); the
-# city's live view uses the same table.
-SESSION_AFTER = {
-    "lesson.requested": "requesting",
-    "session.started": "active",
-    "session.denied": "idle",
-    "session.ended": "idle",
-    "boot": "idle",
-}
-
-
-def session_after(event: dict) -> str | None:
-    """The room's session once this event is applied, or None if it does not
-    move it. An extension asked for, or refused, leaves the session running."""
-    if event["data"].get("extend"):
-        return None
-    return SESSION_AFTER.get(event["type"])
-
 
 def _empty(room: str) -> dict:
     return {c: None for c in ROOM_COLUMNS} | {"room": room}

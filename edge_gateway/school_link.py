@@ -14,11 +14,11 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from firmware.codec import encode, topic
+from protocol.codec import encode, topic
 
 from . import VERSION
 from .config import Config
-from .link import MqttLink
+from common.mqtt import MqttLink
 
 log = logging.getLogger(__name__)
 

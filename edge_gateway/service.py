@@ -27,13 +27,13 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from firmware.codec import MAX_DURATION_S, ProtocolError, parse, parse_topic
+from protocol.codec import MAX_DURATION_S, ProtocolError, parse, parse_topic
 
 from .city_link import CityLink, Forwarder
 from .config import Config, ConfigError
 from .decide import PolicyState, command
 from .policy.model import Override
-from .link import LinkError
+from common.mqtt import LinkError
 from .registry import Registry
 from .school_link import BOARD_LEAVES, SchoolLink
 from .store import Store

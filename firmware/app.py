@@ -16,7 +16,7 @@ from .events import Events
 from .mqtt import MQTTClient
 from .outbox import EVENT, Outbox, replace_file
 from .session import ACTIVE, IDLE, REQUESTING, Session
-from .wire import ProtocolError, encode, parse, topic
+from protocol.wire import ProtocolError, encode, parse, topic
 
 # The async seams live here, not in compat: the pure logic modules that
 # import compat must not pull asyncio into the board's RAM.

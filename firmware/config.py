@@ -4,19 +4,8 @@
 # that are their own error texts (as in wire.py), no per-kind dicts.
 import json
 
-from .wire import MAX_DURATION_S, _is
+from protocol.wire import MAX_DURATION_S, _is, valid_name
 
-
-def valid_name(name):
-    # A school, room or topic name (docs/protocol.md): 1-32 of a-z 0-9 -.
-    # Here, not in wire.py: on the board only the config check needs it;
-    # codec.py re-exports it for the gateway and the city.
-    if not isinstance(name, str) or not 1 <= len(name) <= 32:
-        return False
-    for c in name:
-        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-"):
-            return False
-    return True
 
 
 NAME = "a name of 1-32 characters a-z 0-9 -"

@@ -3,7 +3,7 @@
 # reset and leave in order once the broker is back; the outbox drops oldest
 # (telemetry first) and counts. Without an outbox (pure logic tests) they
 # stay in a bounded RAM queue that drops oldest and counts the same way.
-from .wire import encode
+from protocol.wire import encode
 
 
 class Events:

@@ -7,7 +7,7 @@
 # (read_s) in two calls 150 ms apart, so no call waits more than ~1 ms and
 # the AHT20's 80 ms conversion happens between them.
 #
-# Pure: the bus is injected (machine.I2C or hardware/sim/i2c.py), events go
+# Pure: the bus is injected (machine.I2C or devkit/sim/i2c.py), events go
 # out through `emit(kind, data)` (Events.emit), time comes in as `now`, the
 # board's uptime in ms. A sensor failure never raises out of here: it is
 # reported once with "kit.fault", dropped from the readings and restarted

@@ -36,7 +36,7 @@ except ImportError:  # CPython
 
 EVENT = "evt"  # the kinds peek() returns: the topic leaves they go to
 TELEMETRY = "tele"
-MAX_PAYLOAD = const(1024)  # the protocol's MAX_BOARD_PAYLOAD (firmware/wire.py)
+MAX_PAYLOAD = const(1024)  # the protocol's MAX_BOARD_PAYLOAD (protocol/wire.py)
 _HEAD = const(8)  # magic, kind, length, id
 _OVER = const(12)  # head and CRC
 

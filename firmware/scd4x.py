@@ -3,7 +3,7 @@
 #
 # Written here rather than taken from micropython-lib or Adafruit: those
 # drivers are CPython-only (Blinka) or allocate a buffer per read. This one
-# takes the bus in its constructor (machine.I2C or hardware/sim/i2c.py),
+# takes the bus in its constructor (machine.I2C or devkit/sim/i2c.py),
 # keeps one preallocated buffer (and views of it), checks every word's CRC,
 # and never waits more than the 1 ms the sensor needs between a command and
 # its answer. Values are integers: `co2` ppm, `t10` 0.1 degC, `rh10` 0.1 %RH;

@@ -24,7 +24,7 @@
 # object of its own on the board, a short one an interned name shared with
 # the other modules.
 from .compat import const
-from .wire import MAX_DURATION_S as MAX_SESSION_S  # noqa: F401 - the session's name for it
+from protocol.wire import MAX_DURATION_S as MAX_SESSION_S  # noqa: F401 - the session's name for it
 
 IDLE = "idle"
 REQUESTING = "requesting"

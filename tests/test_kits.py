@@ -1,4 +1,4 @@
-"""Kits on the simulated I2C bus (hardware/sim/i2c.py): plug and unplug with
+"""Kits on the simulated I2C bus (devkit/sim/i2c.py): plug and unplug with
 the kit's identity, the CO2 hint with hysteresis, failing sensors reported
 once and recovered, and the catalogue and EEPROM tooling."""
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from firmware import codec
+from protocol import codec
 from firmware.events import Events
 from firmware.kit import PROBES, Kit, parse_id
 from hardware.kits import (ID_MAX, SENSOR_AT, TYPE_MAX, CatalogueError, catalogue_kit, id_image, kit_type, load_catalogue,
                            main, make_id, split_id, write_image)
-from hardware.sim.i2c import MODELS, EEPROM24C02, SimI2C, SimKit
+from devkit.sim.i2c import MODELS, EEPROM24C02, SimI2C, SimKit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -226,7 +226,7 @@ def test_drivers_load_only_for_sensors_present():
     code = (
         "import sys\n"
         "from firmware.kit import Kit\n"
-        "from hardware.sim.i2c import SimI2C, SimKit\n"
+        "from devkit.sim.i2c import SimI2C, SimKit\n"
         "bus = SimI2C(clock=lambda: 0)\n"
         "bus.attach(SimKit('light-01'))\n"
         "kit = Kit(bus, lambda kind, data: None)\n"

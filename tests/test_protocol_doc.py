@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware import codec
+from protocol import codec
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -54,7 +54,7 @@ def test_example_payload_matches_the_codec(section, body):
         if section.startswith("Gateway state"):
             assert isinstance(obj["online"], bool) and isinstance(obj["gateway"], str)
         elif section.startswith("City link"):
-            from cloud_bridge.batch import parse_batch  # the city's own validator
+            from protocol.citylink import parse_batch  # the city's own validator
 
             if "records" in obj:
                 batch = parse_batch(obj["school"], raw)

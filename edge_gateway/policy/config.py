@@ -19,7 +19,7 @@ import tomllib
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from firmware.codec import valid_name
+from protocol.codec import valid_name
 
 from .model import (
     EQUIPMENT,

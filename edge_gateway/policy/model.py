@@ -25,7 +25,7 @@ UNDER_THREE_PROFILES = ("tps",)
 EQUIPMENT = ("projector", "ap", "kit")
 
 MIN_MAX_S = 60
-MAX_MAX_S = 14400  # the protocol's grant limit (firmware/codec.py MAX_DURATION_S)
+MAX_MAX_S = 14400  # the protocol's grant limit (protocol/codec.py MAX_DURATION_S)
 
 
 def _frozen(mapping: Mapping) -> Mapping:

@@ -151,7 +151,7 @@ def write_image(i2c, image: bytes, sleep_ms: Callable[[int], None] = lambda ms: 
                 address: int = EEPROM) -> None:
     """Write `image` page by page (a write past a page's end would wrap onto
     its start), waiting out each write cycle by acknowledge polling; skips
-    pages already right. `i2c` is a machine.I2C or hardware/sim/i2c.SimI2C."""
+    pages already right. `i2c` is a machine.I2C or devkit/sim/i2c.SimI2C."""
     current = bytearray(len(image))
     i2c.readfrom_mem_into(address, 0, current)
     for start in range(0, len(image), PAGE):

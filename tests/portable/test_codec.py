@@ -3,8 +3,8 @@
 # field, never another exception.
 import json
 
-from firmware import codec
-from firmware.codec import ProtocolError
+from protocol import codec
+from protocol.codec import ProtocolError
 
 from ._util import raises
 

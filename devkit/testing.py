@@ -13,10 +13,10 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_bridge.batch import city_topic
-from firmware.codec import topic
+from protocol.citylink import city_topic
+from protocol.codec import topic
 
-from .link import tcp_nodelay
+from common.mqtt import tcp_nodelay
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:

@@ -8,8 +8,9 @@
 # It stays loaded on the board, so it is written for heap: loaded from .mpy,
 # every line of bytecode, function, identifier and long string is RAM
 # (bench/module_heap.py measures it). Hence one `_field` that also checks
-# ranges, kinds that are their own error texts, and valid_name in config.py
-# (the only board code that checks names; codec.py re-exports it).
+# ranges, and kinds that are their own error texts. valid_name lives here
+# too: a module of its own cost more (the qstrs of its names stay in the
+# interned-string pool for ever, which the school day's peak felt).
 import json
 
 V = 1
@@ -19,6 +20,16 @@ COMMANDS = ("grant", "deny", "end", "identify", "time", "reboot")
 MAX_DURATION_S = 14400
 MAX_GRACE_S = 900
 MAX_WINDOWS = 48
+
+
+def valid_name(name):
+    # A school, room or topic name (docs/protocol.md): 1-32 of a-z 0-9 -.
+    if not isinstance(name, str) or not 1 <= len(name) <= 32:
+        return False
+    for c in name:
+        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-"):
+            return False
+    return True
 
 
 class ProtocolError(ValueError):

@@ -31,7 +31,7 @@ class SimClassroom:
 
     def __init__(self, config: dict, storage: str | None = None, profile: str | None = None,
                  projector=None, kit_bus: SimI2C | None = None) -> None:
-        """`projector`: a simulator from hardware.sim.projector matching
+        """`projector`: a simulator from devkit.sim.projector matching
         config["projector"]; `kit_bus`: the Qwiic socket (an empty bus by
         default, so kits can be plugged in later)."""
         self.config = validate(dict(config), where=f"sim config {config.get('room')}")

@@ -28,16 +28,16 @@ from cloud_bridge.errors import CityError
 from cloud_bridge.service import CityService
 from cloud_bridge.settings import CitySettings
 from edge_gateway.api import ApiSettings, create_app
-from edge_gateway.brokers import start_amqtt
+from devkit.brokers import start_amqtt
 from edge_gateway.config import Config
-from edge_gateway.http import HttpThread
-from edge_gateway.link import tcp_nodelay
+from common.http import HttpThread
+from common.mqtt import tcp_nodelay
 from edge_gateway.service import Gateway
-from edge_gateway.testing import school_clock
+from devkit.testing import school_clock
 from hardware.projectors import describe_fault
-from hardware.sim.classroom import SimClassroom
-from hardware.sim.i2c import SimI2C, SimKit
-from hardware.sim.projector import EpsonSim
+from devkit.sim.classroom import SimClassroom
+from devkit.sim.i2c import SimI2C, SimKit
+from devkit.sim.projector import EpsonSim
 
 SCHOOL = "0341234a"
 ROOMS = {

@@ -1,5 +1,5 @@
 # Préau protocol v1, the whole contract (docs/protocol.md): what the board
-# receives (firmware/wire.py, re-exported here) and the checks of what boards
+# receives (protocol/wire.py, re-exported here) and the checks of what boards
 # publish (`state`, `evt`, `tele`, `ack`), used by the gateway and the city.
 # Pure, and portable like wire.py, but the board never imports it.
 from .wire import (  # noqa: F401 - re-exported: one import for the gateway and the city
@@ -19,8 +19,8 @@ from .wire import (  # noqa: F401 - re-exported: one import for the gateway and 
     decode,
     encode,
     topic,
+    valid_name,
 )
-from .config import valid_name  # noqa: F401 - lives in config.py, the only board code checking names
 
 LEAVES = ("state", "evt", "tele", "cmd", "ack", "policy")
 SESSION_STATES = ("idle", "requesting", "active")
@@ -135,6 +135,25 @@ def check_tele(obj):
         if not (len(name) <= 8 and isinstance(value, (int, float)) and not isinstance(value, bool)):
             raise ProtocolError("field air: %r is not a short name with a number" % (name,))
     return obj
+
+
+# How an event moves the room's session (docs/protocol.md, "Events"); the
+# city's live view uses the same table.
+SESSION_AFTER = {
+    "lesson.requested": "requesting",
+    "session.started": "active",
+    "session.denied": "idle",
+    "session.ended": "idle",
+    "boot": "idle",
+}
+
+
+def session_after(event):
+    """The room's session once this event is applied, or None if it does not
+    move it. An extension asked for, or refused, leaves the session running."""
+    if event["data"].get("extend"):
+        return None
+    return SESSION_AFTER.get(event["type"])
 
 
 CHECKS = {

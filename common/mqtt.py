@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 
 import logging
+from dataclasses import dataclass
 import socket
 import threading
 import time
@@ -14,7 +15,6 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .config import BrokerConfig
 
 
 def tcp_nodelay(client: mqtt.Client) -> mqtt.Client:
@@ -30,6 +30,16 @@ def tcp_nodelay(client: mqtt.Client) -> mqtt.Client:
     return client
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
 
 
 class LinkError(RuntimeError):

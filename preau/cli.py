@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("usage: preau policy explain --config FILE [--week DATE] [--lang fr|en] [--room ROOM]")
         command, rest = "policy explain", rest[1:]
     if command == "demo":
-        from edge_gateway.demo import main as run
+        from devkit.demo import main as run
     elif command == "gateway":
         from edge_gateway.service import main as run
     elif command == "city":

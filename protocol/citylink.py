@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from firmware.codec import ProtocolError, decode, valid_name
+from protocol.codec import ProtocolError, decode, valid_name
 
 CITY_ROOT = "preau/v1/city/"
 MAX_BATCH_RECORDS = 200
