@@ -1,7 +1,7 @@
 import pytest
 
-from edge_gateway.brokers import Mosquitto, ThreadedAmqtt
-from hardware.sim.classroom import SimClassroom
+from devkit.brokers import Mosquitto, ThreadedAmqtt
+from devkit.sim.classroom import SimClassroom
 
 
 @pytest.fixture(autouse=True)

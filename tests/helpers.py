@@ -9,8 +9,8 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-from edge_gateway.link import tcp_nodelay
-from edge_gateway.testing import wait_for  # noqa: F401 - one polling helper for all tests
+from common.mqtt import tcp_nodelay
+from devkit.testing import wait_for  # noqa: F401 - one polling helper for all tests
 
 
 def run(coro, timeout: float = 60):

@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from edge_gateway.brokers import Mosquitto, free_port
-from hardware.sim.classroom import SimClassroom
-from hardware.sim.i2c import SimI2C, SimKit
-from hardware.sim.machine import SimMachine
-from hardware.sim.projector import EpsonSim
+from devkit.brokers import Mosquitto, free_port
+from devkit.sim.classroom import SimClassroom
+from devkit.sim.i2c import SimI2C, SimKit
+from devkit.sim.machine import SimMachine
+from devkit.sim.projector import EpsonSim
 
 from tests.helpers import Peer, await_for, run
 from tests.test_board_sim import SCHOOL, board_config
@@ -180,7 +180,7 @@ def test_reboot_command_restarts_one_board_and_the_others_keep_running(mosquitto
 
 
 def test_pjlink_projector_driven_over_tcp_with_its_password(mosquitto, tmp_path):
-    from hardware.sim.projector import PJLinkSim
+    from devkit.sim.projector import PJLinkSim
 
     peer = Peer(mosquitto.host, mosquitto.port, f"preau/v1/{SCHOOL}/#")
     projector = PJLinkSim(speed=100, password="salle-12")

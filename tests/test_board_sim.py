@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from hardware.sim.classroom import SimClassroom
+from devkit.sim.classroom import SimClassroom
 from tests.helpers import Peer, await_for, run
 
 SCHOOL = "0341234a"

@@ -13,7 +13,7 @@ import pytest
 
 from firmware.board import Board
 from hardware.boards import load_profile, profile_names
-from hardware.sim.machine import SimMachine, SimSPI
+from devkit.sim.machine import SimMachine, SimSPI
 
 PROFILES = profile_names()
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud_bridge.api import create_app
-from cloud_bridge.batch import parse_batch
+from protocol.citylink import parse_batch
 from cloud_bridge.errors import ConfigError
 from cloud_bridge.metrics import Metrics
 from cloud_bridge.settings import CitySettings

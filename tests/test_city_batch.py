@@ -1,4 +1,4 @@
-"""City link validation (cloud_bridge.batch): each malformed payload is refused
+"""City link validation (protocol.citylink): each malformed payload is refused
 with its own reason, a bad record only costs itself, nothing else raises."""
 
 import json
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_bridge.batch import (
+from protocol.citylink import (
     MAX_BATCH_RECORDS,
     REASONS,
     BadRecord,

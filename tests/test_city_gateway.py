@@ -10,7 +10,7 @@ from cloud_bridge.service import CityService
 from cloud_bridge.settings import CitySettings
 from edge_gateway.config import Config
 from edge_gateway.service import Gateway
-from edge_gateway.testing import Board, school_clock, wait_for
+from devkit.testing import Board, school_clock, wait_for
 
 pytestmark = pytest.mark.broker
 

@@ -14,8 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_bridge.service import CityService, main
 from cloud_bridge.settings import CitySettings
-from edge_gateway.brokers import Mosquitto
-from edge_gateway.testing import wait_for
+from devkit.brokers import Mosquitto
+from devkit.testing import wait_for
 
 pytestmark = pytest.mark.broker
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud_bridge.api import create_app
-from cloud_bridge.batch import parse_batch
+from protocol.citylink import parse_batch
 from cloud_bridge.settings import CitySettings
 from cloud_bridge.store import Store
 

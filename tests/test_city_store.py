@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_bridge.batch import parse_batch
+from protocol.citylink import parse_batch
 from cloud_bridge.store import Store, StoreError
 
 SCHOOL = "0341234a"

@@ -4,7 +4,7 @@ returns non-zero when the story is incomplete or an access point is on."""
 
 import asyncio
 
-from edge_gateway.demo import run_demo
+from devkit.demo import run_demo
 
 
 def test_demo_story_reaches_the_city():

@@ -13,7 +13,7 @@ import threading
 import paho.mqtt.client as paho
 import pytest
 
-from edge_gateway.brokers import Mosquitto, free_port
+from devkit.brokers import Mosquitto, free_port
 from firmware.mqtt import MQTTClient, MQTTError, backoff_wait, encode_length
 from tests.helpers import await_for, run
 

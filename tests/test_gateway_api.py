@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.config import Config, ConfigError
 from edge_gateway.service import Gateway
-from edge_gateway.testing import Board, school_clock, wait_for
+from devkit.testing import Board, school_clock, wait_for
 
 pytestmark = pytest.mark.broker
 

@@ -6,7 +6,7 @@ import pytest
 
 from edge_gateway.config import Config
 from edge_gateway.service import Gateway
-from edge_gateway.testing import Board, City, school_clock, wait_for
+from devkit.testing import Board, City, school_clock, wait_for
 
 pytestmark = pytest.mark.broker
 

@@ -12,7 +12,7 @@ from edge_gateway.api import ApiSettings
 from edge_gateway.config import Config, ConfigError
 from edge_gateway.decide import PolicyState, command
 from edge_gateway.service import Gateway, GatewayError, main
-from firmware.codec import check_cmd, check_policy
+from protocol.codec import check_cmd, check_policy
 
 EXAMPLE = """
 school = "0341234a"
@@ -142,7 +142,7 @@ def test_cli_without_token_refuses_to_start(tmp_path, capsys, monkeypatch):
 
 
 def test_unreachable_school_broker_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    from edge_gateway.brokers import free_port
+    from devkit.brokers import free_port
 
     port = free_port()  # nothing listens there
     text = EXAMPLE.replace("port = 1883", f"port = {port}")
@@ -155,7 +155,7 @@ def test_unreachable_school_broker_is_a_clear_error(tmp_path, capsys, monkeypatc
 
 @pytest.mark.broker
 def test_refused_credentials_are_permanent(tmp_path):
-    from edge_gateway.brokers import Mosquitto
+    from devkit.brokers import Mosquitto
 
     strict = Mosquitto(extra_config="allow_anonymous false\n").start()  # the last setting wins
     try:

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.config import Config, ConfigError
 from edge_gateway.service import Gateway
-from edge_gateway.testing import Board, school_clock, wait_for
-from firmware.codec import check_policy
-from hardware.sim.classroom import SimClassroom
+from devkit.testing import Board, school_clock, wait_for
+from protocol.codec import check_policy
+from devkit.sim.classroom import SimClassroom
 from tests.helpers import Peer, await_for
 
 SCHOOL = "0341234a"

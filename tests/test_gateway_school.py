@@ -10,8 +10,8 @@ import pytest
 
 from edge_gateway.config import Config
 from edge_gateway.service import Gateway
-from edge_gateway.testing import Board, wait_for, school_clock
-from firmware.codec import check_cmd, check_policy, parse
+from devkit.testing import Board, wait_for, school_clock
+from protocol.codec import check_cmd, check_policy, parse
 
 pytestmark = pytest.mark.broker
 

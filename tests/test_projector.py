@@ -13,7 +13,7 @@ import serial
 
 from firmware.projector import Projector, SerialLink, open_link
 from hardware.projectors import MS, TableError, board_table, compact, describe_fault, load_table, names, validate
-from hardware.sim.projector import BenQSim, EpsonSim, PJLinkSim
+from devkit.sim.projector import BenQSim, EpsonSim, PJLinkSim
 from tests.helpers import run
 from tests.portable import test_projector as portable
 

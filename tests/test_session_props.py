@@ -133,7 +133,7 @@ def policies(draw):
 @settings(max_examples=400, deadline=None)
 @given(policies(), st.one_of(st.none(), st.integers(1_690_000_000, 1_910_000_000)))
 def test_offline_rule_stays_inside_the_windows(policy, unix):
-    from firmware.codec import check_policy
+    from protocol.codec import check_policy
     from firmware.session import MIN_OFFLINE_S
 
     check_policy(policy)  # the generator only makes valid policies

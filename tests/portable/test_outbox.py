@@ -172,7 +172,7 @@ def test_oversized_payload_is_rejected():
 
 
 def test_max_payload_is_the_protocols():
-    from firmware.wire import MAX_BOARD_PAYLOAD
+    from protocol.wire import MAX_BOARD_PAYLOAD
 
     assert MAX_PAYLOAD == MAX_BOARD_PAYLOAD
 
