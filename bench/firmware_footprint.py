@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mpvm import school_day  # noqa: E402
+from mpvm import school_day  # noqa: E402  # pyright: ignore[reportMissingImports] - tests/ is on sys.path above
 
 ESP32_HEAP = 110 * 1024  # an ESP32 without PSRAM, after MicroPython's own needs
 

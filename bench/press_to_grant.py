@@ -23,16 +23,15 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import paho.mqtt.client as mqtt  # noqa: E402
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-from bench._common import pct  # noqa: E402
-
-from devkit.brokers import Mosquitto, ThreadedAmqtt, free_port, wait_port  # noqa: E402
-from edge_gateway.config import Config  # noqa: E402
-from common.mqtt import tcp_nodelay  # noqa: E402
-from edge_gateway.service import Gateway  # noqa: E402
-from devkit.testing import school_clock  # noqa: E402
-from devkit.testing import Board  # noqa: E402
+from bench._common import pct
+from common.mqtt import tcp_nodelay
+from devkit.brokers import Mosquitto, ThreadedAmqtt, free_port, wait_port
+from devkit.testing import Board, school_clock
+from edge_gateway.config import Config
+from edge_gateway.gateway import Gateway
 
 SCHOOL = "bench"
 LOAD_ROOMS = [f"load-{i:02d}" for i in range(20)]
@@ -48,7 +47,7 @@ def _amqtt_main(port: int) -> None:
 
 
 class AmqttProcess:
-    def start(self) -> "AmqttProcess":
+    def start(self) -> AmqttProcess:
         self.port = free_port()
         self.proc = mp.Process(target=_amqtt_main, args=(self.port,), daemon=True)
         self.proc.start()
@@ -62,7 +61,7 @@ class AmqttProcess:
 
 def load_process(port: int, rate: int, kind: str, stop, sent) -> None:
     """Publish `rate` messages a second until told to stop (bounded by the parent)."""
-    c = tcp_nodelay(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-load"))
+    c = tcp_nodelay(mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-load"))
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port)

@@ -26,22 +26,22 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import paho.mqtt.client as mqtt  # noqa: E402
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-from bench._common import pct  # noqa: E402
-
-from devkit.brokers import Mosquitto, ThreadedAmqtt  # noqa: E402
-from edge_gateway.config import Config  # noqa: E402
-from common.mqtt import tcp_nodelay  # noqa: E402
-from edge_gateway.service import Gateway  # noqa: E402
-from devkit.testing import school_clock  # noqa: E402
-from firmware.button import LONG  # noqa: E402
-from devkit.sim.classroom import SimClassroom  # noqa: E402
+from bench._common import pct
+from common.mqtt import tcp_nodelay
+from devkit.brokers import Mosquitto, ThreadedAmqtt
+from devkit.sim.classroom import SimClassroom
+from devkit.testing import school_clock
+from edge_gateway.config import Config
+from edge_gateway.gateway import Gateway
+from firmware.button import LONG
 
 
 def mqtt_round_trips(port: int, n: int) -> list[float]:
     got = threading.Event()
-    c = tcp_nodelay(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-rtt"))
+    c = tcp_nodelay(mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-rtt"))
     c.on_message = lambda *a: got.set()
     c.connect("127.0.0.1", port)
     c.loop_start()
@@ -118,9 +118,10 @@ def main() -> int:
           f"  (30 ms debounce, 10 ms sampling: no network)")
     print(f"release -> relay on        p50 {pct(press, 50):7.2f} ms  p99 {pct(press, 99):7.2f} ms"
           f"  mean {statistics.mean(press):.2f} ms")
-    print(f"relay after the LED        p50 {pct([r - l for r, l in zip(press, led)], 50):7.2f} ms"
-          f"  p99 {pct([r - l for r, l in zip(press, led)], 99):7.2f} ms  (gateway round trip)")
-    print(f"ratio gateway trip/bare    p50 {pct([r - l for r, l in zip(press, led)], 50) / pct(rtt, 50):7.1f} x")
+    trip = [r - w for r, w in zip(press, led, strict=True)]  # relay on after LED waiting, press by press
+    print(f"relay after the LED        p50 {pct(trip, 50):7.2f} ms"
+          f"  p99 {pct(trip, 99):7.2f} ms  (gateway round trip)")
+    print(f"ratio gateway trip/bare    p50 {pct(trip, 50) / pct(rtt, 50):7.1f} x")
     return 0
 
 

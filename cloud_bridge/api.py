@@ -1,20 +1,29 @@
 """The city's supervision API: schools and rooms now, the stored records,
-where each shared kit is, health and metrics. Reads only; every route under /api needs the bearer
-token."""
+where each shared kit is, health and metrics. Reads only; every route under
+/api needs the operator's bearer token.
+
+Bad query values, and unknown query parameters, answer 422 with the field
+and the rule; a database that
+cannot be read answers 503; no stored value, however old or odd, makes a
+route answer 500 (store.readable_body)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, Query
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from protocol.citylink import Kind
-from .deps import MetricsDep, StoreDep, loopback_or_token, require_token
+
+from .deps import MetricsDep, StoreDep, loopback_or_operator, refuse_unknown_query, require_operator
 from .metrics import Metrics
 from .settings import CitySettings
-from .store import Store
+from .store import CityStore, StoreReadError
 
 NAME_PATTERN = r"^[a-z0-9-]{1,32}$"
 MAX_RECORDS = 1000
@@ -72,10 +81,23 @@ class HealthOut(BaseModel):
     broker: bool
 
 
-status_router = APIRouter(tags=["status"])
-records_router = APIRouter(tags=["records"])
-kits_router = APIRouter(tags=["kits"])
-ops_router = APIRouter(tags=["operations"], dependencies=[Depends(loopback_or_token)])
+class Problem(BaseModel):
+    detail: str
+
+
+SchoolQuery = Annotated[str | None, Query(pattern=NAME_PATTERN, description="a school code, a-z 0-9 -")]
+RoomQuery = Annotated[str | None, Query(pattern=NAME_PATTERN, description="a room, a-z 0-9 -")]
+ANSWERS: dict[int | str, dict] = {
+    401: {"model": Problem, "description": "no valid bearer token"},
+    503: {"model": Problem, "description": "the database cannot be read now"},
+}
+
+status_router = APIRouter(tags=["status"], responses=ANSWERS)
+records_router = APIRouter(tags=["records"], responses=ANSWERS)
+kits_router = APIRouter(tags=["kits"], responses=ANSWERS)
+ops_router = APIRouter(tags=["operations"],
+                       dependencies=[Depends(loopback_or_operator), Depends(refuse_unknown_query)],
+                       responses={401: ANSWERS[401]})
 
 
 @status_router.get("/status", response_model=StatusOut)
@@ -86,8 +108,8 @@ def get_status(store: StoreDep) -> dict:
 @records_router.get("/records", response_model=list[RecordOut])
 def get_records(
     store: StoreDep,
-    school: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    room: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    school: SchoolQuery = None,
+    room: RoomQuery = None,
     kind: Annotated[Kind | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RECORDS)] = 100,
 ) -> list[dict]:
@@ -97,40 +119,67 @@ def get_records(
 @kits_router.get("/kits", response_model=list[KitOut])
 def get_kits(
     store: StoreDep,
-    school: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    kind: Annotated[str | None, Query(alias="type", pattern=NAME_PATTERN)] = None,
+    school: SchoolQuery = None,
+    kind: Annotated[str | None, Query(alias="type", pattern=NAME_PATTERN, description="a kit type (air-co2)")] = None,
 ) -> list[dict]:
     return store.kits(school=school, kind=kind)
 
 
-@ops_router.get("/healthz", response_model=HealthOut)
+@ops_router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
 def healthz(store: StoreDep, metrics: MetricsDep) -> JSONResponse:
     try:
         store.ping()
         database = True
-    except Exception:
+    except StoreReadError:
         database = False
-    broker = bool(metrics.snapshot()["broker_connected"])
     # Unhealthy only when the database is gone: a broker outage is the
     # normal life of a city link and the ingest reconnects by itself.
-    body = HealthOut(ok=database, database=database, broker=broker)
+    body = HealthOut(ok=database, database=database, broker=metrics.broker_up)
     return JSONResponse(body.model_dump(), status_code=200 if database else 503)
 
 
-@ops_router.get("/metrics", response_class=PlainTextResponse)
-def get_metrics(metrics: MetricsDep) -> PlainTextResponse:
-    return PlainTextResponse(metrics.prometheus(), media_type="text/plain; version=0.0.4")
+@ops_router.get("/metrics", response_class=Response,
+                responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+def get_metrics(metrics: MetricsDep) -> Response:
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(store: Store, settings: CitySettings, metrics: Metrics | None = None) -> FastAPI:
-    """The API over `store`. Refuses to build without a token (ConfigError)."""
+def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+class Background(Protocol):
+    """What the app's lifespan runs beside the API: the ingest."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def create_app(store: CityStore, settings: CitySettings, metrics: Metrics | None = None, *,
+               ingest: Background | None = None) -> FastAPI:
+    """The API over `store`; its lifespan starts and stops `ingest` (none for
+    an API alone, as in tests). Refuses to build without a token
+    (CitySettingsError)."""
     settings.check()
-    app = FastAPI(title="Préau city supervision", version="1")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if ingest is not None:
+            await ingest.start()
+        try:
+            yield
+        finally:
+            if ingest is not None:
+                await ingest.stop()
+
+    app = FastAPI(title="Préau city supervision", version="1", lifespan=lifespan)
     app.state.store = store
     app.state.settings = settings
     app.state.metrics = metrics or Metrics()
-    app.include_router(status_router, prefix="/api", dependencies=[Depends(require_token)])
-    app.include_router(records_router, prefix="/api", dependencies=[Depends(require_token)])
-    app.include_router(kits_router, prefix="/api", dependencies=[Depends(require_token)])
+    app.add_exception_handler(StoreReadError, _database_unavailable)
+    for router in (status_router, records_router, kits_router):
+        app.include_router(router, prefix="/api",
+                           dependencies=[Depends(require_operator), Depends(refuse_unknown_query)])
     app.include_router(ops_router)
     return app

@@ -1,38 +1,47 @@
 """Ingest from the city broker: batches of records from every school's
 gateway, stored once, acknowledged with the highest contiguous seq.
 
-Threads: paho's network thread only puts (topic, payload) on a queue; one
-writer thread checks, stores and acks. A batch is up to 200 records in one
-SQLite transaction with fsync (see store.py), which is too long to hold the
-network thread: keepalive pings and the other schools' messages must keep
-flowing. One writer keeps the (school, seq) bookkeeping free of races and
-matches SQLite's single-writer model.
+One asyncio loop owns the link (common.mqtt.MqttLink: paho driven by the
+loop, no network thread). The loop only queues what arrives; one writer
+thread (a single-thread executor) checks and stores each message in turn,
+since a batch of up to 200 records is one SQLite transaction with fsync:
+keepalives and the other schools' messages never wait on the disk. One
+writer keeps the (school, seq) bookkeeping free of races and matches
+SQLite's single-writer model. Back on the loop, once the transaction has
+committed, the city publishes its ack to the gateway, then acknowledges the
+MQTT message to the broker (manual acks).
 
-End-to-end safety does not rest on MQTT: paho acknowledges QoS 1 to the
-broker on receipt, so a message can be lost if this process dies before
-storing it. The gateway keeps every record until our application-level ack
-names it and resends after 10 s, so such a loss only delays the record.
+Crash safety: until that MQTT acknowledgement the broker keeps the batch in
+our persistent session and delivers it again after a restart, so a crash
+before the commit loses nothing. A crash between the commit and the acks
+only costs a repeat: the batch comes again (from the broker, or from the
+gateway, which resends what is not acked after 10 s), stores nothing new,
+and is acked then. Unacknowledged messages also bound the queue: a broker
+sends a client only so many of them at once (Mosquitto's
+max_inflight_messages), so a slow disk holds batches at the broker, not in
+our memory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import queue
-import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import paho.mqtt.client as mqtt
 
-from common.mqtt import tcp_nodelay
+from common.mqtt import MqttLink
+from protocol.citylink import Batch, BatchError, city_topic, parse_batch, parse_city_topic, parse_gateway_state
 from protocol.codec import encode
-from paho.mqtt.enums import CallbackAPIVersion
 
-from protocol.citylink import BatchError, city_topic, parse_batch, parse_city_topic, parse_gateway_state, truncate
 from .errors import BrokerRefused
 from .metrics import Metrics
 from .settings import CitySettings
-from .store import Store, StoreWriteError
+from .store import INTERNAL_ERROR, CityStore, Stored, StoreWriteError, printable
 
 log = logging.getLogger(__name__)
 
@@ -42,91 +51,165 @@ GATEWAY_FILTER = city_topic("+", "gateway")
 # 3.1.1 return codes onto them): bad client id, bad credentials, not
 # authorised, banned, bad authentication method.
 _REFUSED_FOR_GOOD = {133, 134, 135, 138, 140}
-# Bounded so that a database slower than the broker pushes back on the
-# broker (the network thread waits) instead of growing memory without end.
-_QUEUE_LIMIT = 10_000
 _BAD_RECORDS_LOGGED = 5
+DRAIN_TIMEOUT_S = 10.0
+# Deeper than any body the contract or the store accepts (store.MAX_BODY_DEPTH),
+# well within what CPython's JSON decoder reads (about 990 levels).
+CUT_DEPTH = 100
+# CPython refuses to read an integer of more than 4300 digits (a guard against
+# quadratic conversion); no number the contract accepts has more than 20.
+MAX_NUMBER_CHARS = 4000
+_NUMBER_BYTES = frozenset(b"0123456789+-.eE")
 
-_STOP = None
+Ack = tuple[str, int]  # (school, acked): what to publish once a batch is stored
 
 
-class Ingest:
-    def __init__(self, settings: CitySettings, store: Store, metrics: Metrics | None = None,
-                 now: Callable[[], float] = time.time):
+def defuse(raw: bytes, depth: int = CUT_DEPTH, digits: int = MAX_NUMBER_CHARS) -> bytes | None:
+    """`raw` with what CPython's JSON decoder refuses the whole payload for
+    made readable, or None when there is none: each array or object nested
+    deeper than `depth` becomes null, each number longer than `digits`
+    characters becomes 1e999 (infinity, refused by the contract's bounds).
+    Iterative, on the bytes: the nesting is what a broken or hostile sender
+    controls."""
+    pieces: list[bytes] = []
+    kept = level = 0
+    cut_at: int | None = None
+    number_at: int | None = None
+    in_string = escaped = False
+    for i, c in enumerate(raw + b" "):  # the space ends a number at the end
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:  # quote
+                in_string = False
+            continue
+        if c in _NUMBER_BYTES:
+            if number_at is None:
+                number_at = i
+            continue
+        if number_at is not None:
+            if i - number_at > digits and cut_at is None:
+                pieces += [raw[kept:number_at], b"1e999"]
+                kept = i
+            number_at = None
+        if c == 0x22:
+            in_string = True
+        elif c in b"[{":
+            if level == depth and cut_at is None:
+                cut_at = i
+            level += 1
+        elif c in b"]}":
+            level -= 1
+            if level == depth and cut_at is not None:
+                pieces += [raw[kept:cut_at], b"null"]
+                kept, cut_at = i + 1, None
+    if not pieces:
+        return None
+    pieces.append(raw[kept:])
+    return b"".join(pieces)
+
+
+def _parse_batch(school: str, raw: bytes) -> Batch:
+    """parse_batch, and one bad record costs only itself even when the JSON
+    decoder refuses the whole payload for it (nested too deep, an integer of
+    thousands of digits): that part is made readable (defuse), so the
+    decoder reads the batch and the contract's checks refuse that record
+    alone, by its seq, for the ack to pass it."""
+    try:
+        return parse_batch(school, raw)
+    except (BatchError, RecursionError, ValueError) as e:
+        if isinstance(e, BatchError) and e.reason != "not_json":
+            raise
+        readable = defuse(raw)
+        if readable is None:
+            raise
+        log.info("city link: school %s: a batch the JSON decoder refuses (%s), read with its faults defused",
+                 school, type(e).__name__)
+        return parse_batch(school, readable)
+
+
+class Ingest(MqttLink):
+    name = "city broker"
+
+    def __init__(self, settings: CitySettings, store: CityStore, metrics: Metrics | None = None,
+                 now: Callable[[], float] = time.time,
+                 on_fatal: Callable[[BrokerRefused], None] | None = None) -> None:
+        super().__init__(
+            settings.broker,
+            settings.client_id,
+            # A persistent session: while we reconnect, or after a crash, the
+            # broker keeps the schools' QoS 1 batches for us.
+            clean_session=False,
+            # Acknowledged to the broker once stored, not on receipt.
+            manual_ack=True,
+            reconnect_max_s=settings.reconnect_max_s,
+            keepalive=settings.keepalive_s,
+        )
+        self.client.on_subscribe = self._on_subscribe
         self.settings = settings
         self.store = store
         self.metrics = metrics or Metrics()
         self.now = now
-        self.ready = threading.Event()  # connected and subscribed
+        self.on_fatal = on_fatal  # called once if the broker refuses us for good
         self.failed: BrokerRefused | None = None
-        self._queue: queue.Queue = queue.Queue(_QUEUE_LIMIT)
-        self._stopping = False
-        self._writer: threading.Thread | None = None
+        self.subscribed = False
+        self._session = 0  # counts connections: a message is acknowledged only on the one that brought it
         self._pending_subscribe: int | None = None
-        self.client = self._make_client()
+        self._inbox: asyncio.Queue[tuple[mqtt.MQTTMessage, int] | None] = asyncio.Queue()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="city-writer")
+        self._consumer: asyncio.Task | None = None
+        self._stopping = False
+
+    @property
+    def ready(self) -> bool:
+        """Connected and subscribed."""
+        return self.connected and self.subscribed
 
     # ------------------------------------------------------------ lifecycle
 
-    def _make_client(self) -> mqtt.Client:
-        s = self.settings
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            # A persistent session: while we reconnect, the broker keeps the
-            # schools' QoS 1 batches for us instead of dropping them.
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
-        tcp_nodelay(client)
-        if s.username:
-            client.username_pw_set(s.username, s.password)
-        # paho annotates these as int but sleeps on them as given; tests use
-        # fractions of a second.
-        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_disconnect = self._on_disconnect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_message = self._on_message
-        return client
+    async def start(self) -> None:
+        """Start on the running loop. The service starts even while the broker
+        is down: the link retries with backoff for ever."""
+        self._consumer = asyncio.create_task(self._consume(), name="city-ingest")
+        self.connect_in_background()
 
-    def start(self) -> None:
-        self._writer = threading.Thread(target=self._write_loop, name="city-writer", daemon=True)
-        self._writer.start()
-        # connect_async + loop_start: the service starts even while the
-        # broker is down, and paho keeps retrying with backoff.
-        self.client.connect_async(self.settings.broker_host, self.settings.broker_port, self.settings.keepalive_s)
-        self.client.loop_start()
-
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Store what was already taken from the broker, then disconnect.
+        Messages arriving meanwhile are left unacknowledged: the broker
+        delivers them again to our session at the next start."""
         self._stopping = True
-        self.client.disconnect()
-        self.client.loop_stop()
-        # Messages already taken from the broker are stored before we go:
-        # the broker considers them delivered.
-        self._queue.put(_STOP)
-        if self._writer:
-            self._writer.join(30)
-        self.metrics.set("broker_connected", 0)
+        if self._consumer is not None:
+            self._inbox.put_nowait(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._consumer), DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("city ingest: %d messages left to the broker at stop", self._inbox.qsize())
+                self._consumer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._consumer
+        await self.close()
+        self.subscribed = False
+        self.metrics.broker_connected.set(0)
+        # The write under way (if the drain timed out) finishes before the store closes.
+        await asyncio.get_running_loop().run_in_executor(None, partial(self._writer.shutdown, wait=True))
 
-    def wait_ready(self, timeout: float) -> bool:
-        return self.ready.wait(timeout)
-
-    # ------------------------------------------------- paho network thread
+    # ------------------------------------------------------ link (on the loop)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            if reason_code.value in _REFUSED_FOR_GOOD:
-                self.failed = BrokerRefused(
-                    f"the city broker {self.settings.broker_host}:{self.settings.broker_port} "
-                    f"refused client {self.settings.client_id!r}: {reason_code}"
-                )
-                log.error("%s", self.failed)
-            else:
-                log.warning("city broker refused the connection, will retry: %s", reason_code)
-            return
-        self.metrics.add("connects")
-        log.info("connected to the city broker %s:%s", self.settings.broker_host, self.settings.broker_port)
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+        if reason_code.is_failure and reason_code.value in _REFUSED_FOR_GOOD and self.failed is None:
+            self.failed = BrokerRefused(
+                f"the city broker {self.broker.host}:{self.broker.port} "
+                f"refused client {self.settings.client_id!r}: {reason_code}")
+            log.error("%s", self.failed)
+            if self.on_fatal is not None:
+                self.on_fatal(self.failed)
+
+    def on_up(self) -> None:
+        self._session += 1
+        self.metrics.connects.inc()
         # Always subscribe again: a broker restarted without persistence has
         # forgotten our session.
         records = RECORDS_FILTER
@@ -134,92 +217,112 @@ class Ingest:
             records = f"$share/{self.settings.share_group}/{RECORDS_FILTER}"
         # The gateway filter is never shared: brokers do not send retained
         # messages to shared subscriptions, and every worker may apply it.
-        _, self._pending_subscribe = client.subscribe([(records, 1), (GATEWAY_FILTER, 1)])
+        _, self._pending_subscribe = self.client.subscribe([(records, 1), (GATEWAY_FILTER, 1)])
 
     def _on_subscribe(self, client, userdata, mid, reason_code_list, properties) -> None:
         if mid != self._pending_subscribe:
             return
-        refused = [rc for rc in reason_code_list if rc.is_failure]
+        refused = [str(rc) for rc in reason_code_list if rc.is_failure]
         if refused:
-            self.failed = BrokerRefused(f"the city broker refused our subscriptions: {refused}")
-            log.error("%s", self.failed)
+            if self.failed is None:
+                self.failed = BrokerRefused(f"the city broker refused our subscriptions: {', '.join(refused)}")
+                log.error("%s", self.failed)
+                if self.on_fatal is not None:
+                    self.on_fatal(self.failed)
             return
-        self.metrics.set("broker_connected", 1)
-        self.ready.set()
+        self.subscribed = True
+        self.metrics.broker_connected.set(1)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.ready.clear()
-        self.metrics.set("broker_connected", 0)
-        if not self._stopping:
-            log.warning("lost the city broker (%s); reconnecting", reason_code)
+    def on_down(self) -> None:
+        self.subscribed = False
+        self.metrics.broker_connected.set(0)
 
-    def _on_connect_fail(self, client, userdata) -> None:
-        log.warning("cannot reach the city broker %s:%s; retrying", self.settings.broker_host, self.settings.broker_port)
+    def on_message(self, msg: mqtt.MQTTMessage) -> None:
+        if self._stopping:
+            return  # not acknowledged: ours again at the next start
+        self._inbox.put_nowait((msg, self._session))
+        self.metrics.queue_depth.set(self._inbox.qsize())
 
-    def _on_message(self, client, userdata, message) -> None:
-        self._queue.put((message.topic, message.payload))
-        self.metrics.set("queue_depth", self._queue.qsize())
-
-    # ------------------------------------------------------- writer thread
-
-    def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            topic, payload = item
+    async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (item := await self._inbox.get()) is not None:
+            msg, session = item
+            self.metrics.queue_depth.set(self._inbox.qsize())
+            ack: Ack | None = None
             try:
-                self.handle(topic, payload)
+                ack = await loop.run_in_executor(self._writer, self.handle, msg.topic, msg.payload)
             except Exception:
                 # A bug here must not stop the ingest of every other school.
-                self.metrics.add("internal_errors")
-                log.exception("city link: message on %s dropped; payload %s", topic, truncate(payload))
-            finally:
-                self.metrics.set("queue_depth", self._queue.qsize())
+                self.metrics.internal_errors.inc()
+                log.exception("city link: message dropped (a bug); payload %s", printable(msg.payload))
+            if ack is not None:
+                school, acked = ack
+                # Link down meanwhile: the gateway resends after 10 s, and
+                # that copy is acked.
+                if self.publish(city_topic(school, "ack"), encode({"v": 1, "school": school, "acked": acked}), qos=1):
+                    self.metrics.acks_published.inc()
+            # After the commit and the ack. On a newer connection the broker
+            # has sent it again already: that copy is acknowledged instead.
+            if session == self._session:
+                self.ack(msg)
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """Check, store and ack one message (the writer thread's work)."""
+    # ------------------------------------------------- the writer thread
+
+    def handle(self, topic: str, payload: bytes | bytearray) -> Ack | None:
+        """Check and store one message; the ack to publish, if any. Runs on
+        the writer thread (and in tests)."""
         try:
             school, leaf = parse_city_topic(topic)
+        except BatchError as e:
+            self._refused(topic, e.reason, str(e), payload)
+            return None
+        try:
             if leaf == "records":
-                self.metrics.add("batches")
-                self._ingest_batch(school, payload)
-            elif leaf == "gateway":
-                state = parse_gateway_state(school, payload)
+                self.metrics.batches.inc()
+                return self._ingest_batch(school, _parse_batch(school, bytes(payload)))
+            if leaf == "gateway":
+                state = parse_gateway_state(school, bytes(payload))
                 if state is not None:
                     self.store.set_gateway_state(school, state.online, state.gateway, self.now())
-                    self.metrics.add("gateway_states")
-        except StoreWriteError as e:
-            self.metrics.add("store_errors")
-            log.error("city link: %s not stored: %s", topic, e)
+                    self.metrics.gateway_states.inc()
         except BatchError as e:
-            self.metrics.reject(e.reason)
-            log.warning("city link: refused %s (%s): %s; payload %s", topic, e.reason, e, truncate(payload))
-
-    def _ingest_batch(self, school: str, payload: bytes) -> None:
-        batch = parse_batch(school, payload)
-        for i, bad in enumerate(batch.bad):
-            self.metrics.reject(bad.reason)
-            if i < _BAD_RECORDS_LOGGED:
-                log.warning("city link: school %s: refused a record (%s): %s; record %s",
-                            school, bad.reason, bad.message, truncate(bad.raw))
-        if len(batch.bad) > _BAD_RECORDS_LOGGED:
-            log.warning("city link: school %s: %d more records refused in this batch", school, len(batch.bad) - _BAD_RECORDS_LOGGED)
-        try:
-            result = self.store.store_batch(batch, self.now())
+            self._refused(topic, e.reason, str(e), payload)
         except StoreWriteError as e:
             # Not acked: the gateway keeps the records and sends them again.
-            self.metrics.add("store_errors")
-            log.error("city link: school %s: batch not stored, not acked: %s", school, e)
-            return
-        self.metrics.add("records_stored", result.stored)
-        self.metrics.add("duplicates", result.duplicates)
-        self.metrics.add("records_set_aside", result.set_aside)
-        self.metrics.add("unusable_bodies", result.unusable_bodies)
-        log.debug("school %s: stored %d, duplicates %d, acked %d", school, result.stored, result.duplicates, result.acked)
-        self.client.publish(
-            city_topic(school, "ack"),
-            encode({"v": 1, "school": school, "acked": result.acked}),
-            qos=1,
-        )
-        self.metrics.add("acks_published")
+            self.metrics.store_errors.inc()
+            log.error("city link: %s not stored, not acked: %s", topic, e)
+        except (RecursionError, ValueError, OverflowError) as e:
+            # The contract's checks could not even read it (a JSON document
+            # nested deeper than the decoder goes...): a refusal, not a bug.
+            self._refused(topic, "unreadable", f"{type(e).__name__}: {printable(str(e))}", payload)
+        return None
+
+    def _refused(self, topic: str, reason: str, why: str, payload: bytes | bytearray) -> None:
+        self.metrics.reject(reason)
+        log.warning("city link: refused %s (%s): %s; payload %s", topic, reason, why, printable(payload))
+
+    def _ingest_batch(self, school: str, batch: Batch) -> Ack:
+        result = self.store.store_batch(batch, self.now())
+        self._count(school, result)
+        log.debug("school %s: stored %d, duplicates %d, acked %d", school, result.stored, result.duplicates,
+                  result.acked)
+        return school, result.acked
+
+    def _count(self, school: str, result: Stored) -> None:
+        self.metrics.records_stored.inc(result.stored)
+        self.metrics.duplicates.inc(result.duplicates)
+        self.metrics.records_set_aside.inc(result.set_aside)
+        self.metrics.unusable_bodies.inc(result.unusable_bodies)
+        # Each refused record is counted and logged once: its resends are duplicates.
+        fresh = [r for r in result.refused if r.new]
+        for i, refused in enumerate(fresh):
+            if refused.reason == INTERNAL_ERROR:
+                self.metrics.internal_errors.inc()  # logged with its traceback by the store
+                continue
+            self.metrics.reject(refused.reason)
+            if i < _BAD_RECORDS_LOGGED:
+                log.warning("city link: school %s: refused a record (%s): %s; record %s",
+                            school, refused.reason, printable(refused.message), printable(refused.raw))
+        if len(fresh) > _BAD_RECORDS_LOGGED:
+            log.warning("city link: school %s: %d more records refused in this batch",
+                        school, len(fresh) - _BAD_RECORDS_LOGGED)

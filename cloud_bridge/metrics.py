@@ -1,63 +1,76 @@
-"""Counters for the city ingest, read by /metrics in the Prometheus text
-format. Labels carry reasons only, never a school or room name: the series
-count stays fixed however many schools the city has."""
+"""The city's Prometheus metrics (prometheus_client), one registry per
+service instance, so tests and a demo can run several cities in a process.
+Labels carry reasons only, never a school or room name: the series count
+stays fixed however many schools the city has."""
 
 from __future__ import annotations
 
-import threading
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from protocol.citylink import REASONS
 
-COUNTERS = {
-    "batches": "Record batches received (valid or not).",
-    "records_stored": "Records stored for the first time.",
-    "duplicates": "Records received again and not stored (replays, QoS 1 redelivery).",
-    "records_set_aside": "Refused records kept in rejected_records so the ack can pass them.",
-    "unusable_bodies": "Stored records whose body could not update the room view.",
-    "gateway_states": "Gateway online/offline messages applied.",
-    "acks_published": "Acks published to gateways.",
-    "store_errors": "Batches not stored because the database failed (not acked; the gateway resends).",
-    "internal_errors": "Messages dropped by an unexpected error in the city code (a bug: see the log).",
-    "connects": "Connections to the city broker.",
-}
-GAUGES = {
-    "broker_connected": "1 while connected and subscribed to the city broker.",
-    "queue_depth": "Messages received and waiting for the database writer.",
-}
+PREFIX = "preau_city_"
+# Refusals the city adds to the contract's reasons (protocol/citylink.py):
+# a payload its checks could not even read (nested deeper than the JSON
+# decoder goes, say): counted, logged, never a crash.
+CITY_REASONS = ("unreadable",)
 
 
 class Metrics:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counters = {name: 0 for name in COUNTERS}
-        self.gauges = {name: 0 for name in GAUGES}
-        self.rejected = {reason: 0 for reason in REASONS}
+        self.registry = CollectorRegistry(auto_describe=True)
 
-    def add(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            self.counters[name] += amount
+        def counter(name: str, text: str) -> Counter:
+            return Counter(PREFIX + name, text, registry=self.registry)
+
+        def gauge(name: str, text: str) -> Gauge:
+            return Gauge(PREFIX + name, text, registry=self.registry)
+
+        self.batches = counter("batches", "Record batches received (valid or not).")
+        self.records_stored = counter("records_stored", "Records stored for the first time.")
+        self.duplicates = counter(
+            "duplicates", "Records received again and not stored (replays, QoS 1 redelivery).")
+        self.records_set_aside = counter(
+            "records_set_aside", "Refused records kept in rejected_records so the ack can pass them.")
+        self.unusable_bodies = counter("unusable_bodies", "Stored records whose body could not update the room view.")
+        self.gateway_states = counter("gateway_states", "Gateway online/offline messages applied.")
+        self.acks_published = counter("acks_published", "Acks published to gateways.")
+        self.store_errors = counter(
+            "store_errors", "Messages not stored because the database failed (not acked; the gateway resends).")
+        self.internal_errors = counter(
+            "internal_errors",
+            "Messages or records dropped by an unexpected error in the city code (a bug: see the log).")
+        self.connects = counter("connects", "Connections to the city broker.")
+        self.broker_connected = gauge("broker_connected", "1 while connected and subscribed to the city broker.")
+        self.queue_depth = gauge("queue_depth", "Messages received and waiting for the database writer.")
+        self.rejected = Counter(PREFIX + "rejected", "Payloads and records refused, by reason.", ["reason"],
+                                registry=self.registry)
+        # Every reason at zero, so a dashboard sees the series before the first incident.
+        for reason in REASONS + CITY_REASONS:
+            self.rejected.labels(reason=reason)
 
     def reject(self, reason: str) -> None:
-        with self._lock:
-            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.rejected.labels(reason=reason).inc()
 
-    def set(self, name: str, value: int) -> None:
-        with self._lock:
-            self.gauges[name] = value
+    @property
+    def broker_up(self) -> bool:
+        return bool(self.registry.get_sample_value(PREFIX + "broker_connected"))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of this registry."""
+        return generate_latest(self.registry)
 
     def snapshot(self) -> dict:
-        with self._lock:
-            return {**self.counters, **self.gauges, "rejected": dict(self.rejected)}
-
-    def prometheus(self) -> str:
-        snap = self.snapshot()
-        lines = []
-        for name, text in COUNTERS.items():
-            lines += [f"# HELP preau_city_{name}_total {text}", f"# TYPE preau_city_{name}_total counter",
-                      f"preau_city_{name}_total {snap[name]}"]
-        for name, text in GAUGES.items():
-            lines += [f"# HELP preau_city_{name} {text}", f"# TYPE preau_city_{name} gauge", f"preau_city_{name} {snap[name]}"]
-        lines += ["# HELP preau_city_rejected_total Payloads and records refused, by reason.",
-                  "# TYPE preau_city_rejected_total counter"]
-        lines += [f'preau_city_rejected_total{{reason="{reason}"}} {count}' for reason, count in sorted(snap["rejected"].items())]
-        return "\n".join(lines) + "\n"
+        """Every value by its short name ("batches", "queue_depth"), and the
+        refusals by reason under "rejected": for tests and the demo."""
+        out: dict = {"rejected": {}}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if not sample.name.startswith(PREFIX) or sample.name.endswith("_created"):
+                    continue
+                name = sample.name.removeprefix(PREFIX).removesuffix("_total")
+                if name == "rejected":
+                    out["rejected"][sample.labels["reason"]] = int(sample.value)
+                else:
+                    out[name] = int(sample.value)
+        return out

@@ -1,84 +1,184 @@
-"""The city service: ingest + store + HTTP API in one process, started and
-stopped as threads so a demo or a test can embed it. `main` is the CLI
-(`preau city ...`, or `python -m cloud_bridge`)."""
+"""The city service: ingest, store and HTTP API on one asyncio loop.
+
+In production `main` (`preau city ...`, or `python -m cloud_bridge`) runs
+uvicorn as the server, in the main thread: the FastAPI app's lifespan starts
+the ingest (the MQTT link, on the same loop) and stops it; SQLite writes go
+to the ingest's one writer thread, reads to uvicorn's worker threads.
+
+`CityService` is a small synchronous wrapper for tests and devkit tools
+(the demo), which run the city beside other code: `start()` runs the same
+server on its own loop in a thread, `stop()` ends it. Production never uses
+it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
 
-
-from common.http import HttpError, HttpThread
+import uvicorn
+from fastapi import FastAPI
 
 from .api import create_app
-from .errors import CityError, ConfigError
+from .errors import CityError, CitySettingsError
 from .ingest import Ingest
 from .metrics import Metrics
 from .settings import MQTT_PASSWORD_ENV, TOKEN_ENV, CitySettings, split_host_port
-from .store import Store
+from .store import CityStore
 
 log = logging.getLogger(__name__)
 
+START_TIMEOUT_S = 15.0
+
+
+@dataclass
+class City:
+    """One city worker's parts, wired: the app's lifespan runs the ingest."""
+
+    settings: CitySettings
+    store: CityStore
+    metrics: Metrics
+    ingest: Ingest
+    app: FastAPI
+
+    @classmethod
+    def open(cls, settings: CitySettings, now: Callable[[], float] = time.time,
+             metrics: Metrics | None = None) -> City:
+        """Check the settings and open the database (blocking: before the loop
+        runs). CitySettingsError, StoreError: the city cannot run."""
+        settings.check()
+        store = CityStore(settings.db_path)
+        metrics = metrics or Metrics()
+        ingest = Ingest(settings, store, metrics, now)
+        return cls(settings, store, metrics, ingest, create_app(store, settings, metrics, ingest=ingest))
+
+    def listen(self) -> socket.socket:
+        """The API's socket, bound now, so that port 0 gives the real port and
+        a taken port is a clear error before anything starts."""
+        host, port = self.settings.http_host, self.settings.http_port
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, kind, proto, _, address = infos[0]
+            sock = socket.socket(family, kind, proto)
+        except OSError as e:
+            raise CityError(f"cannot listen on {host}:{port}: {e}") from None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+        except OSError as e:
+            sock.close()
+            raise CityError(f"cannot listen on {host}:{port}: {e}") from None
+        return sock
+
+    def server(self, log_level: str = "info") -> uvicorn.Server:
+        """uvicorn serving the app; it stops if the broker refuses us for good."""
+        config = uvicorn.Config(self.app, lifespan="on", log_level=log_level.lower(), access_log=False,
+                                log_config=None)
+        server = uvicorn.Server(config)
+
+        def refused(_error: Exception) -> None:
+            server.should_exit = True
+
+        self.ingest.on_fatal = refused
+        return server
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class CityService:
+    """The city in a background thread, for tests and devkit only."""
+
     def __init__(self, settings: CitySettings, now: Callable[[], float] = time.time):
         self.settings = settings.check()
         self.now = now
         self.metrics = Metrics()
-        self.store: Store | None = None
-        self.ingest: Ingest | None = None
+        self.city: City | None = None
         self.http_port: int | None = None
-        self._http: HttpThread | None = None
         self._url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._crash: BaseException | None = None
 
     @property
     def url(self) -> str:
-        return self._url
+        return self._url  # kept after stop(): the demo prints it
 
-    def start(self) -> "CityService":
+    @property
+    def store(self) -> CityStore | None:
+        return self.city.store if self.city else None
+
+    @property
+    def ready(self) -> bool:
+        """Connected to the city broker and subscribed."""
+        return self.city is not None and self.city.ingest.ready
+
+    @property
+    def failed(self) -> CityError | None:
+        """The broker's refusal that stopped the service, if any."""
+        return self.city.ingest.failed if self.city else None
+
+    def start(self) -> CityService:
+        self.city = City.open(self.settings, self.now, self.metrics)
         try:
-            self.store = Store(self.settings.db_path)
-            app = create_app(self.store, self.settings, self.metrics)
-            self._start_http(app)
-            self.ingest = Ingest(self.settings, self.store, self.metrics, self.now)
-            self.ingest.start()
+            sock = self.city.listen()
+            self.http_port = sock.getsockname()[1]
+            self._url = url_of(sock)
+            server = self._server = self.city.server(log_level="warning")
+            self._thread = threading.Thread(target=self._run, args=(server, sock), name="city", daemon=True)
+            self._thread.start()
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not server.started:
+                if not self._thread.is_alive() or time.monotonic() > deadline:
+                    raise CityError(f"the city service did not start ({self._crash or 'timeout'})")
+                time.sleep(0.01)
         except BaseException:
             self.stop()
             raise
-        log.info("city service: API on %s, broker %s:%s, database %s", self.url,
-                 self.settings.broker_host, self.settings.broker_port, self.settings.db_path)
         return self
 
-    def _start_http(self, app) -> None:
+    def _run(self, server: uvicorn.Server, sock: socket.socket) -> None:
         try:
-            self._http = HttpThread(app, self.settings.http_host, self.settings.http_port, name="city-http")
-        except HttpError as e:
-            raise CityError(str(e)) from None
-        self.http_port = self._http.port
-        self._url = self._http.url  # kept after stop(): the demo prints it
+            asyncio.run(server.serve(sockets=[sock]))
+        except BaseException as e:  # uvicorn exits (SystemExit) when the lifespan fails
+            self._crash = e
+            log.exception("city service thread ended")
+        finally:
+            sock.close()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until connected and subscribed (or refused, or timed out)."""
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            if self.failed is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def stop(self) -> None:
-        if self._http is not None:
-            self._http.stop()
-            self._http = None
-        if self.ingest:
-            self.ingest.stop()
-            self.ingest = None
-        if self.store:
-            self.store.close()
-            self.store = None
-
-    def wait(self, stop: threading.Event) -> None:
-        """Block until `stop` is set; raise if the broker refuses us for good."""
-        while not stop.wait(0.5):
-            if self.ingest and self.ingest.failed:
-                raise self.ingest.failed
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+        self._server = None
+        if self.city is not None:
+            self.city.close()
+            self.city = None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,30 +207,49 @@ def settings_from_args(args: argparse.Namespace) -> CitySettings:
     ).check()
 
 
+class _Terminated(Exception):
+    """SIGTERM: stop as on Ctrl-C (uvicorn shuts down cleanly, then raises it again)."""
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    service = None
-    handlers = {}
+    city = None
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # While uvicorn serves, its own handlers take SIGINT and SIGTERM and
+        # shut down cleanly; they are raised again afterwards, here.
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        service = CityService(settings_from_args(args))
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, lambda *_: stop.set())
-        service.start()
-        service.wait(stop)
+        city = City.open(settings_from_args(args))
+        sock = city.listen()
+        server = city.server(log_level=args.log_level)
+        log.info("city service: API on %s, broker %s:%s, database %s", url_of(sock),
+                 city.settings.broker_host, city.settings.broker_port, city.settings.db_path)
+        try:
+            asyncio.run(server.serve(sockets=[sock]))
+        except SystemExit:
+            # uvicorn exits when the app's lifespan fails; it has logged why.
+            print("preau city: the service could not start (see the log above)", file=sys.stderr)
+            return 1
+        if city.ingest.failed is not None:
+            print(f"preau city: {city.ingest.failed}", file=sys.stderr)
+            return 1
         return 0
-    except ConfigError as e:
+    except CitySettingsError as e:
         print(f"preau city: configuration error: {e}", file=sys.stderr)
         return 2
     except CityError as e:
         print(f"preau city: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         return 0
     finally:
-        if service:
-            service.stop()
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        if city is not None:
+            city.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

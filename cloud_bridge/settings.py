@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from .errors import ConfigError
+from common.mqtt import BrokerConfig
+
+from .errors import CitySettingsError
 
 TOKEN_ENV = "PREAU_CITY_TOKEN"
 MQTT_PASSWORD_ENV = "PREAU_CITY_MQTT_PASSWORD"
@@ -29,40 +32,50 @@ class CitySettings:
     # (Mosquitto >= 1.6, EMQX, VerneMQ, HiveMQ). None: a plain subscription.
     share_group: str | None = None
     keepalive_s: int = 30
-    reconnect_min_s: float = 1.0
+    # Reconnection backoff: 1 s doubling up to this (common.mqtt.MqttLink).
     reconnect_max_s: float = 30.0
 
+    def __repr__(self) -> str:  # never a secret in a log line or a traceback
+        shown = {k: v for k, v in vars(self).items() if k not in ("token", "password")}
+        return f"CitySettings({', '.join(f'{k}={v!r}' for k, v in shown.items())}, token=***, password=***)"
+
     @classmethod
-    def from_env(cls, **values) -> "CitySettings":
+    def from_env(cls, **values: Any) -> CitySettings:
         """Secrets come from the environment, never from argv (`ps` shows argv)."""
         values.setdefault("token", os.environ.get(TOKEN_ENV))
         values.setdefault("password", os.environ.get(MQTT_PASSWORD_ENV))
         return cls(**values)
 
-    def check(self) -> "CitySettings":
+    @property
+    def broker(self) -> BrokerConfig:
+        return BrokerConfig(self.broker_host, self.broker_port, self.username, self.password)
+
+    def check(self) -> CitySettings:
         if not self.token:
-            raise ConfigError(
+            raise CitySettingsError(
                 f"no API token: set {TOKEN_ENV} (for example `export {TOKEN_ENV}=$(python3 -c "
                 "'import secrets; print(secrets.token_urlsafe(32))')`); the city API never runs without one"
             )
         if len(self.token) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"{TOKEN_ENV} is too short: at least {MIN_TOKEN_CHARS} characters")
+            raise CitySettingsError(f"{TOKEN_ENV} is too short: at least {MIN_TOKEN_CHARS} characters")
         for name in ("broker_port", "http_port"):
             port = getattr(self, name)
             if not isinstance(port, int) or not 0 <= port <= 65535:
-                raise ConfigError(f"{name}: {port!r} is not a TCP port")
+                raise CitySettingsError(f"{name}: {port!r} is not a TCP port")
         if not self.broker_host:
-            raise ConfigError("broker host is empty")
+            raise CitySettingsError("broker host is empty")
         if not self.client_id or len(self.client_id) > 64:
-            raise ConfigError("client id: 1 to 64 characters")
+            raise CitySettingsError("client id: 1 to 64 characters")
         if self.password and not self.username:
-            raise ConfigError("an MQTT password is set without a username")
+            raise CitySettingsError("an MQTT password is set without a username")
         if self.share_group is not None and not _SHARE_GROUP.fullmatch(self.share_group):
-            raise ConfigError("share group: 1 to 64 of A-Z a-z 0-9 _ -")
+            raise CitySettingsError("share group: 1 to 64 of A-Z a-z 0-9 _ -")
         if not self.db_path or self.db_path == ":memory:":
-            raise ConfigError("database: a file path is needed")
-        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
-            raise ConfigError("reconnect delays: need 0 < min <= max")
+            raise CitySettingsError("database: a file path is needed")
+        if self.reconnect_max_s <= 0:
+            raise CitySettingsError("reconnect_max_s: must be positive")
+        if not 0 < self.keepalive_s <= 65535:
+            raise CitySettingsError("keepalive_s: 1 to 65535 seconds")
         return self
 
 
@@ -70,5 +83,5 @@ def split_host_port(text: str, what: str) -> tuple[str, int]:
     """`HOST:PORT` or `[v6]:PORT` -> (host, port), for the CLI flags."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+        raise CitySettingsError(f"{what}: expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)

@@ -7,34 +7,48 @@ SQLite-only functions; row maths such as "latest of two times" is done in
 Python), so a PostgreSQL store can follow by changing the connection and the
 `?` placeholders.
 
-Columns added after a database was first created are added when the store
-opens it (`_MIGRATIONS`: `ALTER TABLE ... ADD COLUMN`, in one transaction, so
-two workers opening the same file do not both add them).
+The schema is versioned (`PRAGMA user_version`) and upgraded in place at
+start by `common.migrate`: `STEPS` below, never edited once released.
 
-One writer connection, used under a lock (in the service, only by the ingest
+One writer connection, used under a lock (in the service, only by the ingest's
 writer thread). Reads open their own short-lived connection, so the web API
-can read from its worker threads while the writer writes: WAL gives readers
-a consistent snapshot without blocking the writer.
+reads from its worker threads while the writer writes: WAL gives readers a
+consistent snapshot without blocking the writer.
+
+One bad record costs only itself: a value that SQLite, the JSON encoder or
+the API's serializer cannot take (an integer beyond 64 bits, NaN, a lone
+surrogate, a body nested deeper than `MAX_BODY_DEPTH`) refuses that record
+alone, within its batch's transaction (a savepoint per record), and the
+record is set aside like any other refused record. Reads never trust what is
+stored either: a body stored before these bounds that the API could not
+serialize is answered as `{"unreadable": why}`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from protocol.codec import ProtocolError, session_after, check_evt, check_state, valid_name
+from common.migrate import MigrationError, Step, migrate
 from hardware.kits import kit_type
+from protocol.citylink import GATEWAY_ROOM, Batch, Record, truncate
+from protocol.codec import ProtocolError, check_evt, check_state, session_after, valid_name
 
-from protocol.citylink import GATEWAY_ROOM, BadRecord, Batch, Record, truncate
 from .errors import CityError
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
+# The schema as the city created it before databases had a version (0.1.0;
+# they were left at user_version 0). Every statement is IF NOT EXISTS, so a
+# database written then is recognised as it is.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS schools (
     school      TEXT PRIMARY KEY,
     gateway     TEXT,
@@ -90,18 +104,40 @@ CREATE INDEX IF NOT EXISTS kits_by_room ON kits (school, room);
 """
 
 
-# Columns added since the first release, (table, column, type): a database
-# created before them gets them when it is opened (plain SQL, no default, so
-# SQLite and PostgreSQL alike add them without rewriting the table).
-_MIGRATIONS = (
-    ("rooms", "live_uptime", "BIGINT"),
+def _add_live_uptime(db: sqlite3.Connection) -> None:
+    # Databases made before rooms.live_uptime existed lack it; one made by
+    # SCHEMA_V1 has it already. Plain SQL, no default, so SQLite and
+    # PostgreSQL alike add it without rewriting the table. The column list
+    # comes from a query's description (both databases answer it alike).
+    columns = [d[0] for d in db.execute("SELECT * FROM rooms LIMIT 0").description]
+    if "live_uptime" not in columns:
+        db.execute("ALTER TABLE rooms ADD COLUMN live_uptime BIGINT")
+
+
+STEPS = (
+    Step(1, "the city's tables as of 0.1.0", SCHEMA_V1),
+    Step(2, "rooms.live_uptime, for databases made before it", _add_live_uptime),
 )
+SCHEMA_VERSION = len(STEPS)
+
 _ROOM_COLUMNS = ("online", "boot", "last_seen", "session", "ap", "fw", "board", "live_seq", "live_uptime")
 _KIT_COLUMNS = ("school", "room", "attached", "sensors", "since", "last_seen", "boot")
 _KIT_EVENTS = ("kit.attached", "kit.detached")
 UNKNOWN_KIT = "unknown"
 _MAX_SENSORS = 16
 _ACK_SCAN = 500
+# SQLite's INTEGER (and PostgreSQL's BIGINT) range: every integer the city stores fits.
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
+# Board messages nest 3 deep; the API's serializer (pydantic) gives up near 250.
+MAX_BODY_DEPTH = 32
+# A board's clock comes from its gateway: an event "happening" more than a day
+# after the gateway stored it is a broken clock, and would pin its kit there
+# for ever (nothing newer could ever move it).
+MAX_CLOCK_AHEAD_S = 86400.0
+REJECTED_TEXT_CHARS = 4000
+# The reason a refused record is set aside under when the city's own code
+# failed on it (counted as internal_errors, not as a rejection).
+INTERNAL_ERROR = "internal_error"
 
 
 class StoreError(CityError):
@@ -111,6 +147,27 @@ class StoreError(CityError):
 class StoreWriteError(RuntimeError):
     """One write failed (disk full, database locked too long): the batch is
     not acked and its gateway sends it again."""
+
+
+class StoreReadError(RuntimeError):
+    """A read failed (disk error, database locked too long): the API answers 503."""
+
+
+class Unstorable(ValueError):
+    """A value the database, the JSON encoder or the API could not take back."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A record refused on its own, at parsing (protocol.citylink) or at
+    storage. `new` is False for a resend of a record already set aside or
+    stored (counted as a duplicate, not again as a refusal)."""
+
+    seq: int | None
+    reason: str
+    message: str
+    raw: object
+    new: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,13 +180,99 @@ class Stored:
     set_aside: int
     acked: int
     unusable_bodies: int = 0
+    refused: tuple[Refused, ...] = ()
 
 
 def _json(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-class Store:
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def body_fault(value: object) -> str | None:
+    """Why the database, the JSON encoder or the API could not take `value`
+    back, or None. Iterative: a body nested 40,000 deep costs no stack."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= MAX_BODY_DEPTH:
+                return f"nested deeper than {MAX_BODY_DEPTH} levels"
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str) or not _encodable(key):
+                        return "a key that is not valid Unicode text"
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            if not _encodable(item):
+                return "a string that is not valid Unicode (a lone surrogate)"
+        elif item is None or isinstance(item, bool):
+            pass
+        elif isinstance(item, int):
+            if not MIN_INT <= item <= MAX_INT:
+                return f"an integer outside the signed 64-bit range ({item.bit_length()} bits)"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"a number that is not finite ({item})"
+        else:
+            return f"a value of type {type(item).__name__}"
+    return None
+
+
+def body_text(body: dict) -> str:
+    """The body as stored; Unstorable when it could not come back out."""
+    fault = body_fault(body)
+    if fault is not None:
+        raise Unstorable(fault)
+    return _json(body)
+
+
+def readable_body(text: str) -> dict:
+    """A stored body as the API shows it. A body stored before the city
+    bounded them (NaN, nested hundreds deep, not an object) would make the
+    API fail: it is shown as {"unreadable": why}, the row stays as it is."""
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        return {"unreadable": f"not JSON the city can read ({type(e).__name__})"}
+    fault = body_fault(body) if isinstance(body, dict) else "not a JSON object"
+    return body if fault is None else {"unreadable": fault}
+
+
+def _sensors(text: str) -> list[str]:
+    try:
+        sensors = json.loads(text)
+    except (ValueError, RecursionError):
+        return []
+    return [s for s in sensors if isinstance(s, str)] if isinstance(sensors, list) else []
+
+
+def printable(raw: object, limit: int = 200) -> str:
+    """A payload or record made safe and short for a log line or a TEXT
+    column, whatever it holds."""
+    if isinstance(raw, Record):
+        raw = {"seq": raw.seq, "room": raw.room, "kind": raw.kind, "at": raw.at, "body": raw.body}
+    try:
+        text = truncate(raw, limit)
+    except (RecursionError, ValueError) as e:  # ValueError: an integer too long to print
+        text = f"(not printable: {type(e).__name__})"
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _gateway_id(gateway: str | None) -> str | None:
+    # Shown, never used as a key: made storable rather than refused.
+    return None if gateway is None else printable(gateway, 64)
+
+
+class CityStore:
     def __init__(self, path: str):
         if path == ":memory:" or not path:
             # Each reader opens its own connection; an in-memory database
@@ -139,32 +282,17 @@ class Store:
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the city database {self.path}: {e}") from e
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL, not NORMAL: an ack tells the gateway to delete its copy,
             # so what we acked must survive a power cut here.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-            self._migrate(self._db)
-        except sqlite3.Error as e:
+            self.schema_version = migrate(self._db, STEPS, name=f"city database {self.path}")
+        except (sqlite3.Error, MigrationError) as e:
+            self._db.close()
             raise StoreError(f"cannot open the city database {self.path}: {e}") from e
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        """Add the columns of `_MIGRATIONS` a database lacks. The column list
-        comes from a query's description (no PRAGMA, no information_schema:
-        both databases answer it the same way)."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for table, column, kind in _MIGRATIONS:
-                columns = [d[0] for d in db.execute(f"SELECT * FROM {table} LIMIT 0").description]
-                if column not in columns:
-                    log.info("city database: adding column %s.%s", table, column)
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         with self._lock:
@@ -194,44 +322,90 @@ class Store:
         db.execute(
             "INSERT INTO schools (school, gateway, last_seen) VALUES (?, ?, ?) "
             "ON CONFLICT (school) DO UPDATE SET gateway = excluded.gateway, last_seen = excluded.last_seen",
-            (school, batch.gateway, received_at),
+            (school, _gateway_id(batch.gateway), received_at),
         )
         stored = duplicates = unusable = 0
+        refused = [Refused(b.seq, b.reason, b.message, b.raw) for b in batch.bad]
         # In seq order, so the live room view moves forward within a batch.
         for record in sorted(batch.records, key=lambda r: r.seq):
+            if record.seq > MAX_INT:
+                refused.append(Refused(None, "record_seq", f"record {str(record.seq)[:24]}: seq beyond {MAX_INT}",
+                                       record))
+                continue
+            outcome = self._store_record(db, school, record, received_at)
+            if isinstance(outcome, Refused):
+                refused.append(outcome)
+            elif outcome is None:
+                duplicates += 1
+            else:
+                stored += 1
+                unusable += not outcome
+        set_aside, refused = self._set_aside(db, school, refused, received_at)
+        duplicates += sum(not r.new for r in refused)
+        acked = self._advance_ack(db, school)
+        return Stored(stored, duplicates, set_aside, acked, unusable, tuple(refused))
+
+    def _store_record(self, db: sqlite3.Connection, school: str, record: Record,
+                      received_at: float) -> bool | None | Refused:
+        """Store one record and apply it: True, or False when its body cannot
+        move the room view; None for a repeat; Refused when it cannot be
+        stored, with nothing of it left in the database."""
+        try:
+            body = body_text(record.body)
+        except Unstorable as e:
+            return Refused(record.seq, "record_body", f"record {record.seq}: body: {e}", record)
+        db.execute("SAVEPOINT record")
+        try:
             cur = db.execute(
                 "INSERT INTO records (school, seq, room, kind, at, body, received_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (school, seq) DO NOTHING",
-                (school, record.seq, record.room, record.kind, record.at, _json(record.body), received_at),
+                (school, record.seq, record.room, record.kind, record.at, body, received_at),
             )
-            if cur.rowcount == 1:
-                stored += 1
-                # Only a record stored now moves the room view: a repeat
-                # never applies twice.
-                if not self._apply_to_room(db, school, record):
-                    unusable += 1
-            else:
-                duplicates += 1
-        set_aside = self._set_aside(db, school, batch.bad, received_at)
-        acked = self._advance_ack(db, school)
-        return Stored(stored, duplicates, set_aside, acked, unusable)
+            # Only a record stored now moves the room view: a repeat never applies twice.
+            outcome = self._apply_to_room(db, school, record) if cur.rowcount == 1 else None
+            db.execute("RELEASE record")
+            return outcome
+        except sqlite3.Error:
+            raise  # the database's trouble, not the record's: the batch is not acked, and comes again
+        except (OverflowError, RecursionError, ValueError) as e:
+            # A value SQLite cannot bind (a boot or uptime beyond 64 bits...).
+            self._undo_record(db)
+            return Refused(record.seq, "record_body", f"record {record.seq}: {type(e).__name__}: {e}", record)
+        except Exception as e:
+            # A bug of ours. Set aside all the same: holding the school's ack
+            # back would make its gateway resend its whole outbox for ever.
+            self._undo_record(db)
+            log.exception("school %s record %d: not stored (a bug), set aside", school, record.seq)
+            return Refused(record.seq, INTERNAL_ERROR, f"record {record.seq}: {type(e).__name__}: {e}", record)
 
-    def _set_aside(self, db: sqlite3.Connection, school: str, bad: Iterable[BadRecord], received_at: float) -> int:
+    @staticmethod
+    def _undo_record(db: sqlite3.Connection) -> None:
+        db.execute("ROLLBACK TO record")
+        db.execute("RELEASE record")
+
+    def _set_aside(self, db: sqlite3.Connection, school: str, refused: Iterable[Refused],
+                   received_at: float) -> tuple[int, list[Refused]]:
         # A refused record whose seq we could read is kept here with its
         # reason. It counts as received for the ack, otherwise one bad record
         # would hold the school's ack back for ever and its gateway would
         # resend its whole outbox every 10 s. An operator can read it here.
+        # A record already set aside, or already stored whole, is a repeat.
         count = 0
-        for item in bad:
-            if item.seq is None:
+        out = []
+        for item in refused:
+            if item.seq is None or not 1 <= item.seq <= MAX_INT:
+                out.append(item)
                 continue
             cur = db.execute(
                 "INSERT INTO rejected_records (school, seq, reason, record, received_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (school, seq) DO NOTHING",
-                (school, item.seq, item.reason, truncate(item.raw, 4000), received_at),
+                "SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM records WHERE school = ? AND seq = ?) "
+                "ON CONFLICT (school, seq) DO NOTHING",
+                (school, item.seq, item.reason, printable(item.raw, REJECTED_TEXT_CHARS), received_at,
+                 school, item.seq),
             )
             count += cur.rowcount
-        return count
+            out.append(item if cur.rowcount == 1 else Refused(item.seq, item.reason, item.message, item.raw, False))
+        return count, out
 
     def _advance_ack(self, db: sqlite3.Connection, school: str) -> int:
         # Contiguous from 1, not from the lowest seq seen: if a later batch
@@ -267,13 +441,14 @@ class Store:
             elif record.kind == "evt":
                 check_evt(record.body)
         except ProtocolError as e:
-            log.warning("school %s record %d: body kept but not applied to room %s: %s", school, record.seq, record.room, e)
+            log.warning("school %s record %d: body kept but not applied to room %s: %s",
+                        school, record.seq, record.room, e)
             return False
         found = db.execute(
             "SELECT " + ", ".join(_ROOM_COLUMNS) + " FROM rooms WHERE school = ? AND room = ?",
             (school, record.room),
         ).fetchone()
-        row: dict[str, Any] = dict(zip(_ROOM_COLUMNS, found)) if found else dict.fromkeys(_ROOM_COLUMNS)
+        row: dict[str, Any] = dict(zip(_ROOM_COLUMNS, found, strict=True)) if found else dict.fromkeys(_ROOM_COLUMNS)
         if not found:
             row["live_seq"] = 0
         new = dict(row)
@@ -340,8 +515,9 @@ class Store:
         gateway does (edge_gateway/registry.py `_fresh`): a state or event
         with an `uptime_ms` older than the room's `live_uptime` is history,
         such as events kept in the board's flash outbox during an outage and
-        sent just after its birth. A birth always moves it (its uptime is
-        the present of its connection). Both within a boot: the gateway's
+        sent just after its birth. A birth always moves it, whatever its
+        boot (its uptime is the present of its connection), unless a later
+        record of the gateway already did. Both within a boot: the gateway's
         seq, so that a late batch never goes back (a death has no uptime).
         """
         body = record.body
@@ -350,10 +526,12 @@ class Store:
         boot, current = body.get("boot"), row["boot"]
         if current is None or boot > current:
             return True
+        if record.kind == "state" and body["online"] and record.seq > row["live_seq"]:
+            # A birth is the present, even with a lower boot: a board replaced,
+            # or its flash wiped, counts its boots from 1 again (as the gateway does).
+            return True
         if boot < current or record.seq <= row["live_seq"]:
             return False
-        if record.kind == "state" and body["online"]:
-            return True
         uptime, mark = body.get("uptime_ms"), row["live_uptime"]
         return uptime is None or mark is None or uptime >= mark
 
@@ -385,12 +563,15 @@ class Store:
             and len(sensors) <= _MAX_SENSORS
             and all(isinstance(s, str) and 1 <= len(s) <= 32 for s in sensors)
         ):
-            log.warning("school %s record %d: kit %s has an unusable sensor list, kit not moved", school, record.seq, kit)
+            log.warning("school %s record %d: kit %s has an unusable sensor list, kit not moved",
+                        school, record.seq, kit)
             return
-        when = record.at if body.get("time") is None else float(body["time"])
+        time = body.get("time")
+        # A time beyond the gateway's `at` plus a day is a broken clock: `at` stands in.
+        when = record.at if time is None or time > record.at + MAX_CLOCK_AHEAD_S else float(time)
         found = db.execute("SELECT " + ", ".join(_KIT_COLUMNS) + " FROM kits WHERE kit = ?", (kit,)).fetchone()
         if found:
-            row = dict(zip(_KIT_COLUMNS, found))
+            row = dict(zip(_KIT_COLUMNS, found, strict=True))
             here = (row["school"], row["room"]) == (school, record.room)
             if when < row["since"] or (when == row["since"] and not here):
                 return  # older news (or a tie from elsewhere): where it is now stands
@@ -422,7 +603,7 @@ class Store:
                     "INSERT INTO schools (school, gateway, online, last_seen) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (school) DO UPDATE SET gateway = COALESCE(excluded.gateway, schools.gateway), "
                     "online = excluded.online, last_seen = excluded.last_seen",
-                    (school, gateway, int(online), now),
+                    (school, _gateway_id(gateway), int(online), now),
                 )
             except sqlite3.Error as e:
                 raise StoreWriteError(f"school {school}: {e}") from e
@@ -433,26 +614,34 @@ class Store:
         db = sqlite3.connect(self.path, timeout=30)
         db.execute("PRAGMA query_only = ON")
         db.row_factory = sqlite3.Row
+        # Whatever another program wrote in a TEXT column, a read never fails on it.
+        db.text_factory = lambda raw: raw.decode("utf-8", "replace")
         return db
 
-    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        db = self._reader()
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
         try:
+            db = self._reader()
+            try:
+                yield db
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            raise StoreReadError(f"the city database cannot be read now: {e}") from e
+
+    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        with self._reading() as db:
             return db.execute(sql, params).fetchall()
-        finally:
-            db.close()
 
     def status(self) -> dict:
         """Every school with its rooms, and how many records are stored."""
-        db = self._reader()
-        try:
-            schools = db.execute("SELECT school, gateway, online, last_seen, acked FROM schools ORDER BY school").fetchall()
+        with self._reading() as db:  # one connection: one snapshot
+            schools = db.execute("SELECT school, gateway, online, last_seen, acked FROM schools ORDER BY school")
+            schools = schools.fetchall()
             rooms = db.execute(
                 "SELECT school, room, online, boot, session, ap, last_seen, fw, board FROM rooms ORDER BY school, room"
             ).fetchall()
             (count,) = db.execute("SELECT COUNT(*) FROM records").fetchone()
-        finally:
-            db.close()
         by_school: dict[str, list[dict]] = {}
         for r in rooms:
             by_school.setdefault(r["school"], []).append(
@@ -505,12 +694,13 @@ class Store:
             if attached and r["room_seen"] is not None:
                 last_seen = max(last_seen, r["room_seen"])
             out.append({
-                "kit": r["kit"], "type": kit_type(r["kit"]), "school": r["school"], "room": r["room"], "attached": attached,
-                "sensors": json.loads(r["sensors"]), "since": r["since"], "last_seen": last_seen,
+                "kit": r["kit"], "type": kit_type(r["kit"]), "school": r["school"], "room": r["room"],
+                "attached": attached, "sensors": _sensors(r["sensors"]), "since": r["since"], "last_seen": last_seen,
             })
         return out
 
-    def records(self, school: str | None = None, room: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict]:
+    def records(self, school: str | None = None, room: str | None = None, kind: str | None = None,
+                limit: int = 100) -> list[dict]:
         """Newest first (by the gateway's time, then seq)."""
         where, params = [], []
         for column, value in (("school", school), ("room", room), ("kind", kind)):
@@ -522,7 +712,7 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY at DESC, school, seq DESC LIMIT ?"
         rows = self._read(sql, (*params, limit))
-        return [{**dict(r), "body": json.loads(r["body"])} for r in rows]
+        return [{**dict(r), "body": readable_body(r["body"])} for r in rows]
 
     def record_count(self, school: str | None = None) -> int:
         if school is None:
@@ -542,4 +732,6 @@ class Store:
         )]
 
     def ping(self) -> None:
-        self._read("SELECT 1")
+        """StoreReadError unless the city's tables can be read (a file removed
+        or replaced under the service is not "healthy")."""
+        self._read("SELECT 1 FROM schools LIMIT 1")

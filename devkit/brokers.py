@@ -34,9 +34,9 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
-        except OSError:
+        except OSError as e:
             if time.monotonic() > deadline:
-                raise BrokerError(f"broker on {host}:{port} did not start within {timeout:.0f} s")
+                raise BrokerError(f"broker on {host}:{port} did not start within {timeout:.0f} s") from e
             time.sleep(0.05)
 
 
@@ -75,7 +75,7 @@ class ThreadedAmqtt:
     _ready: threading.Event = field(default_factory=threading.Event)
     _error: BaseException | None = None
 
-    def start(self) -> "ThreadedAmqtt":
+    def start(self) -> ThreadedAmqtt:
         self.port = self.port or free_port()
 
         def run() -> None:
@@ -122,7 +122,7 @@ class Mosquitto:
                 return candidate
         raise BrokerError("mosquitto not found: install it with `apt-get install -y mosquitto` (scripts/dev.sh does)")
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         self.port = self.port or free_port()
         self.workdir = tempfile.mkdtemp(prefix="preau-mosq-")
         conf = os.path.join(self.workdir, "mosquitto.conf")
@@ -135,6 +135,10 @@ class Mosquitto:
                 "log_type error\n"
                 "log_type warning\n"
                 "max_queued_messages 100000\n"
+                # The gateway acknowledges a board's QoS 1 message once it is on
+                # disk; during a slow commit, Mosquitto's default of 20 messages
+                # in flight per client would hold back the other rooms' requests.
+                "max_inflight_messages 1000\n"
                 "set_tcp_nodelay true\n"
                 + self.extra_config
             )

@@ -32,7 +32,7 @@ from devkit.brokers import start_amqtt
 from edge_gateway.config import Config
 from common.http import HttpThread
 from common.mqtt import tcp_nodelay
-from edge_gateway.service import Gateway
+from edge_gateway.gateway import Gateway
 from devkit.testing import school_clock
 from hardware.projectors import describe_fault
 from devkit.sim.classroom import SimClassroom

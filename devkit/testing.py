@@ -8,18 +8,20 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from common.mqtt import tcp_nodelay
 from protocol.citylink import city_topic
 from protocol.codec import topic
 
-from common.mqtt import tcp_nodelay
+_T = TypeVar("_T")
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+def wait_for(predicate: Callable[[], _T | None], timeout: float = 10.0, what: str = "condition") -> _T:
     """Poll until predicate() is truthy; AssertionError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -68,7 +70,7 @@ class Board:
             cmd = json.loads(msg.payload)
             (self.times if cmd.get("cmd") == "time" else self.cmds).append(cmd)
 
-    def connect(self, birth: bool = True) -> "Board":
+    def connect(self, birth: bool = True) -> Board:
         self.client.will_set(self.topic("state"), json.dumps({"v": 1, "online": False, "boot": self.boot}), qos=1, retain=True)
         self.client.on_message = self._on_message
         _connect(self.client, self.host, self.port)
@@ -150,12 +152,12 @@ class City:
         if self.ack:
             client.publish(city_topic(self.school, "ack"), json.dumps({"v": 1, "school": self.school, "acked": acked}), qos=1)
 
-    def reconnect(self) -> "City":
+    def reconnect(self) -> City:
         """A new connection (after a broker restart), keeping what was stored."""
         self.client = _client(f"city-{self.school}-{id(self)}")
         return self.connect()
 
-    def connect(self) -> "City":
+    def connect(self) -> City:
         self.client.on_message = self._on_message
         _connect(self.client, self.host, self.port)
         self.client.subscribe([(city_topic(self.school, "records"), 1), (city_topic(self.school, "gateway"), 1)])

@@ -3,25 +3,47 @@ overrides, configuration reload, health and Prometheus metrics.
 
 Two roles, each a bearer token, neither with a default: the director's
 (`PREAU_GATEWAY_TOKEN` or `http.token`) reads and changes; the viewer's
-(`PREAU_GATEWAY_VIEWER_TOKEN` or `http.viewer_token`, optional) only reads."""
+(`PREAU_GATEWAY_VIEWER_TOKEN` or `http.viewer_token`, optional) only reads.
+/healthz is open (systemd and the city's monitoring probe it); /metrics is
+open to the machine itself, a token from elsewhere.
+
+Every handler is async and never blocks the event loop, which in
+production is the gateway's own (edge_gateway/main.py): the gateway's
+changes are awaited, the SQLite reads run in a thread, and the rest (rooms,
+explanations, health, metrics) reads the gateway's memory. Every input is
+bounded, and a bad one is a 422 that names the field
+(edge_gateway/overrides_input.py); the override rules themselves are the
+gateway's, whose sentence a refusal carries."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.auth import BearerRoles
 
 from .config import Config, ConfigError
-from .service import Gateway, OverrideError
-from .store import read_audit, read_overrides, read_records
+from .gateway import Gateway, OverrideError
+from .history import read_audit, read_overrides, read_records
+from .overrides_input import OVERRIDE_ID_PATTERN, Moment, OverrideIn, RoomName, Text, to_unix
 
 TOKEN_ENV = "PREAU_GATEWAY_TOKEN"
 VIEWER_TOKEN_ENV = "PREAU_GATEWAY_VIEWER_TOKEN"
+LIMIT_MAX = 1000
+# The largest request body: an override is a few hundred bytes. uvicorn sets
+# no limit, and a handler reads its whole body into memory.
+BODY_MAX = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -31,7 +53,7 @@ class ApiSettings:
     config_path: str | None = None  # what POST /api/config/reload reads again
 
     @classmethod
-    def from_config(cls, config: Config, environ: Mapping[str, str], config_path: str | None = None) -> "ApiSettings":
+    def from_config(cls, config: Config, environ: Mapping[str, str], config_path: str | None = None) -> ApiSettings:
         token = environ.get(TOKEN_ENV) or config.http_token
         if not token:
             raise ConfigError(f"{config.source}: http.token: missing and {TOKEN_ENV} is not set; the API needs a bearer token")
@@ -65,64 +87,7 @@ class RecordOut(BaseModel):
     room: str
     kind: str
     at: float
-    body: dict[str, Any]
-
-
-# dependencies (one place) ---------------------------------------------------------------
-
-
-def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
-
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def _role(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> str:
-    settings: ApiSettings = request.app.state.settings
-    given = b"" if credentials is None else credentials.credentials.encode()
-    if credentials is not None and hmac.compare_digest(given, settings.token.encode()):
-        return "director"
-    if credentials is not None and settings.viewer_token and hmac.compare_digest(given, settings.viewer_token.encode()):
-        return "viewer"
-    raise HTTPException(status_code=401, detail="bearer token required", headers={"WWW-Authenticate": "Bearer"})
-
-
-def _director(role: Annotated[str, Depends(_role)]) -> str:
-    if role != "director":
-        raise HTTPException(status_code=403, detail="this needs the director's token; the viewer's only reads")
-    return role
-
-
-GatewayDep = Annotated[Gateway, Depends(_gateway)]
-Authorized = Depends(_role)
-DirectorOnly = Depends(_director)
-
-
-# routers --------------------------------------------------------------------------------
-
-rooms_router = APIRouter(prefix="/api/rooms", tags=["rooms"], dependencies=[Authorized])
-
-
-@rooms_router.get("", response_model=list[RoomOut])
-def list_rooms(gateway: GatewayDep) -> list[dict]:
-    return list(gateway.rooms().values())
-
-
-events_router = APIRouter(prefix="/api/events", tags=["events"], dependencies=[Authorized])
-
-
-@events_router.get("", response_model=list[RecordOut])
-def list_events(
-    gateway: GatewayDep,
-    room: Annotated[str | None, Query(max_length=32)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[dict]:
-    if room is not None and room not in gateway.config.rooms:
-        raise HTTPException(status_code=404, detail=f"no room {room!r} in this school")
-    return [r.as_dict() for r in read_records(gateway.config.db, room=room, kinds=("evt",), limit=limit)]
+    body: dict[str, Any]  # as the board sent it; {"unreadable": ...} if the stored text is damaged
 
 
 class DecisionOut(BaseModel):
@@ -140,7 +105,89 @@ class DecisionOut(BaseModel):
     warnings: list[str]
 
 
-policy_router = APIRouter(prefix="/api/policy", tags=["policy"], dependencies=[Authorized])
+class OverrideOut(BaseModel):
+    id: str
+    scope: str
+    room: str | None
+    effect: str
+    ap: bool
+    ap_only: bool
+    starts: float
+    expires: float
+    who: str
+    why: str
+    created: float
+    cancelled: float | None
+
+
+class CancelledOut(BaseModel):
+    id: str
+    cancelled: bool
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: float
+    who: str
+    action: str
+    detail: dict[str, Any]
+
+
+class ReloadOut(BaseModel):
+    ok: bool
+    rooms: list[str]
+
+
+class HealthOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    ok: bool
+    school_broker: bool
+    city_broker: bool | None
+    outbox: int
+    calendar_covered_until: str | None
+    database: str  # "ok", or what is wrong
+
+
+# dependencies (one place) ---------------------------------------------------------------
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def _settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+def _tokens(request: Request) -> dict[str, str | None]:
+    settings = _settings(request)
+    return {"director": settings.token, "viewer": settings.viewer_token}
+
+
+roles = BearerRoles(_tokens)
+_role = roles.dependency()
+
+
+def _director(role: Annotated[str, Depends(_role)]) -> str:
+    # Not roles.require(): its check's annotation names a closure variable,
+    # which FastAPI cannot resolve under `from __future__ import annotations`.
+    if role != "director":
+        raise HTTPException(status_code=403, detail="this needs the director's token; the viewer's only reads")
+    return role
+
+
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
+SettingsDep = Annotated[ApiSettings, Depends(_settings)]
+Reader = Depends(_role)
+DirectorOnly = Depends(_director)
+LocalOrReader = Depends(roles.loopback_or("director", "viewer"))
+
+RoomQuery = Annotated[RoomName, Query(examples=["cm2-b"])]
+RoomPath = Annotated[RoomName, Path(examples=["cm2-b"])]
+Limit = Annotated[int, Query(ge=1, le=LIMIT_MAX)]
+Who = Annotated[Text, Query(description='a role ("direction", "mairie"), not a name',
+                            examples=["direction"])]
 
 
 def _known_room(gateway: Gateway, room: str) -> None:
@@ -148,67 +195,91 @@ def _known_room(gateway: Gateway, room: str) -> None:
         raise HTTPException(status_code=404, detail=f"no room {room!r} in this school")
 
 
+# routers --------------------------------------------------------------------------------
+
+rooms_router = APIRouter(prefix="/api/rooms", tags=["rooms"], dependencies=[Reader])
+
+
+@rooms_router.get("", response_model=list[RoomOut])
+async def list_rooms(gateway: GatewayDep) -> list[dict]:
+    return list(gateway.rooms().values())
+
+
+events_router = APIRouter(prefix="/api/events", tags=["events"], dependencies=[Reader])
+
+
+@events_router.get("", response_model=list[RecordOut])
+async def list_events(gateway: GatewayDep, room: RoomQuery | None = None, limit: Limit = 100) -> list[dict]:
+    """Newest first; 404 for a room not configured."""
+    if room is not None:
+        _known_room(gateway, room)
+    records = await asyncio.to_thread(read_records, gateway.config.db, room=room, kinds=("evt",), limit=limit)
+    return [r.as_dict() for r in records]
+
+
+policy_router = APIRouter(prefix="/api/policy", tags=["policy"], dependencies=[Reader])
+
+
 @policy_router.get("/explain", response_model=DecisionOut)
-def explain(
+async def explain(
     gateway: GatewayDep,
-    room: Annotated[str, Query(max_length=32)],
-    at: Annotated[float | None, Query(description="Unix time; now when absent")] = None,
+    room: RoomQuery,
+    at: Annotated[Moment | None, Query(description="now when absent", examples=["2026-12-14T10:30"])] = None,
 ) -> dict:
     """The answer a request in `room` gets at `at`, and why, in French and English."""
     _known_room(gateway, room)
-    when = gateway.clock() if at is None else at
+    when = gateway.clock() if at is None else to_unix(at, gateway.config.policy.timezone)
     d = gateway.explain(room, when)
     return {"room": room, "at": when, "grant": d.grant, "until": d.until.isoformat() if d.until else None,
             "duration_s": d.duration_s, "projector": d.projector, "ap": d.ap, "reason": d.reason,
             "text_fr": d.text_fr, "text_en": d.text_en, "period": d.period, "warnings": list(d.warnings)}
 
 
-@policy_router.get("/offline/{room}")
-def offline(gateway: GatewayDep, room: str) -> dict:
+@policy_router.get("/offline/{room}", response_model=dict[str, Any])
+async def offline(gateway: GatewayDep, room: RoomPath) -> dict:
     """The retained offline policy the board holds now (docs/protocol.md)."""
     _known_room(gateway, room)
     return gateway.policy.offline_policy(room, gateway.clock())
 
 
-class OverrideIn(BaseModel):
-    scope: Literal["room", "school"]
-    room: str | None = Field(default=None, max_length=32)
-    effect: Literal["allow", "deny"]
-    ap: bool = False
-    ap_only: bool = False
-    minutes: int | None = Field(default=None, ge=1, le=14 * 24 * 60, description="from now; or give expires")
-    starts: float | None = Field(default=None, description="Unix time; now when absent")
-    expires: float | None = Field(default=None, description="Unix time")
-    who: str = Field(min_length=1, max_length=40, description='a role ("direction", "mairie"), not a name')
-    why: str = Field(min_length=1, max_length=200)
-
-
 overrides_router = APIRouter(prefix="/api/overrides", tags=["overrides"])
 
 
-@overrides_router.get("", dependencies=[Authorized])
-def list_overrides(gateway: GatewayDep, all: bool = False) -> list[dict]:
-    return read_overrides(gateway.config.db, include_past=all, now=gateway.clock())
+@overrides_router.get("", response_model=list[OverrideOut], dependencies=[Reader])
+async def list_overrides(
+    gateway: GatewayDep,
+    include_past: Annotated[bool, Query(alias="all", description="cancelled and expired ones too")] = False,
+    limit: Limit = 200,
+) -> list[dict]:
+    """Newest first: those in force, or all of them."""
+    return await asyncio.to_thread(read_overrides, gateway.config.db, include_past=include_past,
+                                   now=gateway.clock(), limit=limit)
 
 
-@overrides_router.post("", status_code=201, dependencies=[DirectorOnly])
-def add_override(gateway: GatewayDep, body: OverrideIn) -> dict:
-    if (body.minutes is None) == (body.expires is None):
-        raise HTTPException(status_code=422, detail="give either minutes or expires")
-    start = gateway.clock() if body.starts is None else body.starts
-    expires = body.expires if body.expires is not None else start + 60 * body.minutes
+@overrides_router.post("", status_code=201, response_model=OverrideOut, dependencies=[DirectorOnly])
+async def add_override(gateway: GatewayDep, body: OverrideIn) -> dict:
+    """A temporary allow or deny; 422 with the gateway's reason when refused."""
+    timezone = gateway.config.policy.timezone
+    starts = None if body.starts is None else to_unix(body.starts, timezone)
+    if body.expires is not None:
+        expires = to_unix(body.expires, timezone)
+    else:
+        expires = (gateway.clock() if starts is None else starts) + 60 * body.minutes
     try:
-        return gateway.add_override(scope=body.scope, room=body.room, effect=body.effect, ap=body.ap,
-                                    ap_only=body.ap_only, starts=body.starts, expires=expires, who=body.who,
-                                    why=body.why)
+        return await gateway.add_override(scope=body.scope, room=body.room, effect=body.effect, ap=body.ap,
+                                          ap_only=body.ap_only, starts=starts, expires=expires, who=body.who,
+                                          why=body.why)
     except OverrideError as e:
         raise HTTPException(status_code=422, detail=str(e)) from None
 
 
-@overrides_router.delete("/{override_id}", dependencies=[DirectorOnly])
-def cancel_override(gateway: GatewayDep, override_id: str,
-                    who: Annotated[str, Query(min_length=1, max_length=40)]) -> dict:
-    if not gateway.cancel_override(override_id, who):
+@overrides_router.delete("/{override_id}", response_model=CancelledOut, dependencies=[DirectorOnly])
+async def cancel_override(
+    gateway: GatewayDep,
+    override_id: Annotated[str, Path(pattern=OVERRIDE_ID_PATTERN, examples=["o-000001"])],
+    who: Who,
+) -> dict:
+    if not await gateway.cancel_override(override_id, who):
         raise HTTPException(status_code=404, detail=f"no override {override_id!r} in force")
     return {"id": override_id, "cancelled": True}
 
@@ -216,24 +287,26 @@ def cancel_override(gateway: GatewayDep, override_id: str,
 admin_router = APIRouter(prefix="/api", tags=["administration"], dependencies=[DirectorOnly])
 
 
-@admin_router.get("/audit")
-def audit(gateway: GatewayDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
-    return read_audit(gateway.config.db, limit)
+@admin_router.get("/audit", response_model=list[AuditOut])
+async def audit(gateway: GatewayDep, limit: Limit = 100) -> list[dict]:
+    """Newest first: overrides added and cancelled, configuration reloads and refusals."""
+    return await asyncio.to_thread(read_audit, gateway.config.db, limit)
 
 
 class ReloadIn(BaseModel):
-    who: str = Field(default="direction", min_length=1, max_length=40)
+    model_config = ConfigDict(extra="forbid")
+
+    who: Text = Field(default="direction", examples=["direction"])
 
 
-@admin_router.post("/config/reload")
-def reload_config(request: Request, gateway: GatewayDep, body: ReloadIn | None = None) -> dict:
+@admin_router.post("/config/reload", response_model=ReloadOut)
+async def reload_config(gateway: GatewayDep, settings: SettingsDep, body: ReloadIn | None = None) -> dict:
     """Read the configuration file again; a broken one is refused (422, with
     the file, key and what was expected) and the running one stays."""
-    path = request.app.state.settings.config_path
-    if not path:
+    if not settings.config_path:
         raise HTTPException(status_code=409, detail="this gateway was not started from a configuration file")
     try:
-        return gateway.reload(path, who=(body or ReloadIn()).who)
+        return await gateway.reload(settings.config_path, who=(body or ReloadIn()).who)
     except ConfigError as e:
         raise HTTPException(status_code=422, detail=str(e)) from None
 
@@ -241,56 +314,90 @@ def reload_config(request: Request, gateway: GatewayDep, body: ReloadIn | None =
 ops_router = APIRouter(tags=["operations"])
 
 
-@ops_router.get("/healthz")
-def healthz(gateway: GatewayDep) -> JSONResponse:
-    health = gateway.health()
-    return JSONResponse(health, status_code=200 if health["ok"] else 503)
+@ops_router.get("/healthz", response_model=HealthOut,
+                responses={503: {"model": HealthOut, "description": "the school broker or the database is down"}})
+async def healthz(gateway: GatewayDep) -> JSONResponse:
+    health = gateway.health()  # the gateway's memory: no disk, no wait
+    return JSONResponse(jsonable_encoder(health), status_code=200 if health["ok"] else 503)
 
 
-@ops_router.get("/metrics", response_class=PlainTextResponse)
-def metrics(gateway: GatewayDep) -> PlainTextResponse:
-    return PlainTextResponse(prometheus_text(gateway), media_type="text/plain; version=0.0.4")
+@ops_router.get("/metrics", dependencies=[LocalOrReader], response_class=Response,
+                responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}})
+async def metrics(gateway: GatewayDep) -> Response:
+    text = generate_latest(gateway.metrics_registry)  # the collector reads counters in memory
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
-def prometheus_text(gateway: Gateway) -> str:
-    m = gateway.metrics
-    h = gateway.health()
-    lines: list[str] = []
+# the OpenAPI description: behind a token like the API it describes, and no
+# /docs page, which would load its scripts from a CDN the school network
+# may not reach
 
-    def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            lines.append(f"{name}{labels} {value}")
 
-    family("preau_gateway_messages_accepted_total", "counter", "Board messages that passed validation, by topic leaf.",
-           [(f'{{leaf="{k}"}}', v) for k, v in sorted(m["accepted"].items())])
-    family("preau_gateway_messages_rejected_total", "counter", "Board messages rejected, by reason.",
-           [(f'{{reason="{k}"}}', v) for k, v in sorted(m["rejected"].items())])
-    family("preau_gateway_decisions_total", "counter", "Answers to lesson requests, by command.",
-           [(f'{{cmd="{k}"}}', v) for k, v in sorted(m["decisions"].items())])
-    family("preau_gateway_duplicates_total", "counter", "Repeated messages dropped (QoS 1 redelivery, retained births).",
-           [("", m["duplicates"])])
-    family("preau_gateway_history_total", "counter", "Messages from an older boot, stored but not applied.",
-           [("", m["history"])])
-    family("preau_gateway_events_missing_total", "counter", "Board events never received (seq gaps).",
-           [("", m["events_missing"])])
-    family("preau_gateway_time_sent_total", "counter", "Clock commands sent to booting boards.", [("", m["time_sent"])])
-    family("preau_gateway_policies_published_total", "counter", "Offline policies published to boards.",
-           [("", m["policies_published"])])
-    family("preau_gateway_config_rejected_total", "counter", "Configuration reloads refused.", [("", m["config_rejected"])])
-    family("preau_gateway_outbox_records", "gauge", "Records not yet acknowledged by the city.", [("", m["outbox"])])
-    family("preau_gateway_last_seq", "gauge", "Sequence number of the last record stored.", [("", m["last_seq"])])
-    family("preau_gateway_broker_connected", "gauge", "1 when the link to a broker is up.",
-           [('{broker="school"}', int(bool(h["school_broker"])))]
-           + ([] if h["city_broker"] is None else [('{broker="city"}', int(bool(h["city_broker"])))]))
-    return "\n".join(lines) + "\n"
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+# input errors ---------------------------------------------------------------------------
+
+
+async def refused_input(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's list of errors, each message led by the field it is about
+    (`at: ...`), and always valid JSON: an input echoed back may hold a NaN
+    (Python's JSON reader takes one) or an odd key."""
+    detail = []
+    for error in _json_safe(jsonable_encoder(exc.errors())):
+        field = ".".join(p for p in error.get("loc", [])[1:] if isinstance(p, str))
+        if field:
+            error["msg"] = f"{field}: {error.get('msg', '')}"
+        detail.append(error)
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {_json_safe(str(k)): _json_safe(v) for k, v in value.items()}
+    return value
+
+
+class BodyLimit:
+    """413 for a request body beyond `limit` bytes, announced or streamed."""
+
+    def __init__(self, app, limit: int = BODY_MAX) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.limit:
+            await JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, status_code=413)(
+                scope, receive, send)
+            return
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # chunked: FastAPI turns this into the 413 answer
+                raise HTTPException(status_code=413, detail=f"request body larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def create_app(gateway: Gateway, settings: ApiSettings) -> FastAPI:
     if not settings.token:
         raise ConfigError(f"API token missing: set {TOKEN_ENV} or http.token")
-    app = FastAPI(title="Préau school gateway", version="1")
+    app = FastAPI(title="Préau school gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
     app.state.settings = settings
     app.include_router(rooms_router)
@@ -299,4 +406,7 @@ def create_app(gateway: Gateway, settings: ApiSettings) -> FastAPI:
     app.include_router(overrides_router)
     app.include_router(admin_router)
     app.include_router(ops_router)
+    app.add_api_route("/openapi.json", openapi, include_in_schema=False, dependencies=[Reader])
+    app.add_exception_handler(RequestValidationError, refused_input)
+    app.add_middleware(BodyLimit)
     return app

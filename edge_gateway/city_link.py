@@ -1,33 +1,32 @@
-"""The gateway's link to the city: ordered batches of records from the SQLite
-outbox, acknowledged by the city with the highest contiguous seq it stored
+"""The gateway's link to the city: ordered batches of committed records,
+acknowledged by the city with the highest contiguous seq it stored
 (docs/protocol.md, "City link").
 
-`CityLink` is the MQTT side (paho's thread). `Forwarder` decides what to send
-and runs on the gateway's worker thread, which owns the store: it sends
-unacknowledged records in seq order, a few batches ahead of the last ack, and
-starts again from the last ack after a reconnect or 10 s without progress. The
-city stores each (school, seq) once, so a resend costs bandwidth, never a
-duplicate."""
+`CityLink` is the MQTT side and `Forwarder` the pacing; both run on the
+gateway's loop. The forwarder sends committed records in seq order, a few
+batches ahead of the last ack, reading them from SQLite off the loop, and
+starts again from the last ack after a reconnect or `resend_after_s` without
+progress. The city stores each (school, seq) once, so a resend costs
+bandwidth, never a duplicate."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from protocol.citylink import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, city_topic
-from protocol.codec import ProtocolError, decode, encode
-
-from .config import Config
 from common.mqtt import MqttLink
-from .store import Store
+from protocol.citylink import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, city_topic, parse_city_ack
+from protocol.codec import ProtocolError, encode
+
+from . import history
+from .config import Config
 
 log = logging.getLogger(__name__)
 
-# The city link's contract, one definition for both ends (docs/protocol.md):
-# a batch larger than the city accepts would never be acknowledged.
 BATCH_MAX = MAX_BATCH_RECORDS
 BATCH_MAX_BYTES = MAX_BATCH_BYTES
 WINDOW_BATCHES = 5  # in flight before waiting for an ack: enough to drain a 2-day backlog quickly
@@ -38,14 +37,14 @@ class CityLink(MqttLink):
 
     def __init__(self, config: Config, notify: Callable[[tuple], None], *, reconnect_max_s: float = 30.0) -> None:
         assert config.city_broker is not None
-        # clean_session=True: the outbox is ours, in SQLite; the broker needs to keep nothing.
-        super().__init__(config.city_broker, client_id=f"preau-{config.school}-{config.gateway_id}", reconnect_max_s=reconnect_max_s)
         self.config = config
-        self._notify = notify
         self.records_topic = city_topic(config.school, "records")
         self.gateway_topic = city_topic(config.school, "gateway")
         self.ack_topic = city_topic(config.school, "ack")
-        self.client.will_set(self.gateway_topic, self._gateway_state(False), qos=1, retain=True)
+        # clean_session=True: the outbox is ours, in SQLite; the broker needs to keep nothing.
+        super().__init__(config.city_broker, client_id=f"preau-{config.school}-{config.gateway_id}",
+                         reconnect_max_s=reconnect_max_s, will=(self.gateway_topic, self._gateway_state(False)))
+        self._notify = notify
 
     def _gateway_state(self, online: bool) -> bytes:
         return encode({"v": 1, "online": online, "gateway": self.config.gateway_id})
@@ -60,12 +59,7 @@ class CityLink(MqttLink):
 
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
         try:
-            body = decode(msg.payload)
-            acked = body.get("acked")
-            if body.get("school") != self.config.school:
-                raise ProtocolError("field school: expected %r, got %r" % (self.config.school, body.get("school")))
-            if not isinstance(acked, int) or isinstance(acked, bool) or acked < 0:
-                raise ProtocolError("field acked: expected an integer >= 0, got %r" % (acked,))
+            acked = parse_city_ack(self.config.school, bytes(msg.payload))
         except ProtocolError as e:
             log.warning("city ack rejected: %s; payload %.120r", e, msg.payload)
             return
@@ -74,79 +68,103 @@ class CityLink(MqttLink):
     def send_batch(self, payload: bytes) -> bool:
         return self.publish(self.records_topic, payload, qos=1)
 
-    def stop(self) -> None:
-        self.say_goodbye(self.gateway_topic, self._gateway_state(False))
-        self.close()
+    async def stop(self) -> None:
+        await self.close(goodbye=(self.gateway_topic, self._gateway_state(False)))
 
 
 class Forwarder:
-    """Outbox pacing; worker thread only."""
+    """Outbox pacing, on the gateway's loop."""
 
-    def __init__(self, store: Store, link: CityLink, config: Config, *, resend_after_s: float = 10.0) -> None:
-        self.store = store
+    def __init__(self, db: str, link: CityLink, config: Config, *, acked: int, clock: Callable[[], float],
+                 save_acked: Callable[[int], None], resend_after_s: float = 10.0) -> None:
+        self.db = db
         self.link = link
         self.school = config.school
         self.gateway_id = config.gateway_id
         self.resend_after_s = resend_after_s
-        self.acked = store.acked()
-        self.sent_upto = self.acked
+        self.clock = clock
+        self._save_acked = save_acked
+        self.acked = acked
+        self.sent_upto = acked
+        self.committed = acked  # the journal's committed seq: nothing later is ever sent
         self.last_progress = 0.0
         self.online = False
         self.batches_sent = 0
         self.records_sent = 0
         self.resends = 0
+        self._task: asyncio.Task | None = None
+        self._again = False
 
-    def batch(self, records) -> bytes:
+    def batch(self, records: list[history.StoredRecord]) -> bytes:
         return json.dumps(
             {"v": 1, "school": self.school, "gateway": self.gateway_id, "records": [r.as_dict() for r in records]},
-            separators=(",", ":"),
-            ensure_ascii=False,
+            separators=(",", ":"), ensure_ascii=False, allow_nan=False,
         ).encode()
 
-    def on_up(self, now: float) -> None:
+    def on_up(self) -> None:
         # Whatever was in flight when the link dropped may be lost: start again from the ack.
         self.online = True
         self.sent_upto = self.acked
-        # the worker pumps once this batch is committed: never a record the
-        # database might still roll back (its seq would be handed out again)
+        self.pump()
 
     def on_down(self) -> None:
         self.online = False
 
-    def on_ack(self, acked: int, now: float) -> None:
-        last = self.store.last_seq()
-        if acked > last:
-            log.error("city acked seq %s beyond our last record %s: was the gateway database replaced? ignored", acked, last)
+    def on_committed(self, seq: int) -> None:
+        self.committed = max(self.committed, seq)
+        self.pump()
+
+    def on_ack(self, acked: int) -> None:
+        if acked > self.committed:
+            log.error("city acked seq %s beyond our last record %s (committed): was the gateway database replaced? "
+                      "ignored", acked, self.committed)
             return
         if acked <= self.acked:
             return
-        self.store.set_acked(acked)
+        self._save_acked(acked)
         self.acked = acked
         self.sent_upto = max(self.sent_upto, acked)
-        self.last_progress = now
+        self.last_progress = self.clock()
+        self.pump()
 
-    def pump(self, now: float) -> None:
-        # `online` is the worker's view (set when it handles city_up), so nothing is sent
-        # on a new connection before the resend-from-ack that city_up starts.
-        if not (self.online and self.link.connected):
-            return
-        if self.sent_upto > self.acked and now - self.last_progress >= self.resend_after_s:
-            log.warning("city: no ack beyond %s for %.0f s, resending from there", self.acked, now - self.last_progress)
+    def tick(self) -> None:
+        """Every tick of the gateway: resend after a silence."""
+        if self.online and self.sent_upto > self.acked and self.clock() - self.last_progress >= self.resend_after_s:
+            log.warning("city: no ack beyond %s for %.0f s, resending from there", self.acked,
+                        self.clock() - self.last_progress)
             self.resends += 1
             self.sent_upto = self.acked
-        while self.sent_upto - self.acked < WINDOW_BATCHES * BATCH_MAX:
-            records = self.store.unacked(self.sent_upto, BATCH_MAX)
-            if not records:
-                return
-            payload = self.batch(records)
-            while len(payload) > BATCH_MAX_BYTES and len(records) > 1:
-                records = records[: len(records) // 2]
+        self.pump()
+
+    def pump(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        if self.online and self.link.connected and self.sent_upto < self.committed \
+                and self.sent_upto - self.acked < WINDOW_BATCHES * BATCH_MAX:
+            self._task = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self.online and self.link.connected and self.sent_upto - self.acked < WINDOW_BATCHES * BATCH_MAX:
+                self._again = False
+                after = self.sent_upto
+                records = await asyncio.to_thread(history.unacked, self.db, after, self.committed, BATCH_MAX)
+                if not records or self.sent_upto != after:  # nothing new, or a resend began meanwhile
+                    if self._again:
+                        continue
+                    return
                 payload = self.batch(records)
-            if not self.link.send_batch(payload):
-                return  # disconnected meanwhile; on_up starts again
-            if self.sent_upto == self.acked:
-                self.last_progress = now
-            self.sent_upto = records[-1].seq
-            self.batches_sent += 1
-            self.records_sent += len(records)
-            log.debug("city: sent records %s..%s", records[0].seq, records[-1].seq)
+                while len(payload) > BATCH_MAX_BYTES and len(records) > 1:
+                    records = records[: len(records) // 2]
+                    payload = self.batch(records)
+                if not self.link.send_batch(payload):
+                    return  # disconnected meanwhile; on_up starts again
+                if self.sent_upto == self.acked:
+                    self.last_progress = self.clock()
+                self.sent_upto = records[-1].seq
+                self.batches_sent += 1
+                self.records_sent += len(records)
+                log.debug("city: sent records %s..%s", records[0].seq, records[-1].seq)
+        except Exception:
+            log.exception("city link: could not send the outbox; trying again at the next tick")

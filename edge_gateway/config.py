@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from types import EllipsisType
+from typing import Any, Literal, NoReturn, overload
 
 from common.mqtt import BrokerConfig
 from protocol.codec import valid_name
@@ -16,11 +18,8 @@ from protocol.codec import valid_name
 from .policy.model import WIFI_CHOICES
 
 
-
 class ConfigError(ValueError):
     pass
-
-
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Config:
     source: str = "<config>"
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Config":
+    def load(cls, path: str | os.PathLike) -> Config:
         name = os.path.basename(os.fspath(path))
         try:
             with open(path, "rb") as f:
@@ -61,7 +60,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<config>", base_dir: str | None = None,
-                  text: str | None = None) -> "Config":
+                  text: str | None = None) -> Config:
         v = _Validator(source)
         from .policy.config import POLICY_KEYS, ROOM_KEYS, PolicyConfigError, load_policy
 
@@ -130,7 +129,7 @@ class _Validator:
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def fail(self, key: str, expected: str) -> None:
+    def fail(self, key: str, expected: str) -> NoReturn:
         raise ConfigError(f"{self.source}: {key}: {expected}")
 
     def known(self, table: Mapping[str, Any], prefix: str, keys: tuple[str, ...]) -> None:
@@ -139,7 +138,7 @@ class _Validator:
                 full = f"{prefix}.{k}" if prefix else k
                 self.fail(full, "unknown key (expected one of: %s)" % ", ".join(keys))
 
-    def _get(self, table, key, prefix, default, required):
+    def _get(self, table: Mapping[str, Any], key: str, prefix: str, default: Any, required: bool) -> tuple[str, Any, bool]:
         full = f"{prefix}.{key}" if prefix else key
         if key not in table:
             if required:
@@ -147,7 +146,14 @@ class _Validator:
             return full, default, True
         return full, table[key], False
 
-    def string(self, table, key, prefix="", default=..., required=None):
+    # `default` left out (...) means the key is required.
+    @overload
+    def string(self, table: Mapping[str, Any], key: str, prefix: str = "", default: str | EllipsisType = ...) -> str: ...
+    @overload
+    def string(self, table: Mapping[str, Any], key: str, prefix: str = "", *, default: None) -> str | None: ...
+
+    def string(self, table: Mapping[str, Any], key: str, prefix: str = "",
+               default: str | EllipsisType | None = ...) -> str | None:
         full, value, missing = self._get(table, key, prefix, default, default is ...)
         if missing:
             return value
@@ -155,13 +161,14 @@ class _Validator:
             self.fail(full, f"expected a non-empty string, got {_show(value)}")
         return value
 
-    def name(self, table, key, prefix=""):
+    def name(self, table: Mapping[str, Any], key: str, prefix: str = "") -> str:
         full, value, _ = self._get(table, key, prefix, None, True)
         if not valid_name(value):
             self.fail(full, f"expected 1-32 characters of a-z, 0-9 and '-', got {_show(value)}")
         return value
 
-    def integer(self, table, key, prefix, lo, hi, default=...):
+    def integer(self, table: Mapping[str, Any], key: str, prefix: str, lo: int, hi: int,
+                default: int | EllipsisType = ...) -> int:
         full, value, missing = self._get(table, key, prefix, default, default is ...)
         if missing:
             return value
@@ -169,13 +176,18 @@ class _Validator:
             self.fail(full, f"expected an integer {lo}..{hi}, got {_show(value)}")
         return value
 
-    def boolean(self, table, key, prefix, default):
+    def boolean(self, table: Mapping[str, Any], key: str, prefix: str, default: bool) -> bool:
         full, value, missing = self._get(table, key, prefix, default, False)
         if not missing and not isinstance(value, bool):
             self.fail(full, f"expected true or false, got {_show(value)}")
         return value
 
-    def table(self, data, key, required):
+    @overload
+    def table(self, data: Mapping[str, Any], key: str, required: Literal[True]) -> Mapping[str, Any]: ...
+    @overload
+    def table(self, data: Mapping[str, Any], key: str, required: bool) -> Mapping[str, Any] | None: ...
+
+    def table(self, data: Mapping[str, Any], key: str, required: bool) -> Mapping[str, Any] | None:
         if key not in data:
             if required:
                 self.fail(key, "missing table")
@@ -185,7 +197,12 @@ class _Validator:
             self.fail(key, f"expected a table, got {_show(value)}")
         return value
 
-    def broker(self, data, key, required):
+    @overload
+    def broker(self, data: Mapping[str, Any], key: str, required: Literal[True]) -> BrokerConfig: ...
+    @overload
+    def broker(self, data: Mapping[str, Any], key: str, required: bool) -> BrokerConfig | None: ...
+
+    def broker(self, data: Mapping[str, Any], key: str, required: bool) -> BrokerConfig | None:
         t = self.table(data, key, required)
         if t is None:
             return None

@@ -10,11 +10,12 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from protocol.codec import session_after
 
-from .store import ROOM_COLUMNS
+from .history import ROOM_COLUMNS
+
 
 def _empty(room: str) -> dict:
     return {c: None for c in ROOM_COLUMNS} | {"room": room}

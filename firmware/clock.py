@@ -3,7 +3,7 @@
 # logic modules get a plain growing integer. Wall time exists only once the
 # gateway has given it: a board has no battery-backed RTC we trust, and a
 # clock step must never stretch a session, so sessions run on uptime alone.
-from .compat import ticks_ms, ticks_diff
+from .compat import ticks_diff, ticks_ms
 
 
 class Clock:

@@ -6,8 +6,6 @@ import json
 
 from protocol.wire import MAX_DURATION_S, _is, valid_name
 
-
-
 NAME = "a name of 1-32 characters a-z 0-9 -"
 TEXT = "a non-empty string"
 # "a string" here: a string or null, absent means null.

@@ -20,11 +20,9 @@
 # a ValueError carries the bad value instead of a message
 # (bench/module_heap.py measures it).
 import asyncio
-
-from .compat import const, ticks_diff, ticks_ms
-
 from random import getrandbits  # in every port the board runs on
 
+from .compat import const, ticks_diff, ticks_ms
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)

@@ -23,8 +23,9 @@
 # as "session." + the result: a literal longer than 10 characters is a heap
 # object of its own on the board, a short one an interned name shared with
 # the other modules.
+from protocol.wire import MAX_DURATION_S as MAX_SESSION_S  # the session's name for it
+
 from .compat import const
-from protocol.wire import MAX_DURATION_S as MAX_SESSION_S  # noqa: F401 - the session's name for it
 
 IDLE = "idle"
 REQUESTING = "requesting"

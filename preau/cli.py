@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "demo":
         from devkit.demo import main as run
     elif command == "gateway":
-        from edge_gateway.service import main as run
+        from edge_gateway.main import main as run
     elif command == "city":
         from cloud_bridge.service import main as run
     else:

@@ -7,15 +7,19 @@ sentence naming the field (for the log)."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from protocol.codec import ProtocolError, decode, valid_name
+from protocol.codec import MAX_DEPTH, MAX_TIME, ProtocolError, check_values, decode, valid_name, value_fault
 
 CITY_ROOT = "preau/v1/city/"
 MAX_BATCH_RECORDS = 200
 MAX_BATCH_BYTES = 256 * 1024
+# A record's seq is a per-gateway counter that is never reused: it must not
+# wrap in the city's lifetime, and stays exact in JSON, int64 and JavaScript.
+MAX_RECORD_SEQ = 2**53 - 1
+MAX_GATEWAY_ID = 64  # characters
+MAX_ACK_BYTES = 1024  # an ack is some 60 bytes
 Kind = Literal["state", "evt", "ack", "decision"]
 KINDS: tuple[str, ...] = get_args(Kind)
 GATEWAY_ROOM = "gateway"
@@ -92,33 +96,51 @@ def parse_city_topic(topic: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def _decode(raw: bytes) -> dict:
+def _decode(raw: bytes, depth: int | None) -> dict:
+    """decode(), its faults as batch reasons; then, with `depth`, the bounds
+    of every value (check_values) as a bad field."""
     try:
-        return decode(raw)
+        obj = decode(raw, None)
     except ProtocolError as e:
         # decode() only fails on these three; a missing or mistyped `v` is a version fault
         reason = e.kind if e.kind in ("not_json", "not_object") else "version"
         raise BatchError(reason, str(e)) from None
+    if depth is not None:
+        try:
+            check_values(obj, depth)
+        except ProtocolError as e:
+            raise BatchError("bad_field", str(e)) from None
+    return obj
+
+
+def _seq(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_RECORD_SEQ:
+        return value
+    return None
 
 
 def parse_record(item: object) -> Record | BadRecord:
     if not isinstance(item, dict):
         return BadRecord(None, "record_not_object", "record: expected an object, got %s" % type(item).__name__, item)
-    seq = item.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        return BadRecord(None, "record_seq", "field seq: expected an integer >= 1, got %r" % (seq,), item)
+    seq = _seq(item.get("seq"))
+    if seq is None:
+        return BadRecord(None, "record_seq", "field seq: expected an integer 1..%d, got %s" % (MAX_RECORD_SEQ, _shown(item.get("seq"))), item)
     room = item.get("room")
     if not isinstance(room, str) or not valid_name(room):
-        return BadRecord(seq, "record_room", "record %d: field room: expected [a-z0-9-]{1,32}, got %r" % (seq, room), item)
+        return BadRecord(seq, "record_room", "record %d: field room: expected [a-z0-9-]{1,32}, got %s" % (seq, _shown(room)), item)
     kind = item.get("kind")
     if kind not in KINDS:
-        return BadRecord(seq, "record_kind", "record %d: field kind: expected one of %s, got %r" % (seq, "/".join(KINDS), kind), item)
+        return BadRecord(seq, "record_kind", "record %d: field kind: expected one of %s, got %s" % (seq, "/".join(KINDS), _shown(kind)), item)
     at = item.get("at")
-    if not isinstance(at, (int, float)) or isinstance(at, bool) or not math.isfinite(at):
-        return BadRecord(seq, "record_at", "record %d: field at: expected a number, got %r" % (seq, at), item)
+    if not isinstance(at, (int, float)) or isinstance(at, bool) or not 0 <= at <= MAX_TIME:  # also false for NaN
+        return BadRecord(seq, "record_at", "record %d: field at: expected Unix seconds 0..%d, got %s" % (seq, MAX_TIME, _shown(at)), item)
     body = item.get("body")
     if not isinstance(body, dict):
         return BadRecord(seq, "record_body", "record %d: field body: expected an object, got %s" % (seq, type(body).__name__), item)
+    try:
+        check_values(body)  # a board payload's bounds: one bad body costs only its record
+    except ProtocolError as e:
+        return BadRecord(seq, "record_body", "record %d: body: %s" % (seq, e), item)
     return Record(seq, room, kind, float(at), body)
 
 
@@ -129,15 +151,15 @@ def parse_batch(topic_school: str, raw: bytes) -> Batch:
     one record refuses only that record (Batch.bad), the others are kept."""
     if len(raw) > MAX_BATCH_BYTES:
         raise BatchError("too_large", "payload: %d bytes, limit %d" % (len(raw), MAX_BATCH_BYTES))
-    obj = _decode(raw)
+    obj = _decode(raw, None)  # the records are checked one by one, below
     school = obj.get("school")
     if not isinstance(school, str):
-        raise BatchError("bad_field", "field school: expected a string, got %r" % (school,))
+        raise BatchError("bad_field", "field school: expected a string, got %s" % _shown(school))
     if school != topic_school:
-        raise BatchError("school_mismatch", "field school: %r is not the topic's school %r" % (school, topic_school))
+        raise BatchError("school_mismatch", "field school: %s is not the topic's school %r" % (_shown(school), topic_school))
     gateway = obj.get("gateway")
-    if not isinstance(gateway, str) or not 1 <= len(gateway) <= 64:
-        raise BatchError("bad_field", "field gateway: expected a string of 1 to 64 characters, got %r" % (gateway,))
+    if not isinstance(gateway, str) or not 1 <= len(gateway) <= MAX_GATEWAY_ID or value_fault(gateway):
+        raise BatchError("bad_field", "field gateway: expected a string of 1 to %d characters, got %s" % (MAX_GATEWAY_ID, _shown(gateway)))
     records = obj.get("records")
     if not isinstance(records, list):
         raise BatchError("bad_field", "field records: expected a list, got %s" % type(records).__name__)
@@ -166,27 +188,51 @@ def parse_gateway_state(topic_school: str, raw: bytes) -> GatewayState | None:
     if not raw:
         return None
     try:
-        obj = _decode(raw)
+        obj = _decode(raw, MAX_DEPTH)
     except BatchError as e:
         raise BatchError("gateway_state", str(e)) from None
     online = obj.get("online")
     if not isinstance(online, bool):
-        raise BatchError("gateway_state", "field online: expected true or false, got %r" % (online,))
+        raise BatchError("gateway_state", "field online: expected true or false, got %s" % _shown(online))
     gateway = obj.get("gateway")
-    if gateway is not None and not isinstance(gateway, str):
-        raise BatchError("gateway_state", "field gateway: expected a string, got %r" % (gateway,))
+    if gateway is not None and (not isinstance(gateway, str) or not 1 <= len(gateway) <= MAX_GATEWAY_ID or value_fault(gateway)):
+        raise BatchError("gateway_state", "field gateway: expected a string of 1 to %d characters, got %s" % (MAX_GATEWAY_ID, _shown(gateway)))
     return GatewayState(topic_school, online, gateway)
 
 
+def parse_city_ack(topic_school: str, raw: bytes) -> int:
+    """The city's `preau/v1/city/{school}/ack`: the highest contiguous record
+    seq stored (0 before the first), for the gateway. BatchError (a
+    ProtocolError) with a reason of BATCH_REASONS otherwise."""
+    if len(raw) > MAX_ACK_BYTES:
+        raise BatchError("too_large", "payload: %d bytes, limit %d" % (len(raw), MAX_ACK_BYTES))
+    obj = _decode(raw, MAX_DEPTH)
+    if obj.get("school") != topic_school:
+        raise BatchError("school_mismatch", "field school: expected %r, got %s" % (topic_school, _shown(obj.get("school"))))
+    acked = obj.get("acked")
+    if not isinstance(acked, int) or isinstance(acked, bool) or not 0 <= acked <= MAX_RECORD_SEQ:
+        raise BatchError("bad_field", "field acked: expected an integer 0..%d, got %s" % (MAX_RECORD_SEQ, _shown(acked)))
+    return acked
+
+
 def truncate(raw: object, limit: int = 200) -> str:
-    """A payload made safe and short for a log line."""
+    """A payload made safe and short for a log line or a text column: valid
+    UTF-8 whatever it holds (a lone surrogate comes out escaped)."""
     if isinstance(raw, (bytes, bytearray, memoryview)):
         text = bytes(raw[: limit + 1]).decode("utf-8", "replace")
     elif isinstance(raw, str):
-        text = raw
+        text = raw[: limit + 1]
     else:
         try:
             text = json.dumps(raw)[: limit + 1]
         except (TypeError, ValueError):
             text = repr(raw)[: limit + 1]
+        except RecursionError:  # a record nested as deep as json parses
+            text = "(%s nested too deep to show)" % type(raw).__name__
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _shown(value: object) -> str:
+    """A value for an error message: JSON, short, valid UTF-8."""
+    return truncate(json.dumps(value[:41]) if isinstance(value, str) else value, 40)

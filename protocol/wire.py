@@ -108,15 +108,18 @@ def check_cmd(obj):
     cmd = _field(obj, "cmd", "a string")
     if cmd not in COMMANDS:
         raise ProtocolError("field cmd: unknown command %r" % cmd)
-    _field(obj, "now", "an integer >= 0", cmd == "time")
+    # Unix seconds and a request's seq (a counter) are uint32: the bounds
+    # of docs/protocol.md, MAX_TIME and MAX_COUNT in codec.py. One literal
+    # here: one constant object, no interned name on the board.
+    _field(obj, "now", "an integer", cmd == "time", 0, 0xFFFFFFFF)
     if cmd == "grant":
-        _field(obj, "req", "an integer >= 0")
+        _field(obj, "req", "an integer", True, 1, 0xFFFFFFFF)
         _field(obj, "duration_s", "an integer", True, 1, MAX_DURATION_S)
         _field(obj, "ap", "true or false")
         _field(obj, "projector", "true or false")
         _field(obj, "grace_s", "an integer", False, 0, MAX_GRACE_S)
     elif cmd == "deny":
-        _field(obj, "req", "an integer >= 0")
+        _field(obj, "req", "an integer", True, 1, 0xFFFFFFFF)
         _field(obj, "reason", "a string")
         _field(obj, "text", "a string", False)
     elif cmd == "identify":
@@ -129,16 +132,16 @@ def check_policy(obj):
     _field(obj, "max_s", "an integer", True, 0, MAX_DURATION_S)
     _field(obj, "ap", "true or false")
     _field(obj, "cap_s", "an integer", False, 60, MAX_DURATION_S)
-    _field(obj, "until", "an integer >= 0", False)
+    _field(obj, "until", "an integer", False, 0, 0xFFFFFFFF)
     windows = _field(obj, "windows", "a list", False) or ()
     if len(windows) > MAX_WINDOWS:
         raise ProtocolError("field windows: %d windows, limit %d" % (len(windows), MAX_WINDOWS))
     last_end = 0
     for i, w in enumerate(windows):
         if not (isinstance(w, list) and len(w) == 4 and _is(w[0], "an integer >= 0") and _is(w[1], "an integer >= 0")
-                and _is(w[2], "an integer >= 0") and w[3] in (0, 1) and not _is(w[3], "true or false")):
+                and _is(w[2], "an integer >= 0") and _is(w[3], "an integer >= 0") and w[3] < 2):  # 1.0 is no 1
             raise ProtocolError("field windows[%d]: expected [start, end, max_s, ap 0/1]" % i)
-        if w[1] <= w[0] or w[0] < last_end or w[2] > MAX_DURATION_S:
+        if w[1] <= w[0] or w[0] < last_end or w[2] > MAX_DURATION_S or w[1] > 0xFFFFFFFF:
             raise ProtocolError("field windows[%d]: empty, overlapping or too long" % i)
         last_end = w[1]
     return obj

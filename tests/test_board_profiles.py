@@ -8,8 +8,15 @@ import json
 
 import pytest
 
-from hardware.boards import (BOARDS_DIR, ProfileError, board_json, load_profile, load_profile_file, profile_names,
-                             validate_profile)
+from hardware.boards import (
+    BOARDS_DIR,
+    ProfileError,
+    board_json,
+    load_profile,
+    load_profile_file,
+    profile_names,
+    validate_profile,
+)
 
 SHIPPED = ["esp32s3-w5500", "olimex-esp32-poe", "pico-w", "wt32-eth01"]
 

@@ -3,7 +3,6 @@ and amqtt), with a paho client playing the gateway."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from devkit.sim.classroom import SimClassroom
@@ -13,8 +12,10 @@ SCHOOL = "0341234a"
 
 
 def board_config(broker, room="cm2-b", **extra):
+    # The test plays the gateway: the longest request timeout, so its answer
+    # never races the board's own offline decision on a busy machine.
     cfg = {"school": SCHOOL, "room": room, "broker": broker.host, "port": broker.port,
-           "keepalive": 10, "request_timeout_ms": 3000, "grace_s": 0}
+           "keepalive": 10, "request_timeout_ms": 30000, "grace_s": 0}
     cfg.update(extra)
     return cfg
 
@@ -36,7 +37,9 @@ def test_press_grant_end_through_a_real_broker(broker, tmp_path):
         await await_for(lambda: peer.events("boot"), what="boot event")
 
         await sim.press(0.2)
-        assert sim.led_mode == "waiting"  # feedback before any network round trip
+        # feedback before any network round trip (press() may return before
+        # the firmware's debounce has seen the release, on a busy machine)
+        await await_for(lambda: sim.led_mode == "waiting", what="the LED waiting")
         req = (await await_for(lambda: peer.events("lesson.requested"), what="request"))[0]["data"]["req"]
         peer.publish(base + "cmd", {"v": 1, "id": "g-1", "cmd": "grant", "req": req, "duration_s": 600,
                                     "ap": True, "projector": True, "now": 1763900000})
@@ -48,7 +51,8 @@ def test_press_grant_end_through_a_real_broker(broker, tmp_path):
         # QoS 1 redelivery of the same command: acknowledged again, not re-run
         peer.publish(base + "cmd", {"v": 1, "id": "g-1", "cmd": "grant", "req": req, "duration_s": 600,
                                     "ap": True, "projector": True})
-        await await_for(lambda: len(peer.json_on("/ack")) == 2, what="second ack")
+        acks = await await_for(lambda: len(peer.json_on("/ack")) == 2 and peer.json_on("/ack"), what="second ack")
+        assert acks[1] == acks[0]  # the first result; run again, it would be "stale_request"
         assert len(peer.events("session.started")) == 1
 
         await sim.press(2.3)  # long press ends it
@@ -114,7 +118,7 @@ def test_offline_policy_when_gateway_is_silent_and_last_will(mosquitto, tmp_path
         await sim.press(0.2)
         started = (await await_for(lambda: peer.events("session.started"), what="offline start"))[0]["data"]
         assert started["source"] == "offline" and started["duration_s"] == 2
-        assert sim.relay
+        assert True in sim.relay_history()  # on for those 2 s, however late this test looks
         ended = await await_for(lambda: peer.events("session.ended"), what="end by time")
         assert ended[0]["data"]["reason"] == "time"
         assert not sim.relay

@@ -3,17 +3,19 @@
 are open to loopback only."""
 
 import json
+import os
 import secrets
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from cloud_bridge.api import create_app
 from protocol.citylink import parse_batch
-from cloud_bridge.errors import ConfigError
+from cloud_bridge.errors import CitySettingsError
 from cloud_bridge.metrics import Metrics
 from cloud_bridge.settings import CitySettings
-from cloud_bridge.store import Store
+from cloud_bridge.store import CityStore
 
 SCHOOL = "0341234a"
 TOKEN = secrets.token_urlsafe(24)
@@ -24,7 +26,7 @@ BIRTH = {"v": 1, "online": True, "boot": 7, "fw": "0.1.0", "board": "olimex-esp3
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(str(tmp_path / "city.db"))
+    s = CityStore(str(tmp_path / "city.db"))
     records = [
         {"seq": 1, "room": "cm2-b", "kind": "state", "at": 100.0, "body": BIRTH},
         {"seq": 2, "room": "cm2-b", "kind": "evt", "at": 101.0, "body": {
@@ -42,7 +44,7 @@ def store(tmp_path):
 @pytest.fixture
 def metrics():
     m = Metrics()
-    m.add("batches", 3)
+    m.batches.inc(3)
     m.reject("school_mismatch")
     return m
 
@@ -96,9 +98,13 @@ def test_health_and_metrics_are_open_on_loopback_only(store, metrics):
     with TestClient(app, client=("127.0.0.1", 40000)) as local:
         assert local.get("/healthz").json() == {"ok": True, "database": True, "broker": False}
         text = local.get("/metrics").text
-    assert "preau_city_batches_total 3\n" in text
-    assert 'preau_city_rejected_total{reason="school_mismatch"} 1\n' in text
-    assert 'preau_city_rejected_total{reason="not_json"} 0\n' in text
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("preau_city_batches_total", ())] == 3
+    assert samples[("preau_city_rejected_total", (("reason", "school_mismatch"),))] == 1
+    assert samples[("preau_city_rejected_total", (("reason", "not_json"),))] == 0
+    assert samples[("preau_city_internal_errors_total", ())] == 0
+    assert samples[("preau_city_broker_connected", ())] == 0
     assert "# TYPE preau_city_records_stored_total counter" in text
     with TestClient(app, client=("192.0.2.7", 40000)) as remote:
         assert remote.get("/metrics").status_code == 401
@@ -106,7 +112,25 @@ def test_health_and_metrics_are_open_on_loopback_only(store, metrics):
         assert remote.get("/metrics", headers=AUTH).status_code == 200
 
 
+def test_a_database_that_cannot_be_read_answers_503_not_500(store, metrics):
+    os.remove(store.path)  # under the running service: readers find no tables
+    app = create_app(store, CitySettings(token=TOKEN), metrics)
+    with TestClient(app, client=("127.0.0.1", 40000)) as client:
+        for path in ("/api/status", "/api/records", "/api/kits"):
+            response = client.get(path, headers=AUTH)
+            assert response.status_code == 503 and "cannot be read" in response.json()["detail"]
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["database"] is False
+
+
+@pytest.mark.parametrize("query", [{"limt": 5}, {"school": SCHOOL, "shcool": SCHOOL}])
+def test_unknown_query_parameters_are_refused(client, query):
+    response = client.get("/api/records", params=query, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][0] == "query"
+
+
 @pytest.mark.parametrize("token", [None, "", "short"])
 def test_no_app_without_a_real_token(store, token):
-    with pytest.raises(ConfigError, match="PREAU_CITY_TOKEN"):
+    with pytest.raises(CitySettingsError, match="PREAU_CITY_TOKEN"):
         create_app(store, CitySettings(token=token))

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from protocol.citylink import (
     MAX_BATCH_RECORDS,
+    MAX_RECORD_SEQ,
     REASONS,
     BadRecord,
     BatchError,
@@ -47,6 +48,8 @@ def test_a_good_batch_keeps_every_record():
         (json.dumps({"v": 1, "school": "0341234a", "gateway": "g", "records": {}}).encode(), "bad_field"),
         (payload([record(i) for i in range(1, MAX_BATCH_RECORDS + 2)]), "too_many_records"),
         (b"x" * (256 * 1024 + 1), "too_large"),
+        (b'{"v": 1, "school": "0341234a", "gateway": "g", "records": ' + b"[" * 40_000 + b"]" * 40_000 + b"}", "not_json"),
+        (json.dumps({"v": 1, "school": "0341234a", "gateway": "g\ud800", "records": []}).encode(), "bad_field"),
     ],
 )
 def test_a_bad_envelope_refuses_the_batch_with_its_reason(raw, reason):
@@ -62,12 +65,22 @@ def test_a_bad_envelope_refuses_the_batch_with_its_reason(raw, reason):
         (record(0), "record_seq", None),
         (record(True), "record_seq", None),
         (record("3"), "record_seq", None),
+        (record(3.0), "record_seq", None),
+        (record(2**53), "record_seq", None),
+        (record(2**63), "record_seq", None),
         (record(3, room="CM2 B"), "record_room", 3),
         (record(3, room=""), "record_room", 3),
         (record(3, kind="tele"), "record_kind", 3),
         (record(3, at="noon"), "record_at", 3),
         (record(3, at=float("nan")), "record_at", 3),
+        (record(3, at=float("inf")), "record_at", 3),
+        (record(3, at=-1), "record_at", 3),
+        (record(3, at=2**32), "record_at", 3),
         (record(3, body=[1]), "record_body", 3),
+        (record(3, body={"v": 1, "t": float("nan")}), "record_body", 3),
+        (record(3, body={"v": 1, "boot": 2**63}), "record_body", 3),
+        (record(3, body={"v": 1, "fw": "\udc00"}), "record_body", 3),
+        (record(3, body={"v": 1, "x": [[[[1]]]]}), "record_body", 3),
     ],
 )
 def test_a_bad_record_is_refused_alone(bad, reason, seq_kept):
@@ -136,4 +149,5 @@ def test_any_payload_is_checked_or_refused_with_a_known_reason(raw):
     for bad in batch.bad:
         assert isinstance(bad, BadRecord) and bad.reason in REASONS and bad.message
     for good in batch.records:
-        assert good.seq >= 1 and good.kind in ("state", "evt", "ack", "decision") and isinstance(good.body, dict)
+        assert 1 <= good.seq <= MAX_RECORD_SEQ and good.kind in ("state", "evt", "ack", "decision") and isinstance(good.body, dict)
+        json.dumps(good.body, allow_nan=False, ensure_ascii=False).encode("utf-8")

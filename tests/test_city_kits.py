@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from cloud_bridge.api import create_app
 from protocol.citylink import parse_batch
 from cloud_bridge.settings import CitySettings
-from cloud_bridge.store import Store
+from cloud_bridge.store import CityStore
 
 A, B = "0341234a", "0679999z"
 TOKEN = secrets.token_urlsafe(24)
@@ -27,7 +27,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(str(tmp_path / "city.db"))
+    s = CityStore(str(tmp_path / "city.db"))
     yield s
     s.close()
 
@@ -120,6 +120,19 @@ def test_the_events_own_time_orders_not_the_gateways(store):
     # A board without the time: the gateway's `at` stands in.
     store.store_batch(batch(B, [attach(2, 270.0, room="ce1")]), 5.0)
     assert where(store) == (B, "ce1", True) and store.kits()[0]["since"] == 270.0
+
+
+def test_a_board_clock_far_ahead_never_pins_a_kit(store):
+    # A board clock years ahead (2106): trusted, no later news could ever
+    # move the kit again. More than a day after the gateway's `at`, the
+    # board's time is a broken clock and `at` stands in.
+    store.store_batch(batch(A, [attach(1, 100.0, time=2**32 - 1)]), 1.0)
+    assert (where(store), store.kits()[0]["since"]) == ((A, "cm2-b", True), 100.0)
+    store.store_batch(batch(B, [attach(1, 200.0, room="ce1")]), 2.0)
+    assert where(store) == (B, "ce1", True)
+    # Within a day ahead, the board's own time still orders (a gateway clock behind).
+    store.store_batch(batch(A, [attach(2, 300.0, time=300 + 86000)]), 3.0)
+    assert (where(store), store.kits()[0]["since"]) == ((A, "cm2-b", True), 86300.0)
 
 
 def test_a_late_detach_from_a_room_the_kit_left_is_history(store):
@@ -290,11 +303,12 @@ json_values = st.recursive(
                                            "sensors": json_values | st.lists(st.text(max_size=40), max_size=20)}))
 def test_any_kit_data_never_crashes_ingest(kind, data):
     with tempfile.TemporaryDirectory() as folder:
-        store = Store(os.path.join(folder, "city.db"))
+        store = CityStore(os.path.join(folder, "city.db"))
         try:
             body = {"v": 1, "boot": 7, "seq": 1, "uptime_ms": 1, "time": None, "type": kind, "data": data}
             result = store.store_batch(batch(A, [{"seq": 1, "room": "cm2-b", "kind": "evt", "at": 1.0, "body": body}]), 1.0)
-            assert (result.stored, result.acked) == (1, 1)
+            # Stored, or (a value beyond the contract's bounds) set aside: acked either way.
+            assert (result.stored + result.set_aside, result.acked) == (1, 1)
             for kit in store.kits():
                 assert kit["kit"] not in ("unknown", "") and all(isinstance(s, str) for s in kit["sensors"])
         finally:

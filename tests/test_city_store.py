@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.citylink import parse_batch
-from cloud_bridge.store import Store, StoreError
+from cloud_bridge.store import CityStore, StoreError
 
 SCHOOL = "0341234a"
 
@@ -35,7 +35,7 @@ def rec(seq, room="cm2-b", kind="decision", body=None, at=None):
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(str(tmp_path / "city.db"))
+    s = CityStore(str(tmp_path / "city.db"))
     yield s
     s.close()
 
@@ -60,7 +60,7 @@ def replays(n):
 @given(st.integers(1, 40).flatmap(lambda n: st.lists(replays(n), min_size=1, max_size=10)))
 def test_each_seq_is_stored_once_and_the_ack_never_passes_a_gap(batches):
     with tempfile.TemporaryDirectory() as folder:
-        store = Store(os.path.join(folder, "city.db"))
+        store = CityStore(os.path.join(folder, "city.db"))
         try:
             delivered: set[int] = set()
             last_ack = 0
@@ -145,15 +145,23 @@ def test_history_never_overwrites_the_live_room(store):
     store.store_batch(batch([rec(1, kind="state", body=birth(8, fw="0.2.0"))]), 1.0)
     live = room(store)
     store.store_batch(batch([
-        # An older boot's birth, death and events: history.
-        rec(2, kind="state", body=birth(7, fw="0.1.0", session="active", ap=True)),
-        rec(3, kind="state", body=death(7)),
-        rec(4, kind="evt", body=evt(7, 9, "session.started", req=3, duration_s=60, ap=True, projector=True, source="offline")),
+        # An older boot's death and events: history.
+        rec(2, kind="state", body=death(7)),
+        rec(3, kind="evt", body=evt(7, 9, "session.started", req=3, duration_s=60, ap=True, projector=True, source="offline")),
         # The live boot's event replayed from the board's outbox: history too.
-        rec(5, kind="evt", body=evt(8, 2, "ap.changed", replay=True, on=True, reason="session")),
+        rec(4, kind="evt", body=evt(8, 2, "ap.changed", replay=True, on=True, reason="session")),
     ]), 2.0)
     assert room(store) | {"last_seen": None} == live | {"last_seen": None}
-    assert store.record_count() == 5  # history is stored, only the live view ignores it
+    assert store.record_count() == 4  # history is stored, only the live view ignores it
+
+
+def test_a_replaced_board_counting_its_boots_from_one_is_the_present(store):
+    store.store_batch(batch([rec(1, kind="state", body=birth(57, fw="0.1.0"))]), 1.0)
+    store.store_batch(batch([rec(2, kind="state", body=birth(1, fw="0.2.0"))]), 2.0)
+    assert (room(store)["boot"], room(store)["fw"]) == (1, "0.2.0")
+    # and a late batch never goes back: the old board's birth, re-sent with its old seq
+    store.store_batch(batch([rec(1, kind="state", body=birth(57, fw="0.1.0"))]), 3.0)
+    assert room(store)["boot"] == 1
 
 
 def test_a_late_record_of_the_same_boot_does_not_go_back(store):
@@ -231,9 +239,9 @@ def test_a_database_made_before_live_uptime_gets_the_column(tmp_path):
     db.commit()
     db.close()
     for _ in range(2):  # opening it again finds the column there
-        store = Store(path)
+        store = CityStore(path)
         store.close()
-    store = Store(path)
+    store = CityStore(path)
     try:
         assert live_uptime(store) is None
         # No mark yet: the gateway's seq alone orders the room's boot, as before.
@@ -266,6 +274,6 @@ def test_gateway_state_and_records_filters(store):
 
 def test_a_database_that_cannot_open_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="cannot open"):
-        Store(str(tmp_path / "missing-folder" / "city.db"))
+        CityStore(str(tmp_path / "missing-folder" / "city.db"))
     with pytest.raises(StoreError):
-        Store(":memory:")
+        CityStore(":memory:")

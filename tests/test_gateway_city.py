@@ -4,9 +4,9 @@ ingest, and the gateway's real SQLite outbox."""
 
 import pytest
 
-from edge_gateway.config import Config
-from edge_gateway.service import Gateway
 from devkit.testing import Board, City, school_clock, wait_for
+from edge_gateway.config import Config
+from edge_gateway.gateway import Gateway
 
 pytestmark = pytest.mark.broker
 
@@ -39,7 +39,7 @@ def run(amqtt_broker, city_broker, tmp_path):
 
     yield start
     for gw in started:
-        if gw._worker is not None:
+        if gw.running:
             gw.stop()
 
 

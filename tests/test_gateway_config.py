@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from edge_gateway.api import ApiSettings
 from edge_gateway.config import Config, ConfigError
-from edge_gateway.decide import PolicyState, command
-from edge_gateway.service import Gateway, GatewayError, main
+from edge_gateway.gateway import Gateway, GatewayError
+from edge_gateway.main import main
+from edge_gateway.rules import PolicyState, command
 from protocol.codec import check_cmd, check_policy
 
 EXAMPLE = """

@@ -2,15 +2,15 @@
 paho clients playing the boards, and a real SQLite file."""
 
 import json
+import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
-import logging
 
 import pytest
 
+from devkit.testing import Board, school_clock, wait_for
 from edge_gateway.config import Config
-from edge_gateway.service import Gateway
-from devkit.testing import Board, wait_for, school_clock
+from edge_gateway.gateway import Gateway
 from protocol.codec import check_cmd, check_policy, parse
 
 pytestmark = pytest.mark.broker
@@ -189,7 +189,7 @@ def test_wrong_school_rejected(gateway, broker):
 
     msg = MQTTMessage(topic=b"preau/v1/0999999z/cm2-b/evt")
     msg.payload = b'{"v": 1}'
-    gateway._queue.put(("board", msg))
+    gateway._loop.call_soon_threadsafe(gateway._on_board, msg)
     wait_for(lambda: gateway.metrics["rejected"].get("wrong_school") == 1, what="wrong_school")
 
 

@@ -11,12 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from protocol import codec
+from devkit.sim.i2c import EEPROM24C02, MODELS, SimI2C, SimKit
 from firmware.events import Events
 from firmware.kit import PROBES, Kit, parse_id
-from hardware.kits import (ID_MAX, SENSOR_AT, TYPE_MAX, CatalogueError, catalogue_kit, id_image, kit_type, load_catalogue,
-                           main, make_id, split_id, write_image)
-from devkit.sim.i2c import MODELS, EEPROM24C02, SimI2C, SimKit
+from hardware.kits import (
+    ID_MAX,
+    SENSOR_AT,
+    TYPE_MAX,
+    CatalogueError,
+    catalogue_kit,
+    id_image,
+    kit_type,
+    load_catalogue,
+    main,
+    make_id,
+    split_id,
+    write_image,
+)
+from protocol import codec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import tomllib
 from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
-from zoneinfo import ZoneInfo
 
 from edge_gateway.policy.config import load_policy
 from edge_gateway.policy.engine import (

@@ -7,10 +7,10 @@ policy agrees with `decide`."""
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from zoneinfo import ZoneInfo
 
 from edge_gateway.policy.config import PolicyConfigError, load_policy
 from edge_gateway.policy.engine import OFFLINE_MAX_BYTES, REASONS, calendar_for, decide, encode_offline, offline_policy

@@ -72,3 +72,19 @@ def test_example_payload_matches_the_codec(section, body):
         return
     assert check(codec.decode(raw)) == obj
     assert len(raw) <= codec.MAX_BOARD_PAYLOAD
+
+
+def test_the_bounds_table_is_the_codes():
+    """Every bound on the page is the code's, and every bound of the code is
+    on the page."""
+    from protocol import citylink
+
+    section = DOC.read_text().split("\n## Bounds\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(MAX_\w+)` \| `([0-9*+ -]+)` \|", section, flags=re.M)
+    assert len(rows) == len(section.split("\n| `MAX_")) - 1, "a row of the table is not `NAME` | `value`"
+    for name, value in rows:
+        code = getattr(codec, name) if hasattr(codec, name) else getattr(citylink, name)
+        assert code == eval(value, {"__builtins__": {}}), name  # digits and * + - only
+    names = {name for name, _ in rows}
+    for module in (codec, citylink):
+        assert {n for n in dir(module) if n.startswith("MAX_")} <= names, module.__name__

@@ -15,6 +15,8 @@ import time
 
 from firmware.app import Classroom
 from firmware.board import Board
+from firmware.clock import Clock
+from firmware.compat import ticks_add, ticks_ms
 from firmware.config import validate
 from hardware.boards import load_profile
 
@@ -27,7 +29,10 @@ log = logging.getLogger("preau.sim")
 class SimClassroom:
     # Every simulated board made in this process, so a test harness can check
     # the access-point rules on all of them (tests/conftest.py does).
-    instances: list["SimClassroom"] = []
+    instances: list[SimClassroom] = []
+    # Set by boot(), which the constructor calls: there is always a current boot.
+    app: Classroom
+    machine: SimMachine
 
     def __init__(self, config: dict, storage: str | None = None, profile: str | None = None,
                  projector=None, kit_bus: SimI2C | None = None) -> None:
@@ -48,12 +53,11 @@ class SimClassroom:
             if self.table["io"] == "tcp" and projector is not None:
                 self.table["port"] = projector.port  # the simulator's free port, not 4352
         self.i2c = kit_bus if kit_bus is not None else SimI2C()
-        self.app: Classroom | None = None
-        self.machine: SimMachine | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._serial = None
         self.boots: list[SimMachine] = []
+        self._ahead_ms = 0  # advance(): the board's ticks run this far ahead of the real ones
         SimClassroom.instances.append(self)
         self.boot()
 
@@ -75,7 +79,17 @@ class SimClassroom:
         self.machine.on_reset = self._on_reset
         board = Board(self.profile, machine=self.machine)
         self.app = Classroom(self.config, board, storage=self.storage, projector=self.table,
-                             log=lambda msg: log.warning("%s: %s", self.room, msg))
+                             clock=Clock(self._ticks), log=lambda msg: log.warning("%s: %s", self.room, msg))
+
+    def _ticks(self) -> int:
+        return ticks_add(ticks_ms(), self._ahead_ms)
+
+    def advance(self, ms: int) -> None:
+        """Move the board's clock `ms` forward, as if that time had passed
+        (a lamp's 30 s warm-up, without a test waiting for it). Its watchdog
+        and MQTT keepalive stay on real time. Less than 2**29 ms at once: the
+        board's clock reads its ticks' difference as signed."""
+        self._ahead_ms += ms
 
     def _on_reset(self, machine: SimMachine) -> None:
         # From the watchdog's thread or the loop's own: outputs already

@@ -30,7 +30,7 @@ from __future__ import annotations
 import errno
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from firmware.crc8 import crc8
 from hardware.kits import catalogue_kit, id_image, kit_type, load_catalogue, make_id

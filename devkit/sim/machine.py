@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class SimPin:
@@ -21,7 +22,7 @@ class SimPin:
     PULL_DOWN = 2
     IRQ_RISING = 1
     IRQ_FALLING = 2
-    _hw: "SimMachine"
+    _hw: SimMachine
 
     def __init__(self, pin_id: int, mode: int = -1, pull: int = -1, *, value: int | None = None) -> None:
         self.id = pin_id
@@ -66,7 +67,7 @@ class SimWDT:
     watchdog even while the event loop is stuck in a blocking call (the hang
     a watchdog exists for)."""
 
-    def __init__(self, hw: "SimMachine", id: int = 0, timeout: int = 5000) -> None:
+    def __init__(self, hw: SimMachine, id: int = 0, timeout: int = 5000) -> None:
         self.hw = hw
         self.timeout = timeout
         self.fed_at = hw.clock()
@@ -123,7 +124,7 @@ class SimMachine:
         # thread (`wdt_fired` set) or by reset() (the firmware's own restart,
         # e.g. the `reboot` command); the classroom simulator reboots the
         # firmware from it, via loop.call_soon_threadsafe.
-        self.on_reset: Callable[["SimMachine"], None] | None = None
+        self.on_reset: Callable[[SimMachine], None] | None = None
         self.halted = False  # reset: the CPU of this boot runs no code any more
         self.uart: Any = None  # a pyserial-like object the simulator wires to UART()
         self.i2c: Any = None  # an I2C bus stand-in the simulator wires to I2C()/SoftI2C()
@@ -135,18 +136,19 @@ class SimMachine:
         self._lock = threading.Lock()  # the watchdog thread drives pins too
         self.Pin = type("Pin", (SimPin,), {"_hw": self})
 
-    def WDT(self, id: int = 0, timeout: int = 5000) -> SimWDT:  # noqa: N802 - machine's name
+    # WDT, UART, I2C, SPI: capitalised, as `machine` names them.
+    def WDT(self, id: int = 0, timeout: int = 5000) -> SimWDT:
         if self.wdt is not None:
             return self.wdt  # already running: it cannot be stopped or reconfigured
         return SimWDT(self, id, timeout)
 
-    def UART(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - machine's name
+    def UART(self, *args: Any, **kwargs: Any) -> Any:
         if self.uart is None:
             raise OSError("no UART wired")
         self.uart_args = (args, kwargs)
         return self.uart
 
-    def I2C(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - machine's name
+    def I2C(self, *args: Any, **kwargs: Any) -> Any:
         if self.i2c is None:
             raise OSError("no I2C wired")
         self.i2c_args = (args, kwargs)
@@ -154,7 +156,7 @@ class SimMachine:
 
     SoftI2C = I2C
 
-    def SPI(self, *args: Any, **kwargs: Any) -> "SimSPI":  # noqa: N802 - machine's name
+    def SPI(self, *args: Any, **kwargs: Any) -> SimSPI:
         spi = SimSPI(args, kwargs)
         self.spis.append(spi)
         return spi

@@ -16,7 +16,9 @@ import datetime as dt
 import os
 import re
 import tomllib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from protocol.codec import valid_name
@@ -35,6 +37,10 @@ from .model import (
     RoomPolicy,
     SchoolPolicy,
 )
+
+if TYPE_CHECKING:  # imported lazily where they are used
+    from .calendar import Closure, SpecialDay
+    from .ical import TimetableSlot
 
 POLICY_KEYS = ("policy", "period_types", "week", "closures", "special_days", "ical")
 ROOM_KEYS = ("profile", "equipment")
@@ -157,7 +163,7 @@ class _Validator:
         self.source = source
         self.lines = _Lines(text)
 
-    def fail(self, key: str, expected: str):
+    def fail(self, key: str, expected: str) -> NoReturn:
         line = self.lines.line(key)
         where = f"{self.source}:{line}" if line else self.source
         raise PolicyConfigError(f"{where}: {key}: {expected}")
@@ -265,7 +271,7 @@ def load_policy(
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         v.fail("policy.timezone", f'expected an IANA time zone such as "Europe/Paris", got {_show(timezone)}')
-    settings = dict(
+    settings: dict[str, Any] = dict(
         zone=zone,
         commune=commune,
         timezone=timezone,
@@ -390,7 +396,9 @@ def _rooms(v: _Validator, data: Mapping) -> dict[str, RoomPolicy]:
     return rooms
 
 
-def _week(v: _Validator, data: Mapping, types: Mapping[str, PeriodType]):
+def _week(
+    v: _Validator, data: Mapping, types: Mapping[str, PeriodType]
+) -> tuple[dict[str, tuple[Period, ...]], tuple[Period, ...]]:
     """(weekday plans, holiday leisure-centre periods)."""
     if "week" not in data:
         return dict(DEFAULT_WEEK), ()
@@ -445,7 +453,7 @@ def _week(v: _Validator, data: Mapping, types: Mapping[str, PeriodType]):
                 v.fail(f"{pkey}.overnight", f"overnight = true needs end before start (it ends the next day), got {_hm(start)}-{_hm(end)}")
             periods.append((start, i, Period(start, end, item["type"], overnight)))
         periods.sort(key=lambda x: (x[0], x[1]))
-        for (_, i, a), (_, j, b) in zip(periods, periods[1:]):
+        for (_, i, a), (_, j, b) in pairwise(periods):
             if a.overnight or a.end > b.start:
                 v.fail(
                     f"{key}.periods[{j}]",
@@ -465,7 +473,7 @@ def _week(v: _Validator, data: Mapping, types: Mapping[str, PeriodType]):
     return week, holiday_periods
 
 
-def _closures(v: _Validator, data: Mapping, rooms: Mapping) -> list:
+def _closures(v: _Validator, data: Mapping, rooms: Mapping) -> list[Closure]:
     from .calendar import Closure
 
     out = []
@@ -484,7 +492,7 @@ def _closures(v: _Validator, data: Mapping, rooms: Mapping) -> list:
     return out
 
 
-def _special_days(v: _Validator, data: Mapping, rooms: Mapping) -> list:
+def _special_days(v: _Validator, data: Mapping, rooms: Mapping) -> list[SpecialDay]:
     from .calendar import SpecialDay
 
     out = []
@@ -501,10 +509,20 @@ def _special_days(v: _Validator, data: Mapping, rooms: Mapping) -> list:
     return out
 
 
-def _ical(v, data, rooms, types, base_dir, timezone, closures, special_days):
+def _ical(
+    v: _Validator,
+    data: Mapping,
+    rooms: Mapping,
+    types: Mapping[str, PeriodType],
+    base_dir: str | None,
+    timezone: str,
+    closures: list[Closure],
+    special_days: list[SpecialDay],
+) -> tuple[list[TimetableSlot], list[str]]:
     from .ical import import_ical
 
-    slots, warnings = [], []
+    slots: list[TimetableSlot] = []
+    warnings: list[str] = []
     for i, item in enumerate(v.array(data.get("ical", []), "ical")):
         key = f"ical[{i}]"
         v.table(item, key)

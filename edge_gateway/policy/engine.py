@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Sequence
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from .model import MAX_MAX_S, WEEKDAYS, Override, PeriodType, RoomPolicy, SchoolPolicy
 
-UTC = timezone.utc
 OFFLINE_MAX_BYTES = 1024
 
 # Reason and note codes -> (French, English). Deny reasons and grant notes
@@ -110,7 +110,7 @@ class Window:
     label: str | None = None
     notes: tuple[str, ...] = ()
 
-    def same_rule(self, other: "Window") -> bool:
+    def same_rule(self, other: Window) -> bool:
         return replace(self, start=other.start, end=other.end) == other
 
 
@@ -331,7 +331,7 @@ def windows(
             if a >= b:
                 continue
             edges = [a] + [c for c in cuts if a < c < b] + [b]
-            for s, e in zip(edges, edges[1:]):
+            for s, e in pairwise(edges):
                 active = [o for o in mine if o.starts <= s < o.expires]
                 w = _rule(policy, spec, base, info, active, s, e)
                 if result and result[-1].end == s and result[-1].same_rule(w):
@@ -344,9 +344,10 @@ def windows(
 # --- decisions ---------------------------------------------------------------
 
 
-def _fmt_time(moment: datetime, ref: datetime, lang: str) -> str:
+def _fmt_time(moment: datetime, ref: datetime | None, lang: str) -> str:
     hm = moment.strftime("%Hh%M" if lang == "fr" else "%H:%M")
-    if moment.date() != ref.date():
+    # The date only when it is not the day of `ref` (the moment of asking).
+    if ref is not None and moment.date() != ref.date():
         return f"{hm} le {moment:%d/%m}" if lang == "fr" else f"{hm} on {moment:%d/%m}"
     return hm
 
@@ -357,7 +358,8 @@ def _period_text(policy: SchoolPolicy, period: str | None, lang: str) -> str:
     return policy.period_types[period].label(lang)
 
 
-def sentence(code: str, lang: str, policy: SchoolPolicy, *, period=None, label=None, until=None, now=None, minutes=0) -> str:
+def sentence(code: str, lang: str, policy: SchoolPolicy, *, period: str | None = None, label: str | None = None,
+             until: datetime | None = None, now: datetime | None = None, minutes: int = 0) -> str:
     """One reason or note as a sentence in `lang` ("fr" or "en")."""
     i = 0 if lang == "fr" else 1
     default = _DEFAULT_LABEL.get(code, ("", ""))[i]
@@ -369,13 +371,14 @@ def sentence(code: str, lang: str, policy: SchoolPolicy, *, period=None, label=N
     )
 
 
-def _decision(policy, grant, until, duration, projector, ap, reason, period, label, notes, now,
+def _decision(policy: SchoolPolicy, grant: bool, until: datetime | None, duration: int, projector: bool, ap: bool,
+              reason: str, period: str | None, label: str | None, notes: tuple[str, ...], now: datetime,
               grace_s: int = 0) -> Decision:
     texts = []
+    minutes = max(1, policy.min_session_s // 60)
     for lang in ("fr", "en"):
-        kw = dict(period=period, label=label, until=until, now=now, minutes=max(1, policy.min_session_s // 60))
-        parts = [sentence(reason, lang, policy, **kw)]
-        parts += [sentence(n, lang, policy, **kw) for n in notes]
+        parts = [sentence(code, lang, policy, period=period, label=label, until=until, now=now, minutes=minutes)
+                 for code in (reason, *notes)]
         texts.append(" ".join(parts))
     return Decision(
         grant=grant,

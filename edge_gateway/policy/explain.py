@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from typing import Sequence, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from .config import PolicyConfigError, load_policy_file
@@ -185,7 +186,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, today: dt.date | None = None, out: TextIO | None = None) -> int:
     """Exit codes: 0 printed, 2 bad arguments or bad configuration."""
-    out = out or sys.stdout
+    # Annotated: typeshed's sys.stdout is partly Any, which would keep `out` Optional.
+    stream: TextIO = out or sys.stdout
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # argparse has printed its message
@@ -210,7 +212,7 @@ def main(argv: Sequence[str] | None = None, *, today: dt.date | None = None, out
         if room not in policy.rooms:
             print(f"error: --room: unknown room {room!r} (expected one of: {', '.join(policy.rooms)})", file=sys.stderr)
             return 2
-    out.write(plan(policy, monday, args.lang, args.room))
+    stream.write(plan(policy, monday, args.lang, args.room))
     return 0
 
 

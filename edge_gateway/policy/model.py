@@ -6,10 +6,11 @@ configuration: every value here is frozen and its mappings are read-only."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the calendar module is imported lazily where it is used
     from .calendar import Closure, SpecialDay
@@ -95,9 +96,9 @@ class SchoolPolicy:
     min_session_s: int = 300
     offline_max_s: int = 2700
     override_max_s: int = 3600
-    closures: tuple["Closure", ...] = ()
-    special_days: tuple["SpecialDay", ...] = ()
-    timetable: tuple["TimetableSlot", ...] = ()
+    closures: tuple[Closure, ...] = ()
+    special_days: tuple[SpecialDay, ...] = ()
+    timetable: tuple[TimetableSlot, ...] = ()
     warnings: tuple[str, ...] = ()
     source: str = "<config>"
 

@@ -23,8 +23,8 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from firmware.crc8 import crc8
 from firmware.kit import PROBES

@@ -228,8 +228,9 @@ def describe_fault(name: str, error: str) -> str:
     if errors["kind"] == "code":
         return errors["codes"].get(value, "error " + value)
     if errors["kind"] == "flags" and value.isdigit():
+        # strict=False: a reply with more or fewer digits than the table's parts is still read
         parts = [f"{part} {errors['levels'].get(level, level)}"
-                 for part, level in zip(errors["flags"], value) if level != "0"]
+                 for part, level in zip(errors["flags"], value, strict=False) if level != "0"]
         if parts:
             return ", ".join(parts)
     return "error " + value

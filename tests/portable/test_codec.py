@@ -169,7 +169,7 @@ def test_wrong_type():
     assert bad("cmd", with_(GRANT, duration_s="2700")).startswith("field duration_s: expected an integer")
     assert bad("cmd", with_(GRANT, duration_s=2700.0)).startswith("field duration_s: expected an integer")
     assert bad("cmd", with_(GRANT, ap=1)).startswith("field ap: expected true or false")
-    assert bad("cmd", with_(GRANT, req=-1)).startswith("field req: expected an integer >= 0")
+    assert bad("cmd", with_(GRANT, req=-1)) == "field req: -1 outside 1..4294967295"
     assert bad("cmd", with_(GRANT, id=42)).startswith("field id: expected a string")
     assert bad("state", with_(STATE_ONLINE, devices="led")).startswith("field devices: expected a list")
     assert bad("evt", with_(EVT, data=[])).startswith("field data: expected an object")
@@ -180,10 +180,10 @@ def test_bool_is_not_an_int():
     # JSON true must not pass where the contract says integer, although
     # isinstance(True, int) holds in both Pythons.
     assert bad("cmd", with_(GRANT, duration_s=True)).startswith("field duration_s: expected an integer")
-    assert bad("cmd", with_(GRANT, req=False)).startswith("field req: expected an integer >= 0")
+    assert bad("cmd", with_(GRANT, req=False)).startswith("field req: expected an integer")
     assert bad("policy", with_(POLICY, max_s=True)).startswith("field max_s: expected an integer")
     assert bad("evt", with_(EVT, seq=True)).startswith("field seq: expected an integer")
-    assert bad("state", with_(STATE_OFFLINE, boot=True)).startswith("field boot: expected an integer >= 0")
+    assert bad("state", with_(STATE_OFFLINE, boot=True)).startswith("field boot: expected an integer")
 
 
 def test_duration_out_of_range():
@@ -198,7 +198,7 @@ def test_duration_out_of_range():
 def test_other_field_rules():
     assert bad("cmd", with_(GRANT, id="")) == "field id: expected 1 to 32 characters"
     assert bad("cmd", with_(GRANT, id="x" * 33)) == "field id: expected 1 to 32 characters"
-    assert bad("evt", with_(EVT, seq=0)) == "field seq: expected >= 1, got 0"
+    assert bad("evt", with_(EVT, seq=0)) == "field seq: 0 outside 1..4294967295"
     assert bad("state", with_(STATE_ONLINE, session="sleeping")) == "field session: unknown state 'sleeping'"
 
 
@@ -311,3 +311,161 @@ def test_telemetry_air_readings_are_short_names_with_numbers():
     for bad in ({"co2": None}, {"co2": "high"}, {"co2": True}, {"carbon-dioxide": 900}):
         e = raises(ProtocolError, codec.parse, "tele", codec.encode(with_(TELE, air=bad)))
         assert "field air" in str(e)
+
+
+# -- bounds (docs/protocol.md, "Bounds") -------------------------------------
+# What JSON lets through but a board never produces, encoders, databases or
+# the protocol refuse: a `field` fault naming the field, never acceptance.
+
+
+def field_fault(leaf, obj_or_raw):
+    raw = obj_or_raw if isinstance(obj_or_raw, bytes) else codec.encode(obj_or_raw)
+    e = raises(ProtocolError, codec.parse, leaf, raw)
+    assert e.kind == "field", (str(e), e.kind)
+    return str(e)
+
+
+def accepted(leaf, obj):
+    assert codec.parse(leaf, codec.encode(obj)) == obj
+    return True
+
+
+def test_a_birth_beyond_the_counters_is_a_bad_field():
+    for boot in (2**32, 2**62, 10**30, -1):
+        assert field_fault("state", with_(STATE_ONLINE, boot=boot)).startswith("field boot:")
+        assert field_fault("state", with_(STATE_OFFLINE, boot=boot)).startswith("field boot:")
+    assert field_fault("state", with_(STATE_ONLINE, boot=2**32)) == "field boot: 4294967296 outside 0..4294967295"
+    for uptime in (2**40, 2**62, -1):
+        assert field_fault("state", with_(STATE_ONLINE, uptime_ms=uptime)).startswith("field uptime_ms:")
+    assert accepted("state", with_(STATE_ONLINE, boot=codec.MAX_COUNT, uptime_ms=codec.MAX_UPTIME_MS))
+    assert accepted("state", with_(STATE_ONLINE, boot=0, uptime_ms=0))
+
+
+def test_event_numbers_are_bounded():
+    for name, bad_value in (("boot", 2**32), ("seq", 2**32), ("seq", 0), ("uptime_ms", 2**40), ("time", 2**32), ("time", -1)):
+        assert field_fault("evt", with_(EVT, **{name: bad_value})).startswith("field %s:" % name)
+    assert accepted("evt", with_(EVT, boot=codec.MAX_COUNT, seq=codec.MAX_COUNT, uptime_ms=codec.MAX_UPTIME_MS, time=codec.MAX_TIME))
+    data = EVT["data"]
+    for name, bad_value in (("req", 0), ("req", 2**32), ("duration_s", 86401), ("duration_s", -1)):
+        assert field_fault("evt", with_(EVT, data=with_(data, **{name: bad_value}))).startswith("data.%s:" % name)
+    assert accepted("evt", with_(EVT, data=with_(data, req=codec.MAX_COUNT, duration_s=codec.MAX_SPAN_S)))
+    for kind, d in (("session.ended", {"reason": "time", "ran_s": 86401}),
+                    ("session.extended", {"req": 9, "added_s": 10**12, "ap": True, "source": "gateway"}),
+                    ("lesson.requested", {"req": 4, "extend": True, "remaining_s": 86401}),
+                    ("projector.changed", {"state": "on", "lamp_h": 10**6}),
+                    ("air.alert", {"co2": 65536, "on": True})):
+        assert field_fault("evt", with_(EVT, type=kind, data=d)).startswith("data.")
+    assert accepted("evt", with_(EVT, type="air.alert", data={"co2": 65535, "on": True}))
+    assert accepted("evt", with_(EVT, type="projector.changed", data={"state": "on", "lamp_h": 999999}))
+
+
+def test_telemetry_numbers_are_bounded():
+    for name, bad_value in (("outbox", 2**32), ("dropped", 2**62), ("remaining_s", 86401), ("lamp_h", 10**6), ("uptime_ms", 2**40)):
+        assert field_fault("tele", with_(TELE, **{name: bad_value})).startswith("field %s:" % name)
+    for air in ({"co2": 10**7}, {"t": -1e7}, {"": 1}, dict(("s%d" % i, i) for i in range(17))):
+        assert field_fault("tele", with_(TELE, air=air)).startswith("field air:")
+    assert accepted("tele", with_(TELE, outbox=codec.MAX_COUNT, dropped=codec.MAX_COUNT, air={"lux": 1000000, "t": -40.5}))
+
+
+def test_ack_fields_are_bounded():
+    assert field_fault("ack", with_(ACK_OK, boot=2**32)).startswith("field boot:")
+    assert field_fault("ack", with_(ACK_OK, id="")) == "field id: expected 1 to 32 characters"
+    assert field_fault("ack", with_(ACK_ERR, error="e" * 129)).startswith("field error: expected a string of at most 128")
+    assert accepted("ack", with_(ACK_ERR, error="e" * 128))
+
+
+def test_floats_are_no_integers():
+    # 1.0 and 1e2 are floats to both Pythons' json: refused where the
+    # contract says integer.
+    for leaf, obj, name in (("state", STATE_ONLINE, "boot"), ("state", STATE_ONLINE, "uptime_ms"), ("evt", EVT, "seq"),
+                            ("evt", EVT, "time"), ("tele", TELE, "outbox"), ("ack", ACK_OK, "boot"), ("cmd", GRANT, "now"),
+                            ("cmd", GRANT, "req"), ("policy", POLICY, "max_s"), ("policy", with_(POLICY, until=5), "until")):
+        assert field_fault(leaf, with_(obj, **{name: float(obj[name])})).startswith("field %s: expected an integer" % name)
+    assert field_fault("evt", with_(EVT, data=with_(EVT["data"], req=3.0))).startswith("data.req: expected an integer")
+    assert field_fault("evt", codec.encode(EVT).replace(b'"seq": 4', b'"seq": 4e0')).startswith("field seq: expected an integer")
+    windows = [[10, 20, 600, 1.0]]
+    raises(ProtocolError, codec.parse, "policy", codec.encode(with_(POLICY, until=30, windows=windows)))
+    windows = [[10.0, 20, 600, 1]]
+    raises(ProtocolError, codec.parse, "policy", codec.encode(with_(POLICY, until=30, windows=windows)))
+
+
+def test_strings_and_names_are_bounded():
+    assert field_fault("state", with_(STATE_ONLINE, fw="x" * 129)).startswith("field fw: expected a string of at most 128")
+    assert accepted("state", with_(STATE_ONLINE, fw="x" * 128))
+    for devices in (["d%d" % i for i in range(17)], ["led", 3], ["led", ""], ["x" * 33], [["led"]]):
+        assert field_fault("state", with_(STATE_ONLINE, devices=devices)).startswith("field devices: expected a list")
+    kit = with_(EVT, type="kit.attached", data={"kit": "kit-07", "sensors": ["scd4x", ""]})
+    assert field_fault("evt", kit).startswith("data.sensors: expected a list")
+    assert field_fault("evt", with_(EVT, type="cmd.rejected", data={"reason": "r" * 129})).startswith("data.reason:")
+    assert accepted("evt", with_(EVT, type="cmd.rejected", data={"reason": "r" * 120}))
+
+
+def test_any_number_anywhere_is_bounded():
+    # Unknown fields are ignored, but still stored and forwarded: they too
+    # must fit a 64-bit column and a double exactly.
+    for extra in (2**53, -(2**53), [1, [2**63]], {"deep": 10**30}):
+        assert field_fault("evt", with_(EVT, extra=extra)) == "field extra: a number beyond +-2**53"
+    assert field_fault("evt", with_(EVT, data=with_(EVT["data"], note=2**60))) == "field data: a number beyond +-2**53"
+    assert accepted("evt", with_(EVT, extra=[2**53 - 1, -(2**53 - 1), 1.5]))
+    # 1e400 overflows to infinity in both Pythons' json
+    raw = codec.encode(EVT)[:-1] + b', "extra": 1e400}'
+    assert field_fault("evt", raw) == "field extra: a number beyond +-2**53"
+
+
+def test_not_a_number_is_refused():
+    # CPython's json reads NaN and Infinity (refused as values), MicroPython's
+    # does not (refused as not JSON): refused either way.
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):
+        raw = codec.encode(EVT)[:-1] + b', "extra": ' + constant + b"}"
+        raises(ProtocolError, codec.parse, "evt", raw)
+        raw = codec.encode(GRANT).replace(b'"now": 1763900001', b'"now": ' + constant)
+        raises(ProtocolError, codec.parse, "cmd", raw)
+
+
+def test_nesting_is_bounded():
+    # An event nested a few hundred levels deep, within the 1 KB a board may
+    # send: refused at the codec, never walked by recursion.
+    n = (920 - len(codec.encode(EVT)) - 12) // 2
+    raw = codec.encode(EVT)[:-1] + b', "deep": ' + b"[" * n + b"]" * n + b"}"
+    assert 900 <= len(raw) <= 920
+    assert field_fault("evt", raw) == "field deep: containers nested too deep"
+    raw = codec.encode(EVT)[:-1] + b', "deep": ' + b'{"a":' * 100 + b"1" + b"}" * 100 + b"}"
+    assert field_fault("evt", raw) == "field deep: containers nested too deep"
+    # the payload, data, a list, one more level: MAX_DEPTH
+    assert codec.MAX_DEPTH == 4
+    assert accepted("evt", with_(EVT, data=with_(EVT["data"], extra=[{"a": 1}])))
+    assert field_fault("evt", with_(EVT, data=with_(EVT["data"], extra=[[[1]]]))) == "field data: containers nested too deep"
+    assert field_fault("policy", with_(POLICY, extra=[[[[]]]])) == "field extra: containers nested too deep"
+    assert accepted("policy", with_(POLICY, until=40, windows=[[10, 20, 600, 1], [30, 40, 600, 0]]))
+
+
+def test_check_values_bounds_every_string():
+    assert codec.check_values({"v": 1, "x": "a" * codec.MAX_STRING})["v"] == 1
+    e = raises(ProtocolError, codec.check_values, {"v": 1, "x": ["a" * (codec.MAX_STRING + 1)]})
+    assert str(e) == "field x: a string of 1025 characters, limit 1024"
+    e = raises(ProtocolError, codec.check_values, {"v": 1, "x": {"k" * 1025: 1}})
+    assert str(e) == "field x: a string of 1025 characters, limit 1024"
+    e = raises(ProtocolError, codec.check_values, {"k" * 1025: 1})
+    assert str(e) == "payload: field name: a string of 1025 characters, limit 1024"
+    assert codec.value_fault([[1]], 2) is None
+    assert codec.value_fault([[1]], 1) == "containers nested too deep"
+
+
+def test_the_board_checks_the_bounds_of_what_it_receives():
+    # protocol/wire.py, as loaded on the board: its literals are the codec's bounds.
+    from protocol import wire
+
+    assert wire.parse("cmd", codec.encode(with_(GRANT, now=codec.MAX_TIME)))["now"] == codec.MAX_TIME
+    assert wire.parse("cmd", codec.encode(with_(GRANT, req=codec.MAX_COUNT)))["req"] == codec.MAX_COUNT
+    for obj, message in ((with_(GRANT, now=2**32), "field now: 4294967296 outside 0..4294967295"),
+                         (with_(GRANT, now=-1), "field now: -1 outside 0..4294967295"),
+                         ({"v": 1, "id": "t", "cmd": "time", "now": 2**62}, "field now: %d outside 0..4294967295" % 2**62),
+                         (with_(GRANT, req=2**32), "field req: 4294967296 outside 1..4294967295"),
+                         (with_(DENY, req=0), "field req: 0 outside 1..4294967295"),
+                         (with_(POLICY, until=2**32), "field until: 4294967296 outside 0..4294967295")):
+        e = raises(ProtocolError, wire.parse, "policy" if "start" in obj else "cmd", codec.encode(obj))
+        assert (str(e), e.kind) == (message, "field")
+    policy = with_(POLICY, until=2**32 - 1, windows=[[2**32 - 20, 2**32 - 1, 600, 1]])
+    assert wire.parse("policy", codec.encode(policy)) == policy
+    policy = with_(POLICY, until=2**32 - 1, windows=[[2**32 - 20, 2**32, 600, 1]])
+    assert str(raises(ProtocolError, wire.parse, "policy", codec.encode(policy))).startswith("field windows[0]:")

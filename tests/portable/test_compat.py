@@ -62,12 +62,46 @@ def test_const_returns_its_value():
 
 
 async def test_thread_safe_flag_wakes_a_waiter():
+    # What the board's tasks rely on (the button ISR and the publisher's
+    # wake-up): a set before the wait is not lost, a wait blocks until a set,
+    # and each wake-up consumes the set, however many came before it.
+    import asyncio
+
     from firmware.app import ThreadSafeFlag
 
     flag = ThreadSafeFlag()
+    woken = []
+
+    async def waiter():
+        for n in range(1, 10):  # bounded: a wait that never blocks fails the test, not the run
+            await flag.wait()
+            woken.append(n)
+
+    async def let_it_run():
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    flag.set()  # before anyone waits
+    task = asyncio.create_task(waiter())
+    await let_it_run()
+    assert woken == [1]
+    await let_it_run()
+    assert woken == [1]  # consumed: the waiter sleeps until the next set
     flag.set()
-    await flag.wait()  # already set: returns at once and clears
+    await let_it_run()
+    assert woken == [1, 2]
     flag.set()
-    flag.clear()
     flag.set()
-    await flag.wait()
+    await let_it_run()
+    assert woken == [1, 2, 3]  # two sets before it ran: one wake-up
+    task.cancel()
+
+    flag = ThreadSafeFlag()
+    flag.set()
+    flag.clear()  # cleared before anyone waited: nothing to wake for
+    task = asyncio.create_task(flag.wait())
+    await let_it_run()
+    assert not task.done()
+    flag.set()
+    await let_it_run()
+    assert task.done()

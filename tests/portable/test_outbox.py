@@ -6,37 +6,7 @@ import os
 
 from firmware.outbox import EVENT, MAX_PAYLOAD, TELEMETRY, Outbox
 
-from ._util import raises
-
-try:
-    from tempfile import gettempdir
-
-    _ROOT = "%s/preau-outbox-%d" % (gettempdir(), os.getpid())
-except ImportError:  # MicroPython: the VM's RAM filesystem
-    _ROOT = "/tmp/preau-outbox"
-
-
-def fresh(name):
-    """An empty directory for one test."""
-    for d in (_ROOT, _ROOT + "/" + name):
-        try:
-            os.mkdir(d)
-        except OSError:
-            pass
-    d = _ROOT + "/" + name
-    wipe(d, keep=True)
-    return d
-
-
-def wipe(d, keep=False):
-    for name in os.listdir(d):
-        os.remove(d + "/" + name)
-    if not keep:
-        os.rmdir(d)
-        try:
-            os.rmdir(_ROOT)
-        except OSError:
-            pass  # another test's directory is still there
+from ._util import fresh, raises, wipe
 
 
 def msg(i):

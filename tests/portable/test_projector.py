@@ -7,9 +7,7 @@
 # takes the board list and a command number: 0 on, 1 off, 2 power, 3 lamp,
 # 4 errors.
 from firmware.pjlink import md5_hex
-from firmware.projector import SerialLink, Projector, parse
-
-from ._util import raises
+from firmware.projector import Projector, SerialLink, parse
 
 EPSON = {'io': 'serial', 'baud': 9600, 'p': ['PWR ON\r', 'PWR OFF\r', 'PWR?\r', 'LAMP?\r', 'ERR?\r', 40000, 50000, 3000, 3000, 3000, 'PWR=', 'LAMP=', 'ERR=', ':', ' 00:0 01:1 02:2 03:3 04:0 05:4 09:0', 30000, 20000, 'r', 'ERR\r']}
 BENQ = {'io': 'serial', 'baud': 9600, 'p': ['\r*pow=on#\r', '\r*pow=off#\r', '\r*pow=?#\r', '\r*ltim=?#\r', '', 2000, 2000, 2000, 2000, 2000, '*POW=', '*LTIM=', '', '#', ' ON:1 OFF:0', 30000, 90000, 'ruu', '*Block item#', '*Illegal format#', '*Unsupported item#']}

@@ -3,7 +3,7 @@
 from firmware.button import LONG, SHORT, ButtonLogic
 from firmware.events import Events
 from firmware.led import PATTERNS, level
-from firmware.session import ACTIVE, IDLE, REQUESTING, Session
+from firmware.session import ACTIVE, IDLE, MAX_SESSION_S, REQUESTING, Session
 
 from ._util import FakeClock
 
@@ -103,6 +103,50 @@ def test_hard_cap_turns_ap_off_but_session_goes_on():
     assert s.ap is False
 
 
+def test_the_policys_cap_lowers_the_boards_hard_cap():
+    # A board set to the longest cap (4 h) in a school whose retained policy
+    # says one hour: a 4-hour grant keeps the access point one hour only.
+    s, ev, _ = make(ap_cap_s=MAX_SESSION_S)
+    s.set_policy({"v": 1, "start": True, "max_s": 2700, "ap": False, "cap_s": 3600})
+    s.press_short(0)
+    s.grant(s.req, MAX_SESSION_S, True, True, 0)
+    s.tick(3_599_999)
+    assert s.ap is True
+    s.tick(3_600_000)
+    assert s.ap is False and s.state == ACTIVE
+    assert ev.queue[-1]["data"] == {"on": False, "reason": "cap"}
+    s.tick(MAX_SESSION_S * 1000)
+    assert s.state == IDLE and ev.queue[-1]["data"]["reason"] == "time"
+
+
+def test_the_policys_cap_lowers_the_cap_of_a_session_started_alone():
+    # No answer from the gateway: the retained policy's fallback starts the
+    # session (the access point on, 40 min) and its cap_s stops the access point.
+    s, ev, _ = make(ap_cap_s=MAX_SESSION_S, request_timeout_ms=1000)
+    s.set_policy({"v": 1, "start": True, "max_s": 2400, "ap": True, "cap_s": 600})
+    s.press_short(0)
+    s.tick(1000)
+    assert s.state == ACTIVE and s.source == "offline" and s.ap is True
+    s.tick(1000 + 599_999)
+    assert s.ap is True
+    s.tick(1000 + 600_000)
+    assert s.ap is False and s.state == ACTIVE
+    assert ev.queue[-1]["data"] == {"on": False, "reason": "cap"}
+    s.tick(1000 + 2_400_000)  # the policy's max_s, not the board's 4 hours
+    assert s.state == IDLE and ev.queue[-1]["data"] == {"reason": "time", "ran_s": 2400}
+
+
+def test_the_policys_cap_never_raises_the_boards():
+    s, ev, _ = make(ap_cap_s=600)
+    s.set_policy({"v": 1, "start": True, "max_s": 2700, "ap": False, "cap_s": 7200})
+    s.press_short(0)
+    s.grant(s.req, 3600, True, True, 0)
+    s.tick(599_999)
+    assert s.ap is True
+    s.tick(600_000)
+    assert s.ap is False and ev.queue[-1]["data"] == {"on": False, "reason": "cap"}
+
+
 def test_long_press_ends_session():
     s, ev, _ = make()
     s.press_short(0)
@@ -159,7 +203,7 @@ def test_led_patterns_distinct():
 def test_offline_windows_apply_when_time_known():
     s, ev, _ = make(request_timeout_ms=1000)
     t0 = 1763900000
-    s.set_policy({"v": 1, "start": True, "max_s": 2700, "ap": False, "cap_s": 3600, "until": t0 + 172800,
+    s.set_policy({"v": 1, "start": True, "max_s": 2700, "ap": False, "cap_s": 1800, "until": t0 + 172800,
                   "windows": [[t0, t0 + 3000, 5400, 1], [t0 + 7000, t0 + 9000, 1800, 0]]})
     assert s.offline_rule(t0 + 100) == (2900, True, 0)  # clipped to the window's end
     assert s.offline_rule(t0 + 7100) == (1800, False, 0)
@@ -169,8 +213,10 @@ def test_offline_windows_apply_when_time_known():
     s.press_short(0)
     s.tick(1000, t0 + 100)
     assert s.state == ACTIVE and s.ap is True and s.source == "offline"
-    s.tick(1000 + 3600 * 1000, t0 + 3700)  # the policy's cap_s lowers the board's cap
-    assert s.ap is False
+    s.tick(1000 + 1800 * 1000 - 1)
+    assert s.ap is True
+    s.tick(1000 + 1800 * 1000)  # the policy's cap_s lowers the board's cap, mid-session
+    assert s.ap is False and s.state == ACTIVE
 
 
 def test_offline_window_refusal_between_windows():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from .config import Config
 from .policy.engine import Decision, calendar_for, encode_offline
@@ -17,20 +18,23 @@ from .policy.engine import decide as engine_decide
 from .policy.engine import offline_policy as engine_offline_policy
 from .policy.model import Override
 
+if TYPE_CHECKING:  # the calendar module (holiday data) is imported lazily, by calendar_for
+    from .policy.calendar import SchoolCalendar
+
 MAX_TEXT = 200  # keeps a deny well under the board's 1 KB payload limit
 
 
 @dataclass(frozen=True)
 class PolicyState:
     config: Config
-    calendar: object
+    calendar: SchoolCalendar
     overrides: tuple[Override, ...] = field(default=())
 
     @classmethod
-    def build(cls, config: Config, overrides: tuple[Override, ...] = ()) -> "PolicyState":
+    def build(cls, config: Config, overrides: tuple[Override, ...] = ()) -> PolicyState:
         return cls(config, calendar_for(config.policy), tuple(overrides))
 
-    def with_overrides(self, overrides) -> "PolicyState":
+    def with_overrides(self, overrides) -> PolicyState:
         return PolicyState(self.config, self.calendar, tuple(overrides))
 
     def decide(self, room: str, now: float) -> Decision:

@@ -1,0 +1,744 @@
+"""The school gateway service: the board messages in, the decisions out,
+the history kept, the city fed.
+
+One asyncio loop owns all the gateway's state (docs/architecture.md): the
+school and city links (paho driven from the loop, common/mqtt.py), the live
+registry, the dedup windows, the policy, the overrides, the counters. A
+board's request is decided from memory and answered at once; what must be
+durable goes to the journal's thread (edge_gateway/journal.py), and the
+board's message is acknowledged to the broker only once committed. The web
+API (FastAPI, edge_gateway/api.py) runs on the same loop in production
+(edge_gateway/main.py); tests, benches and the demo may run the gateway on a
+loop of its own in a background thread (`start()`/`stop()`), and its
+coroutine methods hop onto that loop from any other."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import json
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as mqtt
+
+from common.mqtt import LinkError
+from protocol.codec import MAX_DURATION_S, ProtocolError, parse, parse_topic
+
+from . import history
+from .city_link import CityLink, Forwarder
+from .config import Config, ConfigError
+from .journal import Journal
+from .limits import BURST, RATE_PER_S, LogLimiter, RoomBuckets
+from .metrics import GatewayCollector, make_registry
+from .policy.model import Override
+from .registry import Registry
+from .rules import PolicyState, command
+from .school_link import BOARD_LEAVES, SchoolLink
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_LOG_CHARS = 120
+MAX_OVERRIDE_S = 14 * 86400
+OVERRIDE_TIME_MIN = 946684800.0  # 2000-01-01: an override time before it is a typo
+OVERRIDE_TIME_MAX = 4102444800.0  # 2100-01-01
+COMMIT_WAIT_S = 10.0
+
+T = TypeVar("T")
+
+
+class GatewayError(RuntimeError):
+    pass
+
+
+class OverrideError(ValueError):
+    pass
+
+
+_REJECTION = {"not_json": "bad_json", "not_object": "bad_json", "version": "bad_version",
+              "too_large": "too_large", "topic": "bad_topic"}
+
+
+def rejection_reason(error: ProtocolError) -> str:
+    """The gateway's metric label for the codec's own classification."""
+    return _REJECTION.get(error.kind, "bad_field")
+
+
+def on_gateway_loop(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A coroutine method that runs on the gateway's loop whichever loop
+    awaits it (the API under a test client, the demo's own loop)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Gateway, *args: Any, **kwargs: Any) -> Any:
+        loop = self._loop
+        if loop is None:
+            raise GatewayError("the gateway is not running")
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            return await method(self, *args, **kwargs)
+        future = asyncio.run_coroutine_threadsafe(method(self, *args, **kwargs), loop)
+        return await asyncio.wrap_future(future)
+
+    return wrapper
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        resend_after_s: float = 10.0,
+        reconnect_max_s: float = 30.0,
+        connect_attempts: int = 5,
+        tick_s: float = 0.5,
+        stop_timeout_s: float = COMMIT_WAIT_S,
+        room_burst: float = BURST,
+        room_rate_per_s: float = RATE_PER_S,
+    ) -> None:
+        self.config = config
+        self.stop_timeout_s = stop_timeout_s
+        self.clock = clock
+        self.connect_attempts = connect_attempts
+        self.tick_s = tick_s
+        self.resend_after_s = resend_after_s
+        self.reconnect_max_s = reconnect_max_s
+        self.config_path: str | None = None
+        self._counts: Counter = Counter()
+        self._lock = threading.Lock()  # the counters: read by other threads (tests, the demo)
+        self.metrics_registry = make_registry(GatewayCollector(self))
+        self.registry = Registry(config.rooms)
+        self.policy = PolicyState.build(config, ())
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None  # the loop's thread, when start() made one
+        self.journal: Journal | None = None
+        self.school: SchoolLink | None = None
+        self.city: CityLink | None = None
+        self.forwarder: Forwarder | None = None
+        self._tick_task: asyncio.Task | None = None
+        self._pending: deque[tuple[int, mqtt.MQTTMessage | None, list, asyncio.Future | None]] = deque()
+        self._events: OrderedDict[tuple[str, int, int], list[bytes]] = OrderedDict()
+        self._decisions: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        self._timed: set[tuple[str, int]] = set()  # (room, boot) given the time
+        self._time_ids = 0
+        self._last_seq = 0  # handed out (loop)
+        self._committed_seq = 0
+        self._override_count = 0
+        self._acked = 0
+        self._buckets = RoomBuckets(room_burst, room_rate_per_s)
+        self._logs = LogLimiter()
+        self._policy_day = None
+        self._running = False
+        self._draining = False
+        self._open(clock())
+
+    def _open(self, now: float) -> None:
+        """Read the state on disk (before anything is answered)."""
+        try:
+            self.journal = Journal(self.config.db, self._committed_threadsafe)
+            state = history.load_state(self.journal.conn, now)
+        except Exception as e:  # sqlite3.Error, MigrationError, OSError
+            if self.journal is not None:
+                self.journal.conn.close()
+                self.journal = None
+            raise GatewayError(f"database {self.config.db}: {e}") from e
+        self.registry.load(state.rooms)
+        self._events = OrderedDict(state.events)
+        self._decisions = OrderedDict(state.decisions)
+        self._last_seq = self._committed_seq = state.last_seq
+        self._acked = state.acked
+        self._override_count = state.override_count
+        self.policy = PolicyState.build(self.config, self._overrides_from(state.overrides))
+        self._policy_day = self._local_day(now)
+        self._check_calendar_coverage(now)
+
+    # lifecycle -----------------------------------------------------------------
+
+    async def astart(self) -> Gateway:
+        """Start on the running loop: read the state on disk, connect to the
+        school broker (GatewayError if it stays unreachable), start the city link."""
+        self._loop = asyncio.get_running_loop()
+        if self.journal is None:
+            raise GatewayError("a stopped gateway does not start again: make a new one")
+        self.journal.start(self._committed_seq)
+        self.school = SchoolLink(self.config, self._on_board, reconnect_max_s=self.reconnect_max_s,
+                                 on_connected=lambda: self._publish_policies(self.clock()))
+        try:
+            await self.school.connect(attempts=self.connect_attempts)
+            # Started means listening: a board's message sent from now on is ours.
+            await asyncio.wait_for(self.school.subscribed.wait(), 10)
+        except (LinkError, TimeoutError) as e:
+            await self.school.close()
+            await asyncio.to_thread(self.journal.stop)
+            raise GatewayError(str(e) or f"{self.school.where}: no SUBACK within 10 s") from e
+        if self.config.city_broker is not None:
+            self.city = CityLink(self.config, self._on_city, reconnect_max_s=self.reconnect_max_s)
+            self.forwarder = Forwarder(self.config.db, self.city, self.config, acked=self._acked, clock=self.clock,
+                                       save_acked=self._save_acked,
+                                       resend_after_s=self.resend_after_s)
+            self.forwarder.committed = self._committed_seq
+            self.city.connect_in_background()
+        self._tick_task = asyncio.create_task(self._ticks(), name="gateway-ticks")
+        self._running = True
+        log.info("gateway %s for school %s started: %d rooms, outbox %d", self.config.gateway_id, self.config.school,
+                 len(self.config.rooms), self.outbox_size())
+        return self
+
+    async def astop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        # The school link first: no new message comes in. What is pending
+        # is committed by the journal and acknowledged before the link goes,
+        # so the broker does not keep a handled request for the next start.
+        assert self.journal is not None and self.school is not None
+        loop = asyncio.get_running_loop()
+        # From here a board's message is neither handled nor acknowledged: the
+        # broker keeps it in our persistent session (the subscriptions stay)
+        # and gives it to the next start. What was handled is committed and
+        # acknowledged before the link goes, so nothing is handled twice.
+        self._draining = True
+        deadline = loop.time() + self.stop_timeout_s
+        while (self.journal.pending or self._pending) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await self.school.stop()
+        if self.city is not None:
+            await self.city.stop()
+        await asyncio.to_thread(self.journal.stop, self.stop_timeout_s)
+
+    def start(self) -> Gateway:
+        """Run on a loop of its own, in a background thread (tests, benches,
+        the demo); production runs `astart()` under uvicorn's loop."""
+        loop = asyncio.new_event_loop()
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self._serve(ready))
+
+        self._thread = threading.Thread(target=run, name=f"gateway-{self.config.school}", daemon=True)
+        self._thread.start()
+        ready.result()
+        return self
+
+    async def _serve(self, ready: concurrent.futures.Future) -> None:
+        self._stop_event = asyncio.Event()
+        try:
+            await self.astart()
+        except BaseException as e:
+            ready.set_exception(e)
+            return
+        ready.set_result(None)
+        await self._stop_event.wait()
+        await self.astop()
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._stop_event.set)
+        self._thread.join(30)
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def submit(self, coro_fn: Callable[..., Any], *args: Any, timeout: float = 30.0) -> Any:
+        """From a thread that is not the gateway's: run a coroutine method
+        on its loop and wait for the result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro_fn(*args), self._loop).result(timeout)
+
+    # what the API and the demo read (any thread) ---------------------------------
+
+    def rooms(self) -> dict[str, dict]:
+        config = self.config  # one configuration, even during a reload
+        snapshot = self.registry.snapshot()
+        return {room: row | {"wifi": config.rooms[room].wifi, "sessions": config.rooms[room].sessions}
+                for room, row in snapshot.items() if room in config.rooms}
+
+    @property
+    def metrics(self) -> dict:
+        with self._lock:
+            c = dict(self._counts)
+
+        def by(prefix: str) -> dict:
+            return {k[1]: v for k, v in c.items() if isinstance(k, tuple) and k[0] == prefix}
+
+        out: dict = {
+            "accepted": by("accepted"), "rejected": by("rejected"), "decisions": by("decision"),
+            "rate_limited": by("rate_limited"),
+            **{name: c.get(name, 0) for name in ("duplicates", "conflicts", "history", "events_missing",
+                                                 "internal_errors", "time_sent", "policies_published",
+                                                 "config_rejected", "logs_suppressed")},
+            "outbox": self.outbox_size(),
+            "city_acked": self.forwarder.acked if self.forwarder else self._acked,
+            "last_seq": self._committed_seq,
+            "journal_pending": self.journal.pending if self.journal else 0,
+            "commit_failures": self.journal.failures if self.journal else 0,
+        }
+        if self.forwarder is not None:
+            out["batches_sent"] = self.forwarder.batches_sent
+            out["records_sent"] = self.forwarder.records_sent
+            out["resends"] = self.forwarder.resends
+        return out
+
+    def outbox_size(self) -> int:
+        # seq is gap-free and nothing is deleted, so the outbox is a difference.
+        return self._committed_seq - (self.forwarder.acked if self.forwarder else self._acked)
+
+    def health(self) -> dict:
+        journal = self.journal
+        db_ok = journal is not None and journal.alive and journal.failing_since is None
+        school = self.school is not None and self.school.connected
+        return {
+            "ok": self._running and school and db_ok,
+            "school_broker": school,
+            "city_broker": None if self.city is None else self.city.connected,
+            "database": "ok" if db_ok else (journal.last_error if journal and journal.last_error else "stopped"),
+            "outbox": self.outbox_size(),
+            "calendar_covered_until": self.policy.calendar.coverage()[1].isoformat(),
+        }
+
+    def _check_calendar_coverage(self, now: float) -> None:
+        """Say it early when the embedded school-holiday data runs out: past
+        its end the engine only knows the school's own closures."""
+        last = self.policy.calendar.coverage()[1]
+        days_left = (last - self._local_day(now)).days
+        if days_left < 0:
+            log.warning("school-holiday data ended on %s: only the configured closures apply; "
+                        "update the vacances-scolaires-france package", last)
+        elif days_left < 120:
+            log.warning("school-holiday data ends on %s (%d days): update the vacances-scolaires-france package",
+                        last, days_left)
+
+    # counters and the journal ---------------------------------------------------
+
+    def _count_now(self, key: Any, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def _submit(self, ops: list[tuple]) -> int:
+        assert self.journal is not None
+        return self.journal.submit(ops)
+
+    def _after(self, ticket: int, msg: mqtt.MQTTMessage | None, counts: list, waiter: asyncio.Future | None = None):
+        """Acknowledge `msg`, apply `counts`, wake `waiter`, once everything up
+        to `ticket` is committed: whoever reads a count finds the records
+        behind it, and the broker forgets a message only once it is durable."""
+        assert self.journal is not None
+        if ticket <= self.journal.committed and not self._pending:
+            self._settle(msg, counts, waiter)
+        else:
+            self._pending.append((ticket, msg, counts, waiter))
+
+    def _settle(self, msg, counts, waiter) -> None:
+        if msg is not None and self.school is not None:
+            self.school.ack(msg)
+        for key, n in counts:
+            self._count_now(key, n)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _committed_threadsafe(self, ticket: int, seq: int) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._committed, ticket, seq)
+
+    def _committed(self, ticket: int, seq: int) -> None:
+        self._committed_seq = max(self._committed_seq, seq)
+        while self._pending and self._pending[0][0] <= ticket:
+            _, msg, counts, waiter = self._pending.popleft()
+            self._settle(msg, counts, waiter)
+        if self.forwarder is not None:
+            self.forwarder.on_committed(seq)
+
+    async def _durable(self, ticket: int) -> None:
+        """Wait until `ticket` is committed (the API's writes)."""
+        assert self._loop is not None
+        waiter = self._loop.create_future()
+        self._after(ticket, None, [], waiter)
+        try:
+            await asyncio.wait_for(waiter, COMMIT_WAIT_S)
+        except TimeoutError:
+            raise GatewayError("applied, but the gateway's database has not confirmed the write yet "
+                               "(slow or failing disk): check /healthz") from None
+
+    def _save_acked(self, seq: int) -> None:
+        self._submit([("acked", seq)])
+
+    def _next_seq(self) -> int:
+        self._last_seq += 1
+        return self._last_seq
+
+    def _record(self, room: str, kind: str, now: float, body: str, boot: int | None = None,
+                number: int | None = None) -> tuple:
+        return ("rec", self._next_seq(), room, kind, now, boot, number, body)
+
+    # ticks: the city link's resends, the day's policies ---------------------------
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                now = self.clock()
+                if self.forwarder is not None:
+                    self.forwarder.tick()
+                if self._local_day(now) != self._policy_day:
+                    # After midnight the 48 h of windows move on by a day.
+                    self._policy_day = self._local_day(now)
+                    self._reload_overrides_in_force(now)
+                    self._publish_policies(now)
+                    self._check_calendar_coverage(now)
+            except Exception:
+                log.exception("gateway tick failed")
+                self._count_now("internal_errors")
+
+    def _on_city(self, item: tuple) -> None:
+        if self.forwarder is None:
+            return
+        if item[0] == "city_up":
+            self.forwarder.on_up()
+        elif item[0] == "city_down":
+            self.forwarder.on_down()
+        elif item[0] == "city_ack":
+            self.forwarder.on_ack(item[1])
+
+    # board messages (on the loop) ---------------------------------------------------
+
+    def _on_board(self, msg: mqtt.MQTTMessage) -> None:
+        if self._draining:
+            return
+        now = self.clock()
+        ops: list[tuple] = []
+        counts: list[tuple] = []
+        try:
+            self._board_message(msg, now, ops, counts)
+        except Exception:  # a bug must cost one message, never the gateway
+            log.exception("gateway: unexpected error on %s %.200r", _topic_of(msg), msg.payload)
+            counts = [("internal_errors", 1)]
+            ops = []
+        assert self.journal is not None
+        ticket = self._submit(ops) if ops else self.journal.submitted
+        self._after(ticket, msg, counts)
+
+    def _reject(self, reason: str, msg: mqtt.MQTTMessage, detail: str, counts: list, room: str = "?") -> None:
+        if self._logs.allow(room):
+            log.warning("rejected (%s) on %s: %s; payload %.*r", reason, _topic_of(msg), detail, PAYLOAD_LOG_CHARS,
+                        msg.payload)
+        else:
+            counts.append(("logs_suppressed", 1))
+        counts.append((("rejected", reason), 1))
+
+    def _board_message(self, msg: mqtt.MQTTMessage, now: float, ops: list, counts: list) -> None:
+        try:
+            school, room, leaf = parse_topic(_topic_of(msg))
+        except ProtocolError as e:
+            return self._reject("bad_topic", msg, str(e), counts)
+        if school != self.config.school:
+            return self._reject("wrong_school", msg, "school %s is not %s" % (school, self.config.school), counts)
+        if room == "gateway" or leaf not in BOARD_LEAVES:
+            # Our own state coming back through `+/state`, or our retained policies.
+            log.debug("ignored gateway-side message on %s", _topic_of(msg))
+            return
+        if not self.registry.known(room):
+            return self._reject("unknown_room", msg, "room %s is not in the configuration" % room, counts)
+        try:
+            obj = parse(leaf, msg.payload)
+            body = msg.payload.decode()
+        except (ProtocolError, UnicodeDecodeError) as e:
+            reason = rejection_reason(e) if isinstance(e, ProtocolError) else "bad_json"
+            return self._reject(reason, msg, str(e), counts, room)
+        if leaf == "tele":
+            # Periodic readings update the live view only; the history keeps events.
+            if not self.registry.is_history(room, obj["boot"]):
+                self.registry.apply_tele(room, obj, now)
+            counts.append((("accepted", leaf), 1))
+            return
+        if not self._buckets.take(room, now):
+            # A flood from one client: what it would store is refused, counted, logged
+            # once in a while; the other rooms keep their latency.
+            if self._logs.allow(room):
+                log.warning("room %s: more messages than a board sends (%s); refused, counted", room, leaf)
+            counts.append((("rate_limited", leaf), 1))
+            return
+        if leaf == "state":
+            self._state(room, obj, body, now, ops, counts)
+        elif leaf == "evt":
+            self._event(room, obj, body, now, ops, counts)
+        elif leaf == "ack":
+            ops.append(self._record(room, "ack", now, body, obj["boot"]))
+            if self.registry.is_history(room, obj["boot"]):
+                counts.append(("history", 1))
+            else:
+                self.registry.touch(room, now)
+        counts.append((("accepted", leaf), 1))
+
+    def _state(self, room: str, obj: dict, body: str, now: float, ops: list, counts: list) -> None:
+        if not obj["online"] and self.registry.is_history(room, obj["boot"]):
+            # The Last Will of a boot already replaced by a newer birth.
+            counts.append(("history", 1))
+            ops.append(self._record(room, "state", now, body, obj["boot"]))
+            return
+        # A birth is the present, whatever came before it: a board replaced,
+        # or its flash wiped, counts its boots from 1 again.
+        fresh = self.registry.apply_state(room, obj, body, now)
+        if obj["online"] and (room, obj["boot"]) not in self._timed:
+            # The board has no trusted clock: give it ours at every boot (and
+            # once after our own restart), so its offline policy windows and
+            # event times work without waiting for the next grant.
+            self._timed.add((room, obj["boot"]))
+            self._time_ids += 1
+            assert self.school is not None
+            self.school.send_cmd(room, {"v": 1, "id": "t-%d-%d" % (int(now), self._time_ids),
+                                        "cmd": "time", "now": int(now)})
+            counts.append(("time_sent", 1))
+        if not fresh:
+            counts.append(("duplicates", 1))
+            return
+        ops.append(self._record(room, "state", now, body, obj["boot"]))
+        ops.append(("room", tuple(self.registry.row(room).get(c) for c in history.ROOM_COLUMNS)))
+
+    def _seen_event(self, key: tuple[str, int, int], mark: bytes) -> str:
+        """"new", "duplicate" (same numbers, same content) or "conflict" (same
+        numbers, other content: kept too, so a forged or stray message sent
+        ahead never makes the board's own look like a repeat)."""
+        known = self._events.get(key)
+        if known is None:
+            self._events[key] = [mark]
+            if len(self._events) > history.DEDUP_WINDOW:
+                self._events.popitem(last=False)
+            return "new"
+        if mark in known or b"" in known:  # b"": a stored body too damaged to compare
+            return "duplicate"
+        known.append(mark)
+        return "conflict"
+
+    def _event(self, room: str, obj: dict, body: str, now: float, ops: list, counts: list) -> None:
+        boot, seq = obj["boot"], obj["seq"]
+        seen = self._seen_event((room, boot, seq), history.digest(obj))
+        if seen == "duplicate":
+            counts.append(("duplicates", 1))  # QoS 1 redelivery
+            return
+        if seen == "conflict":
+            counts.append(("conflicts", 1))
+            if self._logs.allow(room):
+                log.warning("room %s: event %s/%s arrived again with another content; both kept", room, boot, seq)
+        ops.append(self._record(room, "evt", now, body, boot, seq))
+        if self.registry.is_history(room, boot):
+            counts.append(("history", 1))
+            log.info("room %s: event %s/%s from an old boot kept as history", room, boot, seq)
+            return
+        missing, fresh = self.registry.apply_evt(room, obj, now)
+        ops.append(("room", tuple(self.registry.row(room).get(c) for c in history.ROOM_COLUMNS)))
+        if missing:
+            counts.append(("events_missing", missing))
+            if self._logs.allow(room):
+                log.warning("room %s: %d event(s) missing before boot %s seq %s", room, missing, boot, seq)
+        if obj["type"] != "lesson.requested":
+            return
+        if not fresh:
+            # Older than the board's birth: kept in its flash outbox while the
+            # link was down; the board applied its offline policy long ago.
+            counts.append(("history", 1))
+            return
+        req = obj["data"]["req"]
+        assert self.school is not None
+        if seen == "new" and (room, boot, req) in self._decisions:
+            # A request is answered at most once, even across restarts.
+            counts.append(("duplicates", 1))
+            return
+        data = obj["data"]
+        if data.get("extend"):
+            # One more slot: what the policy allows from the session's current
+            # end, which the board added to its own clock (uptime) on grant.
+            decision = self.policy.decide(room, now + min(data.get("remaining_s", 0), MAX_DURATION_S))
+        else:
+            decision = self.policy.decide(room, now)
+        if "calendar_not_covered" in decision.warnings:
+            log.warning("room %s: decided without school-holiday data for this date; configured closures only", room)
+        record = self._record(room, "decision", now, "", boot, req)
+        # The decision's own record seq makes the command id unique for ever, across restarts.
+        cmd = command(decision, "g-%06d" % record[1], req, now)
+        body_cmd = _json(cmd)
+        # Answer first, from memory: a teacher is waiting; the disk is not.
+        self.school.send_cmd(room, cmd)
+        ops.append(record[:7] + (body_cmd,))
+        self._decisions[(room, boot, req)] = body_cmd
+        if len(self._decisions) > history.DEDUP_WINDOW:
+            self._decisions.popitem(last=False)
+        counts.append((("decision", cmd["cmd"]), 1))
+        log.info("room %s: %s request %s/%s (%s)", room, cmd["cmd"], boot, req, decision.reason)
+
+    # policy: offline policies, overrides, configuration reload ---------------------
+
+    def _local_day(self, now: float):
+        return datetime.fromtimestamp(now, ZoneInfo(self.config.policy.timezone)).date()
+
+    def _reload_overrides_in_force(self, now: float) -> None:
+        now_dt = datetime.fromtimestamp(now, UTC)
+        self.policy = self.policy.with_overrides(o for o in self.policy.overrides if o.expires > now_dt)
+
+    @staticmethod
+    def _overrides_from(rows: Iterable[dict]) -> tuple[Override, ...]:
+        out = []
+        for r in rows:
+            try:
+                out.append(_override(r))
+            except ValueError as e:  # a row written by an older version: skipped, said
+                log.warning("override %s ignored: %s", r.get("id"), e)
+        return tuple(out)
+
+    def _publish_policies(self, now: float, rooms: Iterable[str] | None = None) -> None:
+        if self.school is None:
+            return
+        targets = list(rooms or self.config.rooms)
+        for room in targets:
+            try:
+                payload = self.policy.offline_payload(room, now)
+            except Exception:
+                log.exception("room %s: could not compute the offline policy", room)
+                self._count_now("internal_errors")
+                continue
+            self.school.publish_policy(room, payload)
+        self._count_now("policies_published", len(targets))
+
+    def check_override(self, fields: dict, now: float) -> dict:
+        """The override rules, once (the API only parses types): returns the
+        row to store, or OverrideError naming the field."""
+        who, why = (fields.get("who") or "").strip(), (fields.get("why") or "").strip()
+        if not 1 <= len(who) <= 40:
+            raise OverrideError("who: a role of 1 to 40 characters (\"direction\", \"mairie\"), not a person's name")
+        if not 1 <= len(why) <= 200:
+            raise OverrideError("why: 1 to 200 characters, shown to whoever wonders why")
+        if fields.get("scope") not in ("room", "school"):
+            raise OverrideError("scope: \"room\" or \"school\"")
+        if fields.get("effect") not in ("allow", "deny"):
+            raise OverrideError("effect: \"allow\" or \"deny\"")
+        if fields["scope"] == "room" and fields.get("room") not in self.config.rooms:
+            raise OverrideError(f"room: {fields.get('room')!r} is not a room of this school")
+        starts = now if fields.get("starts") is None else _time_field("starts", fields["starts"])
+        expires = _time_field("expires", fields.get("expires"))
+        if expires <= now:
+            raise OverrideError("expires: must be in the future")
+        if expires <= starts:
+            raise OverrideError("expires: must be after starts")
+        if expires - starts > MAX_OVERRIDE_S:
+            raise OverrideError(f"expires: an override lasts at most {MAX_OVERRIDE_S // 86400} days; "
+                                "change the configuration for longer")
+        row = {"id": "o-%06d" % (self._override_count + 1), "scope": fields["scope"],
+               "room": fields.get("room"), "effect": fields["effect"],
+               "ap": bool(fields.get("ap")), "ap_only": bool(fields.get("ap_only")), "starts": starts,
+               "expires": expires, "who": who, "why": why}
+        try:
+            _override(row)  # the model's own checks (scope/room, ap_only only on deny, ...)
+        except ValueError as e:
+            # the model names the override; this one does not exist yet
+            raise OverrideError(str(e).removeprefix(f"override {row['id']}: ")) from None
+        return row
+
+    @on_gateway_loop
+    async def add_override(self, **fields: Any) -> dict:
+        now = self.clock()
+        row = self.check_override(fields, now)
+        self._override_count += 1
+        self.policy = self.policy.with_overrides((*self.policy.overrides, _override(row)))
+        self._publish_policies(now, [row["room"]] if row["scope"] == "room" else None)
+        values = tuple(row[c] for c in history.OVERRIDE_COLUMNS[:-2]) + (now,)
+        ticket = self._submit([("override", values), ("audit", now, row["who"], "override.add", _audit_json(row))])
+        log.info("override %s added by %s: %s %s (%s)", row["id"], row["who"], row["effect"], row["room"] or "school",
+                 row["why"])
+        await self._durable(ticket)
+        return row | {"created": now, "cancelled": None}
+
+    @on_gateway_loop
+    async def cancel_override(self, override_id: str, who: str) -> bool:
+        now = self.clock()
+        kept = tuple(o for o in self.policy.overrides if o.id != override_id)
+        if len(kept) == len(self.policy.overrides):
+            return False
+        self.policy = self.policy.with_overrides(kept)
+        self._publish_policies(now)
+        ticket = self._submit([("cancel", now, override_id),
+                               ("audit", now, (who or "?")[:40], "override.cancel", _audit_json({"id": override_id}))])
+        await self._durable(ticket)
+        return True
+
+    @on_gateway_loop
+    async def reload(self, path: str, who: str = "system") -> dict:
+        """Load the configuration file again. A broken file is refused and the
+        running configuration stays; so is a change that needs a restart."""
+        try:
+            new = await asyncio.to_thread(Config.load, path)
+            for name, key in (("school", "school"), ("gateway_id", "gateway_id"), ("db", "db"),
+                              ("school_broker", "school_broker"), ("city_broker", "city_broker"),
+                              ("http_bind", "http.bind"), ("http_token", "http.token"),
+                              ("http_viewer_token", "http.viewer_token")):
+                if getattr(new, name) != getattr(self.config, name):
+                    # the API's tokens are read at start: a changed token must not look applied
+                    raise ConfigError(f"{new.source}: {key}: changed; this needs a gateway restart, "
+                                      "the running configuration stays")
+            state = await asyncio.to_thread(PolicyState.build, new, ())
+        except ConfigError as e:
+            now = self.clock()
+            await self._durable(self._submit([("audit", now, who, "config.rejected", _audit_json({"detail": str(e)}))]))
+            self._count_now("config_rejected")
+            log.error("configuration reload refused, the running one stays: %s", e)
+            raise
+        now = self.clock()
+        self.registry.set_rooms(new.rooms)  # before the config: rooms() never sees a room it lacks
+        self.config = new
+        # the overrides in force now, not those when the file was read
+        self.policy = state.with_overrides(self.policy.overrides)
+        self._publish_policies(now)
+        log.info("configuration reloaded from %s: %d rooms", new.source, len(new.rooms))
+        await self._durable(self._submit([("audit", now, who, "config.reload",
+                                           _audit_json({"detail": f"{len(new.rooms)} rooms"}))]))
+        return {"ok": True, "rooms": sorted(new.rooms)}
+
+    def explain(self, room: str, at: float | None = None):
+        """The decision a request in `room` would get at `at` (now by default)."""
+        return self.policy.decide(room, self.clock() if at is None else at)
+
+
+def _time_field(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OverrideError(f"{name}: Unix seconds expected, got {value!r}")
+    value = float(value)
+    if not OVERRIDE_TIME_MIN <= value <= OVERRIDE_TIME_MAX:  # NaN fails this too
+        raise OverrideError(f"{name}: a time between 2000 and 2100 expected, got {value!r}")
+    return value
+
+
+def _override(row: dict) -> Override:
+    return Override(
+        id=row["id"], scope=row["scope"], room=row["room"], effect=row["effect"], ap=bool(row["ap"]),
+        ap_only=bool(row["ap_only"]), starts=datetime.fromtimestamp(row["starts"], UTC),
+        expires=datetime.fromtimestamp(row["expires"], UTC), who=row["who"], why=row["why"],
+    )
+
+
+def _json(obj: dict) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _audit_json(detail: dict) -> str:
+    return json.dumps(detail, separators=(",", ":"), sort_keys=True)
+
+
+def _topic_of(msg: mqtt.MQTTMessage) -> str:
+    try:
+        return msg.topic
+    except UnicodeDecodeError:  # paho decodes lazily; a broken topic must still be logged
+        return msg._topic.decode("utf-8", "replace")

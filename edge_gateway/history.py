@@ -1,0 +1,249 @@
+"""The gateway's history in SQLite, which is also the durable outbox to the
+city: a record's `seq` is its per-gateway sequence number, handed out in
+memory by the gateway in arrival order and written by the journal
+(edge_gateway/journal.py) in that order, so the committed records are always
+1..N without a gap. Records with `seq > city_acked` are the outbox;
+delivered ones stay as local history.
+
+This module owns the schema (numbered migration steps, common/migrate.py),
+what the gateway reads once at start (`load_state`), and the read-only
+queries of the web API and the city link, each on its own connection: WAL
+lets them read while the journal writes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.migrate import Step, migrate, schema_version  # noqa: F401 - re-exported
+from protocol.codec import event_digest
+
+# Step 1 is the schema as the first release wrote it (user_version 1):
+# a database from then is upgraded in place by the steps after it.
+STEPS = (
+    Step(1, "records, rooms, meta, overrides, audit", """
+CREATE TABLE IF NOT EXISTS records (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,  -- per-gateway sequence sent to the city
+    room    TEXT NOT NULL,                      -- room, or 'gateway'
+    kind    TEXT NOT NULL CHECK (kind IN ('state', 'evt', 'ack', 'decision')),
+    at      REAL NOT NULL,                      -- gateway Unix time when stored
+    boot    INTEGER,                            -- board boot (for a decision: the request's)
+    evt_seq INTEGER,                            -- board per-boot seq (evt) or req (decision)
+    body    TEXT NOT NULL                       -- JSON as received; a decision: the cmd sent
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_evt ON records (room, boot, evt_seq) WHERE kind = 'evt';
+CREATE UNIQUE INDEX IF NOT EXISTS records_decision ON records (room, boot, evt_seq) WHERE kind = 'decision';
+CREATE INDEX IF NOT EXISTS records_room ON records (room, seq);
+CREATE TABLE IF NOT EXISTS rooms (
+    room      TEXT PRIMARY KEY,
+    online    INTEGER,
+    boot      INTEGER,
+    fw        TEXT,
+    board     TEXT,
+    session   TEXT,
+    ap        INTEGER,
+    last_seen REAL,
+    evt_seq   INTEGER,
+    state     TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS overrides (
+    id        TEXT PRIMARY KEY,
+    scope     TEXT NOT NULL CHECK (scope IN ('room', 'school')),
+    room      TEXT,
+    effect    TEXT NOT NULL CHECK (effect IN ('allow', 'deny')),
+    ap        INTEGER NOT NULL,
+    ap_only   INTEGER NOT NULL,
+    starts    REAL NOT NULL,
+    expires   REAL NOT NULL,
+    who       TEXT NOT NULL,
+    why       TEXT NOT NULL,
+    created   REAL NOT NULL,
+    cancelled REAL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     REAL NOT NULL,
+    who    TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""),
+    # A duplicate is the same (room, boot, seq) with the same content: a
+    # record with the same numbers and another content is kept beside the
+    # first (counted as a conflict), so a forged or stray record sent ahead
+    # of a board can never make the board's own record look like a repeat.
+    Step(2, "events and decisions keyed, not unique, by (room, boot, seq)", """
+DROP INDEX IF EXISTS records_evt;
+DROP INDEX IF EXISTS records_decision;
+CREATE INDEX IF NOT EXISTS records_key ON records (room, boot, evt_seq) WHERE kind IN ('evt', 'decision');
+"""),
+)
+
+ROOM_COLUMNS = ("room", "online", "boot", "fw", "board", "session", "ap", "last_seen", "evt_seq", "state")
+OVERRIDE_COLUMNS = ("id", "scope", "room", "effect", "ap", "ap_only", "starts", "expires", "who", "why", "created",
+                    "cancelled")
+# How many recent events and decisions the gateway keeps in memory to tell a
+# repeat from a new message without reading the disk (docs/gateway.md).
+DEDUP_WINDOW = 100_000
+
+
+def open_db(path: str) -> sqlite3.Connection:
+    """The journal's connection, the schema brought up to date."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a board's QoS 1 message is acknowledged to the broker only once
+    # its record is committed, so the record must be on the card by then.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    migrate(conn, STEPS, name=path)
+    return conn
+
+
+def _reader(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def digest(obj: dict) -> bytes:
+    """What makes two events the same event (protocol.codec.event_digest); a
+    body stored before today's bounds that the codec cannot digest: b""."""
+    try:
+        return event_digest(obj)
+    except (ValueError, TypeError, RecursionError):
+        return b""
+
+
+def loads_safe(body: str) -> Any:
+    """A stored body for a reader; a body no JSON parser takes back (written
+    before the codec bounded nesting) never makes a read fail."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return {"unreadable": body[:200]}
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    seq: int
+    room: str
+    kind: str
+    at: float
+    body: str
+
+    def as_dict(self) -> dict:
+        return {"seq": self.seq, "room": self.room, "kind": self.kind, "at": self.at, "body": loads_safe(self.body)}
+
+
+@dataclass
+class StartState:
+    """What the gateway reads once at start, before it answers anything."""
+
+    rooms: list[dict] = field(default_factory=list)
+    overrides: list[dict] = field(default_factory=list)
+    override_count: int = 0
+    last_seq: int = 0
+    acked: int = 0
+    events: dict[tuple[str, int, int], list[bytes]] = field(default_factory=dict)  # (room, boot, seq) -> digests
+    decisions: dict[tuple[str, int, int], str] = field(default_factory=dict)  # (room, boot, req) -> cmd sent
+
+
+def load_state(conn: sqlite3.Connection, now: float) -> StartState:
+    s = StartState()
+    s.rooms = [dict(zip(ROOM_COLUMNS, r, strict=True)) for r in conn.execute("SELECT %s FROM rooms" % ", ".join(ROOM_COLUMNS))]
+    s.overrides = [_override_row(r) for r in conn.execute(
+        "SELECT %s FROM overrides WHERE cancelled IS NULL AND expires > ? ORDER BY created" % ", ".join(OVERRIDE_COLUMNS),
+        (now,))]
+    s.override_count = int(conn.execute("SELECT COUNT(*) FROM overrides").fetchone()[0])
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+    s.last_seq = int(row[0]) if row else 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'city_acked'").fetchone()
+    s.acked = int(row[0]) if row else 0
+    rows = conn.execute(
+        "SELECT kind, room, boot, evt_seq, body FROM records WHERE kind IN ('evt', 'decision') ORDER BY seq DESC LIMIT ?",
+        (2 * DEDUP_WINDOW,))
+    for kind, room, boot, number, body in reversed(rows.fetchall()):
+        key = (room, boot, number)
+        if kind == "decision":
+            s.decisions[key] = body
+            continue
+        obj = loads_safe(body)
+        s.events.setdefault(key, []).append(digest(obj) if isinstance(obj, dict) and "unreadable" not in obj else b"")
+    return s
+
+
+def _override_row(row) -> dict:
+    out = dict(zip(OVERRIDE_COLUMNS, row, strict=True))
+    out["ap"], out["ap_only"] = bool(out["ap"]), bool(out["ap_only"])
+    return out
+
+
+# the journal's statements (edge_gateway/journal.py) -----------------------------
+
+INSERT_RECORD = "INSERT INTO records (seq, room, kind, at, boot, evt_seq, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+UPSERT_ROOM = "INSERT OR REPLACE INTO rooms (%s) VALUES (%s)" % (", ".join(ROOM_COLUMNS), ", ".join("?" * len(ROOM_COLUMNS)))
+INSERT_OVERRIDE = "INSERT INTO overrides (%s) VALUES (%s)" % (", ".join(OVERRIDE_COLUMNS[:-1]),
+                                                              ", ".join("?" * (len(OVERRIDE_COLUMNS) - 1)))
+CANCEL_OVERRIDE = "UPDATE overrides SET cancelled = ? WHERE id = ? AND cancelled IS NULL"
+INSERT_AUDIT = "INSERT INTO audit (at, who, action, detail) VALUES (?, ?, ?, ?)"
+SET_ACKED = ("INSERT INTO meta (key, value) VALUES ('city_acked', ?) "
+             "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)")
+
+
+# readers (any thread; the web API calls them through asyncio.to_thread) ----------
+
+
+def unacked(path: str, after: int, upto: int, limit: int) -> list[StoredRecord]:
+    """Committed records after `after`, at most up to `upto`, for the city link."""
+    with closing(_reader(path)) as conn:
+        rows = conn.execute("SELECT seq, room, kind, at, body FROM records WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                            (after, upto, limit)).fetchall()
+    return [StoredRecord(*r) for r in rows]
+
+
+def read_overrides(path: str, include_past: bool = False, now: float | None = None, limit: int = 200) -> list[dict]:
+    """Overrides, newest first."""
+    with closing(_reader(path)) as conn:
+        sql = "SELECT %s FROM overrides" % ", ".join(OVERRIDE_COLUMNS)
+        args: list = []
+        if not include_past:
+            sql += " WHERE cancelled IS NULL AND expires > ?"
+            args.append(now)
+        sql += " ORDER BY created DESC LIMIT ?"
+        args.append(limit)
+        return [_override_row(r) for r in conn.execute(sql, args)]
+
+
+def read_audit(path: str, limit: int = 100) -> list[dict]:
+    with closing(_reader(path)) as conn:
+        rows = conn.execute("SELECT id, at, who, action, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [{"id": i, "at": at, "who": who, "action": action, "detail": loads_safe(detail)}
+                for i, at, who, action, detail in rows]
+
+
+def read_records(path: str, room: str | None = None, kinds: tuple[str, ...] = ("evt",), limit: int = 100) -> list[StoredRecord]:
+    """Newest first."""
+    with closing(_reader(path)) as conn:
+        sql = "SELECT seq, room, kind, at, body FROM records WHERE kind IN (%s)" % ", ".join("?" * len(kinds))
+        args: list = list(kinds)
+        if room is not None:
+            sql += " AND room = ?"
+            args.append(room)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        return [StoredRecord(*r) for r in conn.execute(sql, args)]
+
+
+def records_of(path: str) -> Iterator[StoredRecord]:
+    """Every record in seq order (tests, exports)."""
+    with closing(_reader(path)) as conn:
+        for r in conn.execute("SELECT seq, room, kind, at, body FROM records ORDER BY seq"):
+            yield StoredRecord(*r)
