@@ -23,21 +23,22 @@ import tempfile
 import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_bridge.errors import CityError
 from cloud_bridge.service import CityService
 from cloud_bridge.settings import CitySettings
-from edge_gateway.api import ApiSettings, create_app
-from devkit.brokers import start_amqtt
-from edge_gateway.config import Config
-from common.http import HttpThread
 from common.mqtt import tcp_nodelay
-from edge_gateway.gateway import Gateway
-from devkit.testing import school_clock
-from hardware.projectors import describe_fault
+from devkit.brokers import start_amqtt
+from devkit.http import HttpThread
 from devkit.sim.classroom import SimClassroom
-from devkit.sim.i2c import SimI2C, SimKit
+from devkit.sim.i2c import SCD4xModel, SimI2C, SimKit
 from devkit.sim.projector import EpsonSim
+from devkit.testing import school_clock
+from edge_gateway.api import ApiSettings, create_app
+from edge_gateway.config import Config
+from edge_gateway.gateway import Gateway
+from hardware.projectors import describe_fault
 
 SCHOOL = "0341234a"
 ROOMS = {
@@ -60,8 +61,12 @@ class Narrator:
     def __init__(self, port: int, t0: float, out) -> None:
         self.t0 = t0
         self.out = out
-        self.client = tcp_nodelay(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="preau-demo-narrator"))
-        self.client.on_connect = lambda c, *_: c.subscribe(f"preau/v1/{SCHOOL}/+/evt", 1)
+        self.client = tcp_nodelay(mqtt.Client(CallbackAPIVersion.VERSION2, client_id="preau-demo-narrator"))
+
+        def on_connect(client: mqtt.Client, *_: object) -> None:
+            client.subscribe(f"preau/v1/{SCHOOL}/+/evt", 1)
+
+        self.client.on_connect = on_connect
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -108,7 +113,7 @@ async def teacher(boards: dict[str, SimClassroom], say, stop: asyncio.Event) -> 
         try:
             await asyncio.wait_for(stop.wait(), max(0.0, delay))
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         say(room, f"finger on the button for {hold:.1f} s")
         await boards[room].press(hold)
@@ -126,6 +131,7 @@ def status_table(gateway: Gateway, city: CityService, boards: dict[str, SimClass
 
 
 def check_city(city: CityService) -> list[tuple[bool, str]]:
+    assert city.store is not None, "the city is running"
     records = city.store.records(school=SCHOOL, limit=1000)
     evts = [(r["room"], r["body"]) for r in records if r["kind"] == "evt"]
 
@@ -182,7 +188,8 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
     # cp-a's projector warms up in 3 s instead of 30; ce2-b's kit reads 1450 ppm.
     projector = EpsonSim(speed=10)
     kit_bus = SimI2C()
-    kit_bus.attach(SimKit("air-co2-01")).scd4x.co2 = 1450
+    kit = kit_bus.attach(SimKit("air-co2-01"))
+    next(d for d in kit.devices if isinstance(d, SCD4xModel)).co2 = 1450
     extra = {"cp-a": ({"projector": PROJECTORS["cp-a"]}, {"projector": projector}),
              "ce2-b": ({}, {"kit_bus": kit_bus})}
     boards = {
@@ -218,7 +225,7 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
         while not stop.is_set() and time.monotonic() < end:
             try:
                 await asyncio.wait_for(stop.wait(), 0.25)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if time.monotonic() >= next_table:
                 table = status_table(gateway, city, boards)

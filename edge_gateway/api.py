@@ -264,6 +264,7 @@ async def add_override(gateway: GatewayDep, body: OverrideIn) -> dict:
     if body.expires is not None:
         expires = to_unix(body.expires, timezone)
     else:
+        assert body.minutes is not None  # one of the two, checked above
         expires = (gateway.clock() if starts is None else starts) + 60 * body.minutes
     try:
         return await gateway.add_override(scope=body.scope, room=body.room, effect=body.effect, ap=body.ap,
@@ -340,10 +341,11 @@ async def openapi(request: Request) -> JSONResponse:
 # input errors ---------------------------------------------------------------------------
 
 
-async def refused_input(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def refused_input(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's list of errors, each message led by the field it is about
     (`at: ...`), and always valid JSON: an input echoed back may hold a NaN
     (Python's JSON reader takes one) or an odd key."""
+    assert isinstance(exc, RequestValidationError)  # registered for it alone
     detail = []
     for error in _json_safe(jsonable_encoder(exc.errors())):
         field = ".".join(p for p in error.get("loc", [])[1:] if isinstance(p, str))

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloud_bridge.api import create_app
-from protocol.citylink import parse_batch
 from cloud_bridge.errors import CitySettingsError
 from cloud_bridge.metrics import Metrics
 from cloud_bridge.settings import CitySettings
 from cloud_bridge.store import CityStore
+from protocol.citylink import parse_batch
 
 SCHOOL = "0341234a"
 TOKEN = secrets.token_urlsafe(24)

@@ -57,7 +57,7 @@ def fill(store: CityStore) -> None:
     store.store_batch(parse_batch(SCHOOL, raw), received_at=103.0)
     store.set_gateway_state(SCHOOL, True, "gw-1", 104.0)
     # Straight into the file, as an older version or another program left it.
-    db = store._db  # noqa: SLF001 - the test writes what the store's own checks would refuse
+    db = store._db
     for i, body in enumerate(OLD_BODIES, start=10):
         db.execute("INSERT INTO records (school, seq, room, kind, at, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                    (SCHOOL, i, "ce1", "evt", 200.0 + i, body, 300.0))

@@ -8,9 +8,9 @@ import pytest
 
 from cloud_bridge.service import CityService
 from cloud_bridge.settings import CitySettings
+from devkit.testing import Board, school_clock, wait_for
 from edge_gateway.config import Config
 from edge_gateway.gateway import Gateway
-from devkit.testing import Board, school_clock, wait_for
 
 pytestmark = pytest.mark.broker
 

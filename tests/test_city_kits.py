@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud_bridge.api import create_app
-from protocol.citylink import parse_batch
 from cloud_bridge.settings import CitySettings
 from cloud_bridge.store import CityStore
+from protocol.citylink import parse_batch
 
 A, B = "0341234a", "0679999z"
 TOKEN = secrets.token_urlsafe(24)

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.citylink import parse_batch
 from cloud_bridge.store import CityStore, StoreError
+from protocol.citylink import parse_batch
 
 SCHOOL = "0341234a"
 

@@ -26,7 +26,7 @@ def _micropython_typeshed():
     try:
         dist = metadata.distribution("micropython-stdlib-stubs")
     except metadata.PackageNotFoundError:
-        raise AssertionError("pip install micropython-esp32-stubs (brings micropython-stdlib-stubs)")
+        raise AssertionError("pip install micropython-esp32-stubs (brings micropython-stdlib-stubs)") from None
     root = Path(dist.locate_file(""))
     assert (root / "stdlib" / "VERSIONS").is_file(), "no stdlib/VERSIONS under %s" % root
     return root

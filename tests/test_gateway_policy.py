@@ -169,7 +169,8 @@ def test_reload_applies_a_good_file_and_refuses_a_broken_one(gateway, mosquitto,
     try:
         wait_for(lambda: board.policy, what="retained policy")
         path = gateway.config_path
-        good = open(path).read()
+        with open(path) as f:
+            good = f.read()
         # A broken file: refused with its file and key, the running rules stay.
         with open(path, "w") as f:
             f.write(good.replace('wifi = "allowed"', 'wifi = "sometimes"'))

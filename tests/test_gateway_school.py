@@ -97,7 +97,7 @@ def test_offline_policy_and_gateway_state_are_retained(gateway, board_factory):
     assert policy["until"] == int(now) + 48 * 3600
     first = policy["windows"][0]
     assert first[0] == int(now) and first[3] == 1 and first[2] == 5400
-    for start, end, max_s, ap in policy["windows"]:
+    for start, _end, _max_s, ap in policy["windows"]:
         local = datetime.fromtimestamp(start, ZoneInfo("Europe/Paris"))
         if ap:
             assert local.weekday() in (0, 1, 3, 4) and 8 <= local.hour < 17

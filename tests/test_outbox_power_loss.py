@@ -184,7 +184,7 @@ class Flash:
         return True
 
     def open(self, path, mode="r"):
-        f = open(path, mode)
+        f = open(path, mode)  # noqa: SIM115 - handed to the caller, who closes it
         if "r" in mode:
             return f
         flash = self
@@ -358,7 +358,7 @@ def test_random_appends_pops_cuts_and_reopens_keep_order_and_lose_nothing(ops, m
             elif op == "reopen":
                 ob = Outbox(d, segment=90)
             else:  # power cut while appending, then the board restarts
-                done, _ = run_cut(monkeypatch, d, arg, lambda: ob.append(msg(n)))
+                done, _ = run_cut(monkeypatch, d, arg, lambda ob=ob, n=n: ob.append(msg(n)))
                 ob = Outbox(d, segment=90)
                 if done or len(ob) == len(model) + 1:
                     model.append((n, EVENT))  # written whole before the cut

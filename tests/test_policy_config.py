@@ -58,7 +58,7 @@ def test_defaults():
 
 def test_policy_is_immutable():
     policy = load(MINIMAL)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):  # frozen dataclass: FrozenInstanceError
         policy.zone = "A"
     with pytest.raises(TypeError):
         policy.rooms["x"] = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,7 +24,7 @@ from edge_gateway.policy.engine import (
 from edge_gateway.policy.model import Override
 
 PARIS = ZoneInfo("Europe/Paris")
-UTC = timezone.utc
+UTC = UTC
 
 BASE = """
 [policy]
@@ -473,7 +473,7 @@ def test_an_ended_ical_timetable_no_longer_opens_wifi(tmp_path):
     club.add("dtstart", datetime(2019, 9, 2, 17, 0, tzinfo=PARIS))
     club.add("dtend", datetime(2019, 9, 2, 18, 0, tzinfo=PARIS))
     club.add("location", "CM2 B")
-    club.add("rrule", {"freq": "weekly", "byday": ["MO"], "until": datetime(2020, 6, 30, tzinfo=timezone.utc)})
+    club.add("rrule", {"freq": "weekly", "byday": ["MO"], "until": datetime(2020, 6, 30, tzinfo=UTC)})
     cal.add_component(club)
     (tmp_path / "club.ics").write_bytes(cal.to_ical())
     text = ('[policy]\nzone = "C"\n[rooms.cm2-b]\nwifi = "allowed"\n'

@@ -15,7 +15,7 @@ from edge_gateway.policy.ical import IcalError, IcalImport, TimetableSlot, impor
 
 PARIS = ZoneInfo("Europe/Paris")
 ROOMS = {"Salle CM1": "cm1", " cp ": "cp", "CE2": "ce2"}
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def event(uid: str, summary: str | None = None, **props) -> icalendar.Event:
@@ -142,14 +142,14 @@ def test_utc_times_are_converted():
 def test_text_file_from_a_real_exporter():
     # Hand-written the way Thunderbird and school ENTs export: TZID, folded lines, CRLF.
     text = (
-        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//ENT//FR\r\n"
-        "BEGIN:VEVENT\r\nUID:1@ent\r\nSUMMARY:Anglais\r\nLOCATION:CE2\r\n"
-        "DTSTART;TZID=Europe/Paris:20250902T133000\r\nDTEND;TZID=Europe/Paris:20250902T143000\r\n"
-        "RRULE:FREQ=WEEKLY;UNTIL=20260703T215959Z;BYDAY=TU,FR\r\nEND:VEVENT\r\n"
-        "BEGIN:VEVENT\r\nUID:2@ent\r\nSUMMARY:Vacances (ENT)\r\nDTSTART;VALUE=DATE:20251018\r\n"
-        "DTEND;VALUE=DATE:20251103\r\nEND:VEVENT\r\n"
-        "END:VCALENDAR\r\n"
-    ).encode()
+        b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//ENT//FR\r\n"
+        b"BEGIN:VEVENT\r\nUID:1@ent\r\nSUMMARY:Anglais\r\nLOCATION:CE2\r\n"
+        b"DTSTART;TZID=Europe/Paris:20250902T133000\r\nDTEND;TZID=Europe/Paris:20250902T143000\r\n"
+        b"RRULE:FREQ=WEEKLY;UNTIL=20260703T215959Z;BYDAY=TU,FR\r\nEND:VEVENT\r\n"
+        b"BEGIN:VEVENT\r\nUID:2@ent\r\nSUMMARY:Vacances (ENT)\r\nDTSTART;VALUE=DATE:20251018\r\n"
+        b"DTEND;VALUE=DATE:20251103\r\nEND:VEVENT\r\n"
+        b"END:VCALENDAR\r\n"
+    )
     result = import_ical(text, ROOMS)
     assert [(s.room, s.weekday, s.start) for s in result.slots] == [("ce2", 1, dt.time(13, 30)), ("ce2", 4, dt.time(13, 30))]
     assert result.closures == [Closure(dt.date(2025, 10, 18), dt.date(2025, 11, 2), "Vacances (ENT)")]

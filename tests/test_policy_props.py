@@ -6,7 +6,7 @@ policy agrees with `decide`."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -17,7 +17,7 @@ from edge_gateway.policy.engine import OFFLINE_MAX_BYTES, REASONS, calendar_for,
 from edge_gateway.policy.model import WEEKDAYS, Override
 
 PARIS = ZoneInfo("Europe/Paris")
-UTC = timezone.utc
+UTC = UTC
 ROOMS = ("r1", "r2", "r3")
 TYPES = ("t0", "t1", "t2", "t3")
 DST_DAYS = (date(2026, 3, 29), date(2026, 10, 25), date(2027, 3, 28), date(2025, 10, 26))
@@ -39,7 +39,7 @@ def days(draw):
     if len(cuts) % 2:
         cuts = cuts[:-1]
     periods = [
-        {"start": _hm(a), "end": _hm(b), "type": draw(st.sampled_from(TYPES))} for a, b in zip(cuts[::2], cuts[1::2])
+        {"start": _hm(a), "end": _hm(b), "type": draw(st.sampled_from(TYPES))} for a, b in zip(cuts[::2], cuts[1::2], strict=True)
     ]
     last = cuts[-1] if cuts else 0
     if last <= 94 * 15 and draw(st.integers(0, 4)) == 0:
@@ -241,6 +241,6 @@ def test_offline_policy_is_small_and_agrees_with_decide(data):
                 assert d.ap == bool(ap) and d.duration_s <= max_s
     # Between windows, inside the horizon, decide refuses.
     edges = [int(now.timestamp())] + [x for w in doc["windows"] for x in w[:2]] + [doc["until"]]
-    for a, b in zip(edges[::2], edges[1::2]):
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
         if b - a > 2:
             assert not decide(policy, cal, ovs, room, datetime.fromtimestamp((a + b) // 2, UTC)).grant

@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 from . import REPO, run
 
@@ -439,10 +438,9 @@ def board_libs(out_dir, pkg="fwmpy"):
 def script(pkg="fwmpy"):
     sys.path.insert(0, str(REPO))
     from firmware.config import validate
+    from hardware.boards import board_json
     from hardware.kits import id_image
     from hardware.projectors import board_table
-
-    from hardware.boards import board_json
 
     cfg = validate({"school": "0341234a", "room": "cm2-b", "broker": "192.168.10.2", "projector": "epson-escvp21"})
     return SCRIPT % {"config": repr(cfg), "board": json.dumps(board_json("olimex-esp32-poe")), "table": json.dumps(board_table("epson-escvp21")),
