@@ -7,11 +7,9 @@ from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.dependencies.models import Dependant
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 
 from common.auth import BearerRoles
+from common.queries import refuse_unknown_query  # noqa: F401 - the city's routes take it from here
 
 from .metrics import Metrics
 from .settings import CitySettings
@@ -49,29 +47,3 @@ loopback_or_operator = bearer.loopback_or(OPERATOR)
 StoreDep = Annotated[CityStore, Depends(get_store)]
 SettingsDep = Annotated[CitySettings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-
-
-def refuse_unknown_query(request: Request) -> None:
-    """A query parameter the route does not know (`?shcool=`, a typo) is
-    refused with 422, not silently ignored: a filter that did not apply
-    would answer with everything."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return
-    unknown = sorted(set(request.query_params) - _query_names(route))
-    if unknown:
-        raise RequestValidationError([
-            {"type": "extra_forbidden", "loc": ("query", name), "msg": "unknown query parameter",
-             "input": request.query_params[name]}
-            for name in unknown
-        ])
-
-
-def _query_names(route: APIRoute) -> set[str]:
-    def names(dependant: Dependant) -> set[str]:
-        found = {param.alias for param in dependant.query_params}
-        for sub in dependant.dependencies:
-            found |= names(sub)
-        return found
-
-    return names(route.dependant)

@@ -53,81 +53,7 @@ GATEWAY_FILTER = city_topic("+", "gateway")
 _REFUSED_FOR_GOOD = {133, 134, 135, 138, 140}
 _BAD_RECORDS_LOGGED = 5
 DRAIN_TIMEOUT_S = 10.0
-# Deeper than any body the contract or the store accepts (store.MAX_BODY_DEPTH),
-# well within what CPython's JSON decoder reads (about 990 levels).
-CUT_DEPTH = 100
-# CPython refuses to read an integer of more than 4300 digits (a guard against
-# quadratic conversion); no number the contract accepts has more than 20.
-MAX_NUMBER_CHARS = 4000
-_NUMBER_BYTES = frozenset(b"0123456789+-.eE")
-
 Ack = tuple[str, int]  # (school, acked): what to publish once a batch is stored
-
-
-def defuse(raw: bytes, depth: int = CUT_DEPTH, digits: int = MAX_NUMBER_CHARS) -> bytes | None:
-    """`raw` with what CPython's JSON decoder refuses the whole payload for
-    made readable, or None when there is none: each array or object nested
-    deeper than `depth` becomes null, each number longer than `digits`
-    characters becomes 1e999 (infinity, refused by the contract's bounds).
-    Iterative, on the bytes: the nesting is what a broken or hostile sender
-    controls."""
-    pieces: list[bytes] = []
-    kept = level = 0
-    cut_at: int | None = None
-    number_at: int | None = None
-    in_string = escaped = False
-    for i, c in enumerate(raw + b" "):  # the space ends a number at the end
-        if in_string:
-            if escaped:
-                escaped = False
-            elif c == 0x5C:  # backslash
-                escaped = True
-            elif c == 0x22:  # quote
-                in_string = False
-            continue
-        if c in _NUMBER_BYTES:
-            if number_at is None:
-                number_at = i
-            continue
-        if number_at is not None:
-            if i - number_at > digits and cut_at is None:
-                pieces += [raw[kept:number_at], b"1e999"]
-                kept = i
-            number_at = None
-        if c == 0x22:
-            in_string = True
-        elif c in b"[{":
-            if level == depth and cut_at is None:
-                cut_at = i
-            level += 1
-        elif c in b"]}":
-            level -= 1
-            if level == depth and cut_at is not None:
-                pieces += [raw[kept:cut_at], b"null"]
-                kept, cut_at = i + 1, None
-    if not pieces:
-        return None
-    pieces.append(raw[kept:])
-    return b"".join(pieces)
-
-
-def _parse_batch(school: str, raw: bytes) -> Batch:
-    """parse_batch, and one bad record costs only itself even when the JSON
-    decoder refuses the whole payload for it (nested too deep, an integer of
-    thousands of digits): that part is made readable (defuse), so the
-    decoder reads the batch and the contract's checks refuse that record
-    alone, by its seq, for the ack to pass it."""
-    try:
-        return parse_batch(school, raw)
-    except (BatchError, RecursionError, ValueError) as e:
-        if isinstance(e, BatchError) and e.reason != "not_json":
-            raise
-        readable = defuse(raw)
-        if readable is None:
-            raise
-        log.info("city link: school %s: a batch the JSON decoder refuses (%s), read with its faults defused",
-                 school, type(e).__name__)
-        return parse_batch(school, readable)
 
 
 class Ingest(MqttLink):
@@ -279,7 +205,7 @@ class Ingest(MqttLink):
         try:
             if leaf == "records":
                 self.metrics.batches.inc()
-                return self._ingest_batch(school, _parse_batch(school, bytes(payload)))
+                return self._ingest_batch(school, parse_batch(school, bytes(payload)))
             if leaf == "gateway":
                 state = parse_gateway_state(school, bytes(payload))
                 if state is not None:

@@ -16,8 +16,9 @@ reads from its worker threads while the writer writes: WAL gives readers a
 consistent snapshot without blocking the writer.
 
 One bad record costs only itself: a value that SQLite, the JSON encoder or
-the API's serializer cannot take (an integer beyond 64 bits, NaN, a lone
-surrogate, a body nested deeper than `MAX_BODY_DEPTH`) refuses that record
+the API's serializer cannot take (a number beyond 2^53, NaN, a lone
+surrogate, a body nested deeper than the contract's MAX_DEPTH: the rule of
+protocol.codec, the same as the gateway's) refuses that record
 alone, within its batch's transaction (a savepoint per record), and the
 record is set aside like any other refused record. Reads never trust what is
 stored either: a body stored before these bounds that the API could not
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -39,7 +39,15 @@ from typing import Any
 from common.migrate import MigrationError, Step, migrate
 from hardware.kits import kit_type
 from protocol.citylink import GATEWAY_ROOM, Batch, Record, truncate
-from protocol.codec import ProtocolError, check_evt, check_state, session_after, valid_name
+from protocol.codec import (
+    MAX_DEPTH,
+    ProtocolError,
+    check_evt,
+    check_state,
+    session_after,
+    valid_name,
+    value_fault,
+)
 
 from .errors import CityError
 
@@ -128,8 +136,6 @@ _MAX_SENSORS = 16
 _ACK_SCAN = 500
 # SQLite's INTEGER (and PostgreSQL's BIGINT) range: every integer the city stores fits.
 MIN_INT, MAX_INT = -(2**63), 2**63 - 1
-# Board messages nest 3 deep; the API's serializer (pydantic) gives up near 250.
-MAX_BODY_DEPTH = 32
 # A board's clock comes from its gateway: an event "happening" more than a day
 # after the gateway stored it is a broken clock, and would pin its kit there
 # for ever (nothing newer could ever move it).
@@ -187,44 +193,14 @@ def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def body_fault(value: object) -> str | None:
     """Why the database, the JSON encoder or the API could not take `value`
-    back, or None. Iterative: a body nested 40,000 deep costs no stack."""
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth >= MAX_BODY_DEPTH:
-                return f"nested deeper than {MAX_BODY_DEPTH} levels"
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    if not isinstance(key, str) or not _encodable(key):
-                        return "a key that is not valid Unicode text"
-                    stack.append((child, depth + 1))
-            else:
-                stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str):
-            if not _encodable(item):
-                return "a string that is not valid Unicode (a lone surrogate)"
-        elif item is None or isinstance(item, bool):
-            pass
-        elif isinstance(item, int):
-            if not MIN_INT <= item <= MAX_INT:
-                return f"an integer outside the signed 64-bit range ({item.bit_length()} bits)"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return f"a number that is not finite ({item})"
-        else:
-            return f"a value of type {type(item).__name__}"
-    return None
+    back, or None: the contract's own rule (protocol.codec.value_fault, the
+    record body counted as one level), decided once for gateway and city.
+    Iterative: a body nested 40,000 deep costs no stack."""
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    return value_fault(value, MAX_DEPTH)
 
 
 def body_text(body: dict) -> str:

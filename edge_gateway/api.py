@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.auth import BearerRoles
+from common.queries import refuse_unknown_query
 
 from .config import Config, ConfigError
 from .gateway import Gateway, OverrideError
@@ -182,6 +183,9 @@ SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 Reader = Depends(_role)
 DirectorOnly = Depends(_director)
 LocalOrReader = Depends(roles.loopback_or("director", "viewer"))
+# After the role: a query parameter the route does not know (`?al=true`) is
+# refused (422), since a filter with a typo would answer with everything.
+Strict = Depends(refuse_unknown_query)
 
 RoomQuery = Annotated[RoomName, Query(examples=["cm2-b"])]
 RoomPath = Annotated[RoomName, Path(examples=["cm2-b"])]
@@ -197,7 +201,7 @@ def _known_room(gateway: Gateway, room: str) -> None:
 
 # routers --------------------------------------------------------------------------------
 
-rooms_router = APIRouter(prefix="/api/rooms", tags=["rooms"], dependencies=[Reader])
+rooms_router = APIRouter(prefix="/api/rooms", tags=["rooms"], dependencies=[Reader, Strict])
 
 
 @rooms_router.get("", response_model=list[RoomOut])
@@ -205,7 +209,7 @@ async def list_rooms(gateway: GatewayDep) -> list[dict]:
     return list(gateway.rooms().values())
 
 
-events_router = APIRouter(prefix="/api/events", tags=["events"], dependencies=[Reader])
+events_router = APIRouter(prefix="/api/events", tags=["events"], dependencies=[Reader, Strict])
 
 
 @events_router.get("", response_model=list[RecordOut])
@@ -217,7 +221,7 @@ async def list_events(gateway: GatewayDep, room: RoomQuery | None = None, limit:
     return [r.as_dict() for r in records]
 
 
-policy_router = APIRouter(prefix="/api/policy", tags=["policy"], dependencies=[Reader])
+policy_router = APIRouter(prefix="/api/policy", tags=["policy"], dependencies=[Reader, Strict])
 
 
 @policy_router.get("/explain", response_model=DecisionOut)
@@ -245,7 +249,7 @@ async def offline(gateway: GatewayDep, room: RoomPath) -> dict:
 overrides_router = APIRouter(prefix="/api/overrides", tags=["overrides"])
 
 
-@overrides_router.get("", response_model=list[OverrideOut], dependencies=[Reader])
+@overrides_router.get("", response_model=list[OverrideOut], dependencies=[Reader, Strict])
 async def list_overrides(
     gateway: GatewayDep,
     include_past: Annotated[bool, Query(alias="all", description="cancelled and expired ones too")] = False,
@@ -256,7 +260,7 @@ async def list_overrides(
                                    now=gateway.clock(), limit=limit)
 
 
-@overrides_router.post("", status_code=201, response_model=OverrideOut, dependencies=[DirectorOnly])
+@overrides_router.post("", status_code=201, response_model=OverrideOut, dependencies=[DirectorOnly, Strict])
 async def add_override(gateway: GatewayDep, body: OverrideIn) -> dict:
     """A temporary allow or deny; 422 with the gateway's reason when refused."""
     timezone = gateway.config.policy.timezone
@@ -274,7 +278,7 @@ async def add_override(gateway: GatewayDep, body: OverrideIn) -> dict:
         raise HTTPException(status_code=422, detail=str(e)) from None
 
 
-@overrides_router.delete("/{override_id}", response_model=CancelledOut, dependencies=[DirectorOnly])
+@overrides_router.delete("/{override_id}", response_model=CancelledOut, dependencies=[DirectorOnly, Strict])
 async def cancel_override(
     gateway: GatewayDep,
     override_id: Annotated[str, Path(pattern=OVERRIDE_ID_PATTERN, examples=["o-000001"])],
@@ -285,7 +289,7 @@ async def cancel_override(
     return {"id": override_id, "cancelled": True}
 
 
-admin_router = APIRouter(prefix="/api", tags=["administration"], dependencies=[DirectorOnly])
+admin_router = APIRouter(prefix="/api", tags=["administration"], dependencies=[DirectorOnly, Strict])
 
 
 @admin_router.get("/audit", response_model=list[AuditOut])
@@ -315,14 +319,14 @@ async def reload_config(gateway: GatewayDep, settings: SettingsDep, body: Reload
 ops_router = APIRouter(tags=["operations"])
 
 
-@ops_router.get("/healthz", response_model=HealthOut,
+@ops_router.get("/healthz", response_model=HealthOut, dependencies=[Strict],
                 responses={503: {"model": HealthOut, "description": "the school broker or the database is down"}})
 async def healthz(gateway: GatewayDep) -> JSONResponse:
     health = gateway.health()  # the gateway's memory: no disk, no wait
     return JSONResponse(jsonable_encoder(health), status_code=200 if health["ok"] else 503)
 
 
-@ops_router.get("/metrics", dependencies=[LocalOrReader], response_class=Response,
+@ops_router.get("/metrics", dependencies=[LocalOrReader, Strict], response_class=Response,
                 responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}})
 async def metrics(gateway: GatewayDep) -> Response:
     text = generate_latest(gateway.metrics_registry)  # the collector reads counters in memory
@@ -408,7 +412,7 @@ def create_app(gateway: Gateway, settings: ApiSettings) -> FastAPI:
     app.include_router(overrides_router)
     app.include_router(admin_router)
     app.include_router(ops_router)
-    app.add_api_route("/openapi.json", openapi, include_in_schema=False, dependencies=[Reader])
+    app.add_api_route("/openapi.json", openapi, include_in_schema=False, dependencies=[Reader, Strict])
     app.add_exception_handler(RequestValidationError, refused_input)
     app.add_middleware(BodyLimit)
     return app

@@ -144,6 +144,61 @@ def parse_record(item: object) -> Record | BadRecord:
     return Record(seq, room, kind, float(at), body)
 
 
+# Deeper than any body the contract accepts (MAX_DEPTH),
+# well within what CPython's JSON decoder reads (about 990 levels).
+CUT_DEPTH = 100
+# CPython refuses to read an integer of more than 4300 digits (a guard against
+# quadratic conversion); no number the contract accepts has more than 20.
+MAX_NUMBER_CHARS = 4000
+_NUMBER_BYTES = frozenset(b"0123456789+-.eE")
+
+def defuse(raw: bytes, depth: int = CUT_DEPTH, digits: int = MAX_NUMBER_CHARS) -> bytes | None:
+    """`raw` with what CPython's JSON decoder refuses the whole payload for
+    made readable, or None when there is none: each array or object nested
+    deeper than `depth` becomes null, each number longer than `digits`
+    characters becomes 1e999 (infinity, refused by the contract's bounds).
+    Iterative, on the bytes: the nesting is what a broken or hostile sender
+    controls."""
+    pieces: list[bytes] = []
+    kept = level = 0
+    cut_at: int | None = None
+    number_at: int | None = None
+    in_string = escaped = False
+    for i, c in enumerate(raw + b" "):  # the space ends a number at the end
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:  # quote
+                in_string = False
+            continue
+        if c in _NUMBER_BYTES:
+            if number_at is None:
+                number_at = i
+            continue
+        if number_at is not None:
+            if i - number_at > digits and cut_at is None:
+                pieces += [raw[kept:number_at], b"1e999"]
+                kept = i
+            number_at = None
+        if c == 0x22:
+            in_string = True
+        elif c in b"[{":
+            if level == depth and cut_at is None:
+                cut_at = i
+            level += 1
+        elif c in b"]}":
+            level -= 1
+            if level == depth and cut_at is not None:
+                pieces += [raw[kept:cut_at], b"null"]
+                kept, cut_at = i + 1, None
+    if not pieces:
+        return None
+    pieces.append(raw[kept:])
+    return b"".join(pieces)
+
+
 def parse_batch(topic_school: str, raw: bytes) -> Batch:
     """Check a batch received on `preau/v1/city/{topic_school}/records`.
 
@@ -151,7 +206,18 @@ def parse_batch(topic_school: str, raw: bytes) -> Batch:
     one record refuses only that record (Batch.bad), the others are kept."""
     if len(raw) > MAX_BATCH_BYTES:
         raise BatchError("too_large", "payload: %d bytes, limit %d" % (len(raw), MAX_BATCH_BYTES))
-    obj = _decode(raw, None)  # the records are checked one by one, below
+    try:
+        obj = _decode(raw, None)  # the records are checked one by one, below
+    except BatchError as e:
+        # A record nested 40,000 deep, or with a number of thousands of
+        # digits, makes the JSON decoder refuse the whole batch: that part is
+        # made readable (defuse), and the record checks below refuse that
+        # record alone, by its seq, so the rest of the batch is stored and
+        # the link never stalls on it.
+        readable = defuse(raw) if e.reason == "not_json" else None
+        if readable is None:
+            raise
+        obj = _decode(readable, None)
     school = obj.get("school")
     if not isinstance(school, str):
         raise BatchError("bad_field", "field school: expected a string, got %s" % _shown(school))

@@ -103,6 +103,8 @@ def value_fault(value, depth=0):
                     todo.append((item, 0))  # the name
                     item = value[item]
                 todo.append((item, depth - 1))
+        elif value is not None and value is not True and value is not False:
+            return "a value JSON cannot carry"
     return None
 
 

@@ -12,11 +12,11 @@ import sqlite3
 
 import pytest
 
-from cloud_bridge.ingest import Ingest, defuse
+from cloud_bridge.ingest import Ingest
 from cloud_bridge.metrics import Metrics
 from cloud_bridge.settings import CitySettings
 from cloud_bridge.store import INTERNAL_ERROR, CityStore, StoreWriteError
-from protocol.citylink import Batch, Record
+from protocol.citylink import Batch, Record, defuse
 
 SCHOOL = "0341234a"
 TOPIC = f"preau/v1/city/{SCHOOL}/records"

@@ -278,3 +278,11 @@ def test_local_times_across_the_clock_changes_read_as_the_periods_are():
     # autumn: 02:30 shows twice, the first pass (still summer time)
     assert unix("2026-10-25 02:30") == datetime(2026, 10, 25, 0, 30, tzinfo=UTC).timestamp()
     assert unix("2026-10-25T02:30+01:00") == datetime(2026, 10, 25, 1, 30, tzinfo=UTC).timestamp()
+
+
+def test_an_unknown_query_parameter_is_refused_not_ignored(gateway):
+    client = TestClient(create_app(gateway, ApiSettings(token=DIRECTOR_TOKEN)))
+    assert client.get("/api/overrides", params={"al": "true"}).status_code == 401  # the token first
+    r = client.get("/api/overrides", params={"al": "true"}, headers=AUTH)
+    assert r.status_code == 422 and "al" in r.text and "unknown query parameter" in r.text
+    assert client.get("/api/overrides", params={"all": "true"}, headers=AUTH).status_code == 200

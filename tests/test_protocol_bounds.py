@@ -243,10 +243,16 @@ def record(seq, body=None, **extra):
     return {"seq": seq, "room": "cm2-b", "kind": "evt", "at": 1763900001.25, "body": EVT if body is None else body, **extra}
 
 
-def test_a_batch_nested_40000_deep_is_not_json():
+def test_a_record_nested_40000_deep_is_refused_alone():
     raw = b'{"v": 1, "school": "0341234a", "gateway": "g", "records": [' + b"[" * 40_000 + b"]" * 40_000 + b"]}"
+    b = parse_batch("0341234a", raw)
+    assert b.records == [] and [x.reason for x in b.bad] == ["record_not_object"]
+
+
+def test_an_envelope_nested_40000_deep_is_not_json():
+    raw = b"[" * 40_000 + b"]" * 40_000
     e = pytest.raises(BatchError, parse_batch, "0341234a", raw).value
-    assert e.reason == "not_json"
+    assert e.reason in ("not_json", "not_object")
 
 
 def test_a_body_beyond_the_bounds_costs_only_its_record():
