@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -30,22 +30,21 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 
 from common.mqtt import LinkError
-from protocol.codec import MAX_DURATION_S, ProtocolError, parse, parse_topic
 
 from . import history
 from .city_link import CityLink, Forwarder
 from .config import Config, ConfigError
+from .intake import Intake
 from .journal import Journal
-from .limits import BURST, RATE_PER_S, LogLimiter, RoomBuckets
+from .limits import BURST, RATE_PER_S, RoomBuckets
 from .metrics import GatewayCollector, make_registry
 from .policy.model import Override
 from .registry import Registry
-from .rules import PolicyState, command
-from .school_link import BOARD_LEAVES, SchoolLink
+from .rules import PolicyState
+from .school_link import SchoolLink
 
 log = logging.getLogger(__name__)
 
-PAYLOAD_LOG_CHARS = 120
 MAX_OVERRIDE_S = 14 * 86400
 OVERRIDE_TIME_MIN = 946684800.0  # 2000-01-01: an override time before it is a typo
 OVERRIDE_TIME_MAX = 4102444800.0  # 2100-01-01
@@ -60,15 +59,6 @@ class GatewayError(RuntimeError):
 
 class OverrideError(ValueError):
     pass
-
-
-_REJECTION = {"not_json": "bad_json", "not_object": "bad_json", "version": "bad_version",
-              "too_large": "too_large", "topic": "bad_topic"}
-
-
-def rejection_reason(error: ProtocolError) -> str:
-    """The gateway's metric label for the codec's own classification."""
-    return _REJECTION.get(error.kind, "bad_field")
 
 
 def on_gateway_loop(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -127,16 +117,11 @@ class Gateway:
         self.forwarder: Forwarder | None = None
         self._tick_task: asyncio.Task | None = None
         self._pending: deque[tuple[int, mqtt.MQTTMessage | None, list, asyncio.Future | None]] = deque()
-        self._events: OrderedDict[tuple[str, int, int], list[bytes]] = OrderedDict()
-        self._decisions: OrderedDict[tuple[str, int, int], str] = OrderedDict()
-        self._timed: set[tuple[str, int]] = set()  # (room, boot) given the time
-        self._time_ids = 0
-        self._last_seq = 0  # handed out (loop)
         self._committed_seq = 0
         self._override_count = 0
         self._acked = 0
-        self._buckets = RoomBuckets(room_burst, room_rate_per_s)
-        self._logs = LogLimiter()
+        self.intake = Intake(config.school, self.registry, decide=lambda room, at: self.policy.decide(room, at),
+                             send_cmd=self._send_cmd, buckets=RoomBuckets(room_burst, room_rate_per_s))
         self._policy_day = None
         self._running = False
         self._draining = False
@@ -153,9 +138,8 @@ class Gateway:
                 self.journal = None
             raise GatewayError(f"database {self.config.db}: {e}") from e
         self.registry.load(state.rooms)
-        self._events = OrderedDict(state.events)
-        self._decisions = OrderedDict(state.decisions)
-        self._last_seq = self._committed_seq = state.last_seq
+        self.intake.load(state)
+        self._committed_seq = state.last_seq
         self._acked = state.acked
         self._override_count = state.override_count
         self.policy = PolicyState.build(self.config, self._overrides_from(state.overrides))
@@ -378,14 +362,6 @@ class Gateway:
     def _save_acked(self, seq: int) -> None:
         self._submit([("acked", seq)])
 
-    def _next_seq(self) -> int:
-        self._last_seq += 1
-        return self._last_seq
-
-    def _record(self, room: str, kind: str, now: float, body: str, boot: int | None = None,
-                number: int | None = None) -> tuple:
-        return ("rec", self._next_seq(), room, kind, now, boot, number, body)
-
     # ticks: the city link's resends, the day's policies ---------------------------
 
     async def _ticks(self) -> None:
@@ -420,166 +396,14 @@ class Gateway:
     def _on_board(self, msg: mqtt.MQTTMessage) -> None:
         if self._draining:
             return
-        now = self.clock()
-        ops: list[tuple] = []
-        counts: list[tuple] = []
-        try:
-            self._board_message(msg, now, ops, counts)
-        except Exception:  # a bug must cost one message, never the gateway
-            log.exception("gateway: unexpected error on %s %.200r", _topic_of(msg), msg.payload)
-            counts = [("internal_errors", 1)]
-            ops = []
+        ops, counts = self.intake.handle(msg, self.clock())
         assert self.journal is not None
         ticket = self._submit(ops) if ops else self.journal.submitted
         self._after(ticket, msg, counts)
 
-    def _reject(self, reason: str, msg: mqtt.MQTTMessage, detail: str, counts: list, room: str = "?") -> None:
-        if self._logs.allow(room):
-            log.warning("rejected (%s) on %s: %s; payload %.*r", reason, _topic_of(msg), detail, PAYLOAD_LOG_CHARS,
-                        msg.payload)
-        else:
-            counts.append(("logs_suppressed", 1))
-        counts.append((("rejected", reason), 1))
-
-    def _board_message(self, msg: mqtt.MQTTMessage, now: float, ops: list, counts: list) -> None:
-        try:
-            school, room, leaf = parse_topic(_topic_of(msg))
-        except ProtocolError as e:
-            return self._reject("bad_topic", msg, str(e), counts)
-        if school != self.config.school:
-            return self._reject("wrong_school", msg, "school %s is not %s" % (school, self.config.school), counts)
-        if room == "gateway" or leaf not in BOARD_LEAVES:
-            # Our own state coming back through `+/state`, or our retained policies.
-            log.debug("ignored gateway-side message on %s", _topic_of(msg))
-            return
-        if not self.registry.known(room):
-            return self._reject("unknown_room", msg, "room %s is not in the configuration" % room, counts)
-        try:
-            obj = parse(leaf, msg.payload)
-            body = msg.payload.decode()
-        except (ProtocolError, UnicodeDecodeError) as e:
-            reason = rejection_reason(e) if isinstance(e, ProtocolError) else "bad_json"
-            return self._reject(reason, msg, str(e), counts, room)
-        if leaf == "tele":
-            # Periodic readings update the live view only; the history keeps events.
-            if not self.registry.is_history(room, obj["boot"]):
-                self.registry.apply_tele(room, obj, now)
-            counts.append((("accepted", leaf), 1))
-            return
-        if not self._buckets.take(room, now):
-            # A flood from one client: what it would store is refused, counted, logged
-            # once in a while; the other rooms keep their latency.
-            if self._logs.allow(room):
-                log.warning("room %s: more messages than a board sends (%s); refused, counted", room, leaf)
-            counts.append((("rate_limited", leaf), 1))
-            return
-        if leaf == "state":
-            self._state(room, obj, body, now, ops, counts)
-        elif leaf == "evt":
-            self._event(room, obj, body, now, ops, counts)
-        elif leaf == "ack":
-            ops.append(self._record(room, "ack", now, body, obj["boot"]))
-            if self.registry.is_history(room, obj["boot"]):
-                counts.append(("history", 1))
-            else:
-                self.registry.touch(room, now)
-        counts.append((("accepted", leaf), 1))
-
-    def _state(self, room: str, obj: dict, body: str, now: float, ops: list, counts: list) -> None:
-        if not obj["online"] and self.registry.is_history(room, obj["boot"]):
-            # The Last Will of a boot already replaced by a newer birth.
-            counts.append(("history", 1))
-            ops.append(self._record(room, "state", now, body, obj["boot"]))
-            return
-        # A birth is the present, whatever came before it: a board replaced,
-        # or its flash wiped, counts its boots from 1 again.
-        fresh = self.registry.apply_state(room, obj, body, now)
-        if obj["online"] and (room, obj["boot"]) not in self._timed:
-            # The board has no trusted clock: give it ours at every boot (and
-            # once after our own restart), so its offline policy windows and
-            # event times work without waiting for the next grant.
-            self._timed.add((room, obj["boot"]))
-            self._time_ids += 1
-            assert self.school is not None
-            self.school.send_cmd(room, {"v": 1, "id": "t-%d-%d" % (int(now), self._time_ids),
-                                        "cmd": "time", "now": int(now)})
-            counts.append(("time_sent", 1))
-        if not fresh:
-            counts.append(("duplicates", 1))
-            return
-        ops.append(self._record(room, "state", now, body, obj["boot"]))
-        ops.append(("room", tuple(self.registry.row(room).get(c) for c in history.ROOM_COLUMNS)))
-
-    def _seen_event(self, key: tuple[str, int, int], mark: bytes) -> str:
-        """"new", "duplicate" (same numbers, same content) or "conflict" (same
-        numbers, other content: kept too, so a forged or stray message sent
-        ahead never makes the board's own look like a repeat)."""
-        known = self._events.get(key)
-        if known is None:
-            self._events[key] = [mark]
-            if len(self._events) > history.DEDUP_WINDOW:
-                self._events.popitem(last=False)
-            return "new"
-        if mark in known or b"" in known:  # b"": a stored body too damaged to compare
-            return "duplicate"
-        known.append(mark)
-        return "conflict"
-
-    def _event(self, room: str, obj: dict, body: str, now: float, ops: list, counts: list) -> None:
-        boot, seq = obj["boot"], obj["seq"]
-        seen = self._seen_event((room, boot, seq), history.digest(obj))
-        if seen == "duplicate":
-            counts.append(("duplicates", 1))  # QoS 1 redelivery
-            return
-        if seen == "conflict":
-            counts.append(("conflicts", 1))
-            if self._logs.allow(room):
-                log.warning("room %s: event %s/%s arrived again with another content; both kept", room, boot, seq)
-        ops.append(self._record(room, "evt", now, body, boot, seq))
-        if self.registry.is_history(room, boot):
-            counts.append(("history", 1))
-            log.info("room %s: event %s/%s from an old boot kept as history", room, boot, seq)
-            return
-        missing, fresh = self.registry.apply_evt(room, obj, now)
-        ops.append(("room", tuple(self.registry.row(room).get(c) for c in history.ROOM_COLUMNS)))
-        if missing:
-            counts.append(("events_missing", missing))
-            if self._logs.allow(room):
-                log.warning("room %s: %d event(s) missing before boot %s seq %s", room, missing, boot, seq)
-        if obj["type"] != "lesson.requested":
-            return
-        if not fresh:
-            # Older than the board's birth: kept in its flash outbox while the
-            # link was down; the board applied its offline policy long ago.
-            counts.append(("history", 1))
-            return
-        req = obj["data"]["req"]
+    def _send_cmd(self, room: str, cmd: dict) -> None:
         assert self.school is not None
-        if seen == "new" and (room, boot, req) in self._decisions:
-            # A request is answered at most once, even across restarts.
-            counts.append(("duplicates", 1))
-            return
-        data = obj["data"]
-        if data.get("extend"):
-            # One more slot: what the policy allows from the session's current
-            # end, which the board added to its own clock (uptime) on grant.
-            decision = self.policy.decide(room, now + min(data.get("remaining_s", 0), MAX_DURATION_S))
-        else:
-            decision = self.policy.decide(room, now)
-        if "calendar_not_covered" in decision.warnings:
-            log.warning("room %s: decided without school-holiday data for this date; configured closures only", room)
-        record = self._record(room, "decision", now, "", boot, req)
-        # The decision's own record seq makes the command id unique for ever, across restarts.
-        cmd = command(decision, "g-%06d" % record[1], req, now)
-        body_cmd = _json(cmd)
-        # Answer first, from memory: a teacher is waiting; the disk is not.
         self.school.send_cmd(room, cmd)
-        ops.append(record[:7] + (body_cmd,))
-        self._decisions[(room, boot, req)] = body_cmd
-        if len(self._decisions) > history.DEDUP_WINDOW:
-            self._decisions.popitem(last=False)
-        counts.append((("decision", cmd["cmd"]), 1))
-        log.info("room %s: %s request %s/%s (%s)", room, cmd["cmd"], boot, req, decision.reason)
 
     # policy: offline policies, overrides, configuration reload ---------------------
 
@@ -729,16 +553,5 @@ def _override(row: dict) -> Override:
     )
 
 
-def _json(obj: dict) -> str:
-    return json.dumps(obj, separators=(",", ":"))
-
-
 def _audit_json(detail: dict) -> str:
     return json.dumps(detail, separators=(",", ":"), sort_keys=True)
-
-
-def _topic_of(msg: mqtt.MQTTMessage) -> str:
-    try:
-        return msg.topic
-    except UnicodeDecodeError:  # paho decodes lazily; a broken topic must still be logged
-        return msg._topic.decode("utf-8", "replace")
