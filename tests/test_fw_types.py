@@ -7,7 +7,7 @@ come from micropython-esp32-stubs in the same site-packages (via
 --pythonpath). Settings: firmware/pyrightconfig.json.
 
 A finding that is the stubs' fault, or the CPython branch of compat.py, is
-silenced on its line with `# pyright: ignore[rule]` and a reason, so mypy on
+silenced on its line with `# pyright: ignore[rule]` and a reason, so a checker on
 CPython never sees it.
 """
 
