@@ -75,8 +75,8 @@ class CityLink(MqttLink):
 class Forwarder:
     """Outbox pacing, on the gateway's loop."""
 
-    def __init__(self, db: str, link: CityLink, config: Config, *, acked: int, clock: Callable[[], float],
-                 save_acked: Callable[[int], None], resend_after_s: float = 10.0) -> None:
+    def __init__(self, db: str, link: CityLink, config: Config, *, acked: int, committed: int,
+                 clock: Callable[[], float], save_acked: Callable[[int], None], resend_after_s: float = 10.0) -> None:
         self.db = db
         self.link = link
         self.school = config.school
@@ -86,7 +86,7 @@ class Forwarder:
         self._save_acked = save_acked
         self.acked = acked
         self.sent_upto = acked
-        self.committed = acked  # the journal's committed seq: nothing later is ever sent
+        self.committed = committed  # the journal's committed seq: nothing later is ever sent
         self.last_progress = 0.0
         self.online = False
         self.batches_sent = 0

@@ -108,7 +108,7 @@ class Gateway:
         self._lock = threading.Lock()  # the counters: read by other threads (tests, the demo)
         self.metrics_registry = make_registry(GatewayCollector(self))
         self.registry = Registry(config.rooms)
-        self.policy = PolicyState.build(config, ())
+        self.policy: PolicyState  # built once in _open(), with the overrides on disk
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None  # the loop's thread, when start() made one
         self.journal: Journal | None = None
@@ -167,10 +167,9 @@ class Gateway:
             raise GatewayError(str(e) or f"{self.school.where}: no SUBACK within 10 s") from e
         if self.config.city_broker is not None:
             self.city = CityLink(self.config, self._on_city, reconnect_max_s=self.reconnect_max_s)
-            self.forwarder = Forwarder(self.config.db, self.city, self.config, acked=self._acked, clock=self.clock,
-                                       save_acked=self._save_acked,
-                                       resend_after_s=self.resend_after_s)
-            self.forwarder.committed = self._committed_seq
+            self.forwarder = Forwarder(self.config.db, self.city, self.config, acked=self._acked,
+                                       committed=self._committed_seq, clock=self.clock,
+                                       save_acked=self._save_acked, resend_after_s=self.resend_after_s)
             self.city.connect_in_background()
         self._tick_task = asyncio.create_task(self._ticks(), name="gateway-ticks")
         self._running = True
@@ -184,9 +183,6 @@ class Gateway:
         self._running = False
         if self._tick_task is not None:
             self._tick_task.cancel()
-        # The school link first: no new message comes in. What is pending
-        # is committed by the journal and acknowledged before the link goes,
-        # so the broker does not keep a handled request for the next start.
         assert self.journal is not None and self.school is not None
         loop = asyncio.get_running_loop()
         # From here a board's message is neither handled nor acknowledged: the
@@ -238,12 +234,6 @@ class Gateway:
     @property
     def running(self) -> bool:
         return self._running
-
-    def submit(self, coro_fn: Callable[..., Any], *args: Any, timeout: float = 30.0) -> Any:
-        """From a thread that is not the gateway's: run a coroutine method
-        on its loop and wait for the result."""
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro_fn(*args), self._loop).result(timeout)
 
     # what the API and the demo read (any thread) ---------------------------------
 

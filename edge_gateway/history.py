@@ -80,12 +80,21 @@ CREATE TABLE IF NOT EXISTS audit (
     # record with the same numbers and another content is kept beside the
     # first (counted as a conflict), so a forged or stray record sent ahead
     # of a board can never make the board's own record look like a repeat.
-    Step(2, "events and decisions keyed, not unique, by (room, boot, seq)", """
-DROP INDEX IF EXISTS records_evt;
-DROP INDEX IF EXISTS records_decision;
-CREATE INDEX IF NOT EXISTS records_key ON records (room, boot, evt_seq) WHERE kind IN ('evt', 'decision');
-"""),
+    # An event's digest is stored with it, so that the gateway's start reads
+    # the dedup window without parsing a body.
+    Step(2, "events and decisions keyed, not unique, by (room, boot, seq); events carry their digest",
+         lambda conn: _step2(conn)),
 )
+
+
+def _step2(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP INDEX IF EXISTS records_evt")
+    conn.execute("DROP INDEX IF EXISTS records_decision")
+    conn.execute("CREATE INDEX IF NOT EXISTS records_key ON records (room, boot, evt_seq) WHERE kind IN ('evt', 'decision')")
+    conn.execute("ALTER TABLE records ADD COLUMN digest BLOB")  # an event's digest(); NULL for other kinds
+    rows = conn.execute("SELECT seq, body FROM records WHERE kind = 'evt'").fetchall()
+    conn.executemany("UPDATE records SET digest = ? WHERE seq = ?", ((stored_digest(body), seq) for seq, body in rows))
+
 
 ROOM_COLUMNS = ("room", "online", "boot", "fw", "board", "session", "ap", "last_seen", "evt_seq", "state")
 OVERRIDE_COLUMNS = ("id", "scope", "room", "effect", "ap", "ap_only", "starts", "expires", "who", "why", "created",
@@ -120,6 +129,12 @@ def digest(obj: dict) -> bytes:
         return event_digest(obj)
     except (ValueError, TypeError, RecursionError):
         return b""
+
+
+def stored_digest(body: str) -> bytes:
+    """digest() of a stored body; b"" for one too damaged to compare."""
+    obj = loads_safe(body)
+    return digest(obj) if isinstance(obj, dict) and "unreadable" not in obj else b""
 
 
 def loads_safe(body: str) -> Any:
@@ -167,16 +182,15 @@ def load_state(conn: sqlite3.Connection, now: float) -> StartState:
     s.last_seq = int(row[0]) if row else 0
     row = conn.execute("SELECT value FROM meta WHERE key = 'city_acked'").fetchone()
     s.acked = int(row[0]) if row else 0
-    rows = conn.execute(
-        "SELECT kind, room, boot, evt_seq, body FROM records WHERE kind IN ('evt', 'decision') ORDER BY seq DESC LIMIT ?",
-        (2 * DEDUP_WINDOW,))
-    for kind, room, boot, number, body in reversed(rows.fetchall()):
-        key = (room, boot, number)
-        if kind == "decision":
-            s.decisions[key] = body
-            continue
-        obj = loads_safe(body)
-        s.events.setdefault(key, []).append(digest(obj) if isinstance(obj, dict) and "unreadable" not in obj else b"")
+    # The newest DEDUP_WINDOW of each, oldest first (the windows drop their oldest).
+    for kind in ("evt", "decision"):
+        rows = conn.execute("SELECT room, boot, evt_seq, digest, body FROM records WHERE kind = ? ORDER BY seq DESC LIMIT ?",
+                            (kind, DEDUP_WINDOW)).fetchall()
+        for room, boot, number, mark, body in reversed(rows):
+            if kind == "evt":
+                s.events.setdefault((room, boot, number), []).append(mark if mark is not None else stored_digest(body))
+            else:
+                s.decisions[(room, boot, number)] = body
     return s
 
 
@@ -188,7 +202,8 @@ def _override_row(row) -> dict:
 
 # the journal's statements (edge_gateway/journal.py) -----------------------------
 
-INSERT_RECORD = "INSERT INTO records (seq, room, kind, at, boot, evt_seq, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+INSERT_RECORD = ("INSERT INTO records (seq, room, kind, at, boot, evt_seq, body, digest)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 UPSERT_ROOM = "INSERT OR REPLACE INTO rooms (%s) VALUES (%s)" % (", ".join(ROOM_COLUMNS), ", ".join("?" * len(ROOM_COLUMNS)))
 INSERT_OVERRIDE = "INSERT INTO overrides (%s) VALUES (%s)" % (", ".join(OVERRIDE_COLUMNS[:-1]),
                                                               ", ".join("?" * (len(OVERRIDE_COLUMNS) - 1)))

@@ -71,9 +71,9 @@ class Intake:
         return ops, counts
 
     def _record(self, room: str, kind: str, now: float, body: str, boot: int | None = None,
-                number: int | None = None) -> tuple:
+                number: int | None = None, mark: bytes | None = None) -> tuple:
         self.last_seq += 1
-        return ("rec", self.last_seq, room, kind, now, boot, number, body)
+        return ("rec", self.last_seq, room, kind, now, boot, number, body, mark)
 
     def _reject(self, reason: str, msg: mqtt.MQTTMessage, detail: str, counts: list, room: str = "?") -> None:
         if self.logs.allow(room):
@@ -168,7 +168,8 @@ class Intake:
 
     def _event(self, room: str, obj: dict, body: str, now: float, ops: list, counts: list) -> None:
         boot, seq = obj["boot"], obj["seq"]
-        seen = self._seen_event((room, boot, seq), history.digest(obj))
+        mark = history.digest(obj)
+        seen = self._seen_event((room, boot, seq), mark)
         if seen == "duplicate":
             counts.append(("duplicates", 1))  # QoS 1 redelivery
             return
@@ -176,7 +177,7 @@ class Intake:
             counts.append(("conflicts", 1))
             if self.logs.allow(room):
                 log.warning("room %s: event %s/%s arrived again with another content; both kept", room, boot, seq)
-        ops.append(self._record(room, "evt", now, body, boot, seq))
+        ops.append(self._record(room, "evt", now, body, boot, seq, mark))
         if self.registry.is_history(room, boot):
             counts.append(("history", 1))
             log.info("room %s: event %s/%s from an old boot kept as history", room, boot, seq)
@@ -195,7 +196,6 @@ class Intake:
             counts.append(("history", 1))
             return
         req = obj["data"]["req"]
-        assert self.school is not None
         if seen == "new" and (room, boot, req) in self._decisions:
             # A request is answered at most once, even across restarts.
             counts.append(("duplicates", 1))
@@ -209,13 +209,13 @@ class Intake:
             decision = self.decide(room, now)
         if "calendar_not_covered" in decision.warnings:
             log.warning("room %s: decided without school-holiday data for this date; configured closures only", room)
-        record = self._record(room, "decision", now, "", boot, req)
-        # The decision's own record seq makes the command id unique for ever, across restarts.
-        cmd = command(decision, "g-%06d" % record[1], req, now)
+        # The decision's own record seq (the next one) makes the command id
+        # unique for ever, across restarts.
+        cmd = command(decision, "g-%06d" % (self.last_seq + 1), req, now)
         body_cmd = json.dumps(cmd, separators=(",", ":"))
         # Answer first, from memory: a teacher is waiting; the disk is not.
         self.send_cmd(room, cmd)
-        ops.append(record[:7] + (body_cmd,))
+        ops.append(self._record(room, "decision", now, body_cmd, boot, req))
         self._decisions[(room, boot, req)] = body_cmd
         if len(self._decisions) > history.DEDUP_WINDOW:
             self._decisions.popitem(last=False)

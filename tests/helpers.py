@@ -13,6 +13,17 @@ from common.mqtt import tcp_nodelay
 from devkit.testing import wait_for  # noqa: F401 - one polling helper for all tests
 
 
+def school_config(broker, tmp_path, gateway_id: str = "gw-test"):
+    """A school of two rooms with Wi-Fi allowed, on `broker`, its database in `tmp_path`."""
+    from edge_gateway.config import Config
+
+    return Config.from_dict({
+        "school": "0341234a", "gateway_id": gateway_id, "db": str(tmp_path / "gw.sqlite"),
+        "school_broker": {"host": broker.host, "port": broker.port}, "policy": {"zone": "C"},
+        "rooms": {"cm2-b": {"wifi": "allowed"}, "cp-a": {"wifi": "allowed"}},
+    }, source="test.toml")
+
+
 def run(coro, timeout: float = 60):
     """Run a test's asyncio scenario, bounded."""
     import asyncio

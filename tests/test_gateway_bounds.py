@@ -6,21 +6,13 @@ import json
 import logging
 
 import pytest
+from helpers import school_config
 
 from devkit.testing import Board, school_clock, wait_for
-from edge_gateway.config import Config
 from edge_gateway.gateway import Gateway
 from edge_gateway.history import read_records, records_of
 
 SCHOOL = "0341234a"
-
-
-def school_config(broker, tmp_path):
-    return Config.from_dict({
-        "school": SCHOOL, "gateway_id": "gw-bounds", "db": str(tmp_path / "gw.sqlite"),
-        "school_broker": {"host": broker.host, "port": broker.port}, "policy": {"zone": "C"},
-        "rooms": {"cm2-b": {"wifi": "allowed"}, "cp-a": {"wifi": "allowed"}},
-    }, source="test.toml")
 
 
 @pytest.fixture
@@ -28,7 +20,7 @@ def start(mosquitto, tmp_path):
     running = []
 
     def make(**kwargs):
-        gw = Gateway(school_config(mosquitto, tmp_path), clock=school_clock(), **kwargs).start()
+        gw = Gateway(school_config(mosquitto, tmp_path, "gw-bounds"), clock=school_clock(), **kwargs).start()
         running.append(gw)
         return gw
 

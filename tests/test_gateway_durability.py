@@ -7,9 +7,9 @@ import sqlite3
 import threading
 
 import pytest
+from helpers import school_config
 
 from devkit.testing import Board, school_clock, wait_for
-from edge_gateway.config import Config
 from edge_gateway.gateway import Gateway
 from edge_gateway.history import records_of
 
@@ -17,11 +17,7 @@ SCHOOL = "0341234a"
 
 
 def config(broker, tmp_path):
-    return Config.from_dict({
-        "school": SCHOOL, "gateway_id": "gw-durable", "db": str(tmp_path / "gw.sqlite"),
-        "school_broker": {"host": broker.host, "port": broker.port}, "policy": {"zone": "C"},
-        "rooms": {"cm2-b": {"wifi": "allowed"}, "cp-a": {"wifi": "allowed"}},
-    }, source="test.toml")
+    return school_config(broker, tmp_path, "gw-durable")
 
 
 class DiskFault:
