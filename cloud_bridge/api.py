@@ -19,13 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from protocol.citylink import Kind
+from protocol.codec import NAME_PATTERN
 
 from .deps import MetricsDep, StoreDep, loopback_or_operator, refuse_unknown_query, require_operator
 from .metrics import Metrics
 from .settings import CitySettings
 from .store import CityStore, StoreReadError
 
-NAME_PATTERN = r"^[a-z0-9-]{1,32}$"
 MAX_RECORDS = 1000
 
 

@@ -35,15 +35,11 @@ def _tokens(request: Request) -> Mapping[str, str | None]:
 
 
 bearer = BearerRoles(_tokens)
-# Every /api route: the operator's token, 401 otherwise. (Not bearer.require():
-# common.auth builds its Annotated[str, Depends(base)] under `from __future__
-# import annotations`, so FastAPI cannot resolve `base` and takes `role` for a
-# query parameter.)
-require_operator = bearer.dependency()  # one role: any valid token is the operator's
+# Every /api route: the operator's token, 401 otherwise.
+require_operator = bearer.require(OPERATOR)
 # Health and metrics: open to the machine itself (a local Prometheus,
 # systemd, a load balancer's sidecar); from elsewhere the token.
 loopback_or_operator = bearer.loopback_or(OPERATOR)
 
 StoreDep = Annotated[CityStore, Depends(get_store)]
-SettingsDep = Annotated[CitySettings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -47,10 +47,6 @@ log = logging.getLogger(__name__)
 
 RECORDS_FILTER = city_topic("+", "records")
 GATEWAY_FILTER = city_topic("+", "gateway")
-# CONNACK reasons that retrying will not cure (MQTT 5 codes; paho maps the
-# 3.1.1 return codes onto them): bad client id, bad credentials, not
-# authorised, banned, bad authentication method.
-_REFUSED_FOR_GOOD = {133, 134, 135, 138, 140}
 _BAD_RECORDS_LOGGED = 5
 DRAIN_TIMEOUT_S = 10.0
 Ack = tuple[str, int]  # (school, acked): what to publish once a batch is stored
@@ -123,13 +119,11 @@ class Ingest(MqttLink):
 
     # ------------------------------------------------------ link (on the loop)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        super()._on_connect(client, userdata, flags, reason_code, properties)
-        if reason_code.is_failure and reason_code.value in _REFUSED_FOR_GOOD and self.failed is None:
+    def on_refused(self, reason: str, permanent: bool) -> None:
+        if permanent and self.failed is None:
             self.failed = BrokerRefused(
                 f"the city broker {self.broker.host}:{self.broker.port} "
-                f"refused client {self.settings.client_id!r}: {reason_code}")
-            log.error("%s", self.failed)
+                f"refused client {self.settings.client_id!r}: {reason}")
             if self.on_fatal is not None:
                 self.on_fatal(self.failed)
 

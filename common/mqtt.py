@@ -28,6 +28,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 log = logging.getLogger(__name__)
 
 MISC_PERIOD_S = 1.0
+# CONNACK reasons that retrying will not cure (MQTT 5 codes; paho maps the
+# 3.1.1 return codes onto them): bad client id, bad credentials, not
+# authorised, banned, bad authentication method.
+REFUSED_FOR_GOOD = frozenset({133, 134, 135, 138, 140})
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,9 @@ class MqttLink:
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
         """Every message received."""
 
-    def on_refused(self, reason: str) -> None:
-        """The broker refused our CONNACK (credentials, ACL): `refused` says why."""
+    def on_refused(self, reason: str, permanent: bool) -> None:
+        """The broker refused our CONNECT; `permanent` when retrying will not
+        cure it (bad client id, bad credentials, not authorised, banned)."""
 
     # lifecycle ---------------------------------------------------------------
 
@@ -245,7 +250,7 @@ class MqttLink:
             self.refused = str(reason_code)
             log.error("%s refused the connection: %s", self.where, reason_code)
             try:
-                self.on_refused(self.refused)
+                self.on_refused(self.refused, reason_code.value in REFUSED_FOR_GOOD)
             except Exception:
                 log.exception("%s: on_refused failed", self.where)
         else:

@@ -170,12 +170,7 @@ roles = BearerRoles(_tokens)
 _role = roles.dependency()
 
 
-def _director(role: Annotated[str, Depends(_role)]) -> str:
-    # Not roles.require(): its check's annotation names a closure variable,
-    # which FastAPI cannot resolve under `from __future__ import annotations`.
-    if role != "director":
-        raise HTTPException(status_code=403, detail="this needs the director's token; the viewer's only reads")
-    return role
+_director = roles.require("director", why="this needs the director's token; the viewer's only reads")
 
 
 GatewayDep = Annotated[Gateway, Depends(_gateway)]

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from protocol.codec import valid_name
+from protocol.codec import NAME_PATTERN, valid_name
 
 from .gateway import OVERRIDE_TIME_MAX, OVERRIDE_TIME_MIN
 from .policy.engine import local_to_utc
@@ -47,7 +47,6 @@ MOMENT_TEXT_MAX = 40
 TEXT_MAX = 1000
 ROOM_MAX = 32  # protocol.codec.valid_name
 OVERRIDE_ID_PATTERN = r"^[a-z0-9-]{1,40}$"
-NAME_PATTERN = r"^[a-z0-9-]{1,32}$"  # what valid_name accepts, for the OpenAPI schema
 # A year of minutes: beyond it `minutes` is a typo; the gateway's limit
 # (14 days) refuses most of what is below.
 MINUTES_MAX = 366 * 24 * 60

@@ -25,6 +25,9 @@ from .wire import (  # noqa: F401 - re-exported: one import for the gateway and 
 from .wire import decode as _decode_json
 from .wire import encode as _encode_board
 
+# valid_name as a regular expression, for the web APIs' schemas (OpenAPI).
+NAME_PATTERN = r"^[a-z0-9-]{1,32}$"
+
 LEAVES = ("state", "evt", "tele", "cmd", "ack", "policy")
 SESSION_STATES = ("idle", "requesting", "active")
 
