@@ -173,7 +173,8 @@ def create_app(store: CityStore, settings: CitySettings, metrics: Metrics | None
             if ingest is not None:
                 await ingest.stop()
 
-    app = FastAPI(title="Préau city supervision", version="1", lifespan=lifespan)
+    # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, unauthenticated.
+    app = FastAPI(title="Préau city supervision", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.store = store
     app.state.settings = settings
     app.state.metrics = metrics or Metrics()

@@ -134,3 +134,8 @@ def test_unknown_query_parameters_are_refused(client, query):
 def test_no_app_without_a_real_token(store, token):
     with pytest.raises(CitySettingsError, match="PREAU_CITY_TOKEN"):
         create_app(store, CitySettings(token=token))
+
+
+def test_no_unauthenticated_documentation_pages(client):
+    # FastAPI's pages load their scripts from a CDN and need no token
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
