@@ -37,6 +37,7 @@ def main() -> int:
         journal.conn.executemany(history.INSERT_RECORD, rows)
         journal.conn.execute("COMMIT")
         runs = []
+        state = history.StartState()
         for _ in range(3):
             t = time.perf_counter()
             state = history.load_state(journal.conn, 0)
