@@ -42,10 +42,14 @@ class BrokerConfig:
     password: str | None = None
     tls: bool = False
     ca_file: str | None = None
+    # A client certificate and its key (the city broker requires one).
+    cert_file: str | None = None
+    key_file: str | None = None
 
     def __repr__(self) -> str:  # never a password in a log line or a traceback
         return (f"BrokerConfig(host={self.host!r}, port={self.port}, username={self.username!r}, "
-                f"password={'***' if self.password else None}, tls={self.tls}, ca_file={self.ca_file!r})")
+                f"password={'***' if self.password else None}, tls={self.tls}, ca_file={self.ca_file!r}, "
+                f"cert_file={self.cert_file!r}, key_file={self.key_file!r})")
 
 
 class LinkError(RuntimeError):
@@ -100,7 +104,7 @@ class MqttLink:
         if broker.username is not None:
             self.client.username_pw_set(broker.username, broker.password)
         if broker.tls:
-            self.client.tls_set(ca_certs=broker.ca_file)
+            self.client.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file)
         if will is not None:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.on_connect = self._on_connect

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -107,11 +108,16 @@ class ThreadedAmqtt:
 
 @dataclass
 class Mosquitto:
-    """A Mosquitto process on a free loopback port, with its own config."""
+    """A Mosquitto process on a free loopback port. By default an open
+    broker with a test configuration (for tests of what an open broker
+    does); with `config_file`, a configuration written beforehand (the
+    generated, locked-down ones: edge_gateway/broker_files.py and
+    cloud_bridge's), which must listen on `port`."""
 
     port: int = 0
     host: str = "127.0.0.1"
     extra_config: str = ""
+    config_file: str | None = None
     proc: subprocess.Popen | None = None
     workdir: str = ""
 
@@ -124,32 +130,53 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         self.port = self.port or free_port()
-        self.workdir = tempfile.mkdtemp(prefix="preau-mosq-")
-        conf = os.path.join(self.workdir, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(
-                f"listener {self.port} 127.0.0.1\n"
-                "allow_anonymous true\n"
-                "persistence false\n"
-                "log_dest stderr\n"
-                "log_type error\n"
-                "log_type warning\n"
-                "max_queued_messages 100000\n"
-                # The gateway acknowledges a board's QoS 1 message once it is on
-                # disk; during a slow commit, Mosquitto's default of 20 messages
-                # in flight per client would hold back the other rooms' requests.
-                "max_inflight_messages 1000\n"
-                "set_tcp_nodelay true\n"
-                + self.extra_config
-            )
-        with open(os.path.join(self.workdir, "mosquitto.log"), "w") as log_file:
+        if not self.workdir:
+            self.workdir = tempfile.mkdtemp(prefix="preau-mosq-")
+        conf = self.config_file or os.path.join(self.workdir, "mosquitto.conf")
+        if self.config_file is None:
+            with open(conf, "w") as f:
+                f.write(
+                    f"listener {self.port} 127.0.0.1\n"
+                    "allow_anonymous true\n"
+                    "persistence false\n"
+                    "log_dest stderr\n"
+                    "log_type error\n"
+                    "log_type warning\n"
+                    "max_queued_messages 100000\n"
+                    # The gateway acknowledges a board's QoS 1 message once it is on
+                    # disk; during a slow commit, Mosquitto's default of 20 messages
+                    # in flight per client would hold back the other rooms' requests.
+                    "max_inflight_messages 1000\n"
+                    "set_tcp_nodelay true\n"
+                    + self.extra_config
+                )
+        with open(os.path.join(self.workdir, "mosquitto.log"), "a") as log_file:
             self.proc = subprocess.Popen([self.binary(), "-c", conf], stdout=subprocess.DEVNULL, stderr=log_file)
         try:
             wait_port(self.host, self.port)
         except BrokerError:
             self.stop()
-            raise
+            raise BrokerError(f"mosquitto did not start: {self.log_tail()}") from None
         return self
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            with open(os.path.join(self.workdir, "mosquitto.log")) as f:
+                return f.read()[-chars:]
+        except OSError:
+            return ""
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its password file, ACL and CRL again,
+        keeping its clients connected."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to save its persistence file."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -163,9 +190,4 @@ class Mosquitto:
     def restart(self) -> None:
         """Stop and start again on the same port (broker-restart tests)."""
         self.stop()
-        port = self.port
-        self.start() if port == 0 else self._start_same(port)
-
-    def _start_same(self, port: int) -> None:
-        self.port = port
         self.start()

@@ -206,7 +206,7 @@ class _Validator:
         t = self.table(data, key, required)
         if t is None:
             return None
-        self.known(t, key, ("host", "port", "username", "password", "tls", "ca_file"))
+        self.known(t, key, ("host", "port", "username", "password", "tls", "ca_file", "cert_file", "key_file"))
         return BrokerConfig(
             host=self.string(t, "host", key),
             port=self.integer(t, "port", key, 1, 65535, default=1883),
@@ -214,4 +214,6 @@ class _Validator:
             password=self.string(t, "password", key, default=None),
             tls=self.boolean(t, "tls", key, False),
             ca_file=self.string(t, "ca_file", key, default=None),
+            cert_file=self.string(t, "cert_file", key, default=None),
+            key_file=self.string(t, "key_file", key, default=None),
         )
