@@ -132,6 +132,7 @@ class Mosquitto:
         self.port = self.port or free_port()
         if not self.workdir:
             self.workdir = tempfile.mkdtemp(prefix="preau-mosq-")
+        os.makedirs(self.workdir, exist_ok=True)
         conf = self.config_file or os.path.join(self.workdir, "mosquitto.conf")
         if self.config_file is None:
             with open(conf, "w") as f:

@@ -15,6 +15,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common.mqtt import tcp_nodelay
+from edge_gateway.fleet import Credentials
+from protocol import mac
 from protocol.citylink import city_topic
 from protocol.codec import topic
 
@@ -39,24 +41,50 @@ def _client(client_id: str, clean_session: bool = True) -> mqtt.Client:
 
 def _connect(client: mqtt.Client, host: str, port: int) -> None:
     up = threading.Event()
-    client.on_connect = lambda c, u, f, rc, p: up.set()
+    refused: list[str] = []
+
+    def on_connect(c, u, f, rc, p) -> None:
+        if rc.is_failure:
+            refused.append(str(rc))
+        up.set()
+
+    client.on_connect = on_connect
     client.connect(host, port, keepalive=10)
     client.loop_start()
     if not up.wait(10):
         raise AssertionError(f"no CONNACK from {host}:{port}")
+    if refused:
+        client.loop_stop()
+        raise ConnectionRefusedError(f"{host}:{port} refused the connection: {refused[0]}")
 
 
 class Board:
     """A classroom board: birth, Last Will, events with per-boot seq, and the
     commands it receives."""
 
-    def __init__(self, host: str, port: int, school: str, room: str, boot: int = 1) -> None:
+    def __init__(self, host: str, port: int, school: str, room: str, boot: int = 1,
+                 creds: Credentials | None = None, anonymous: bool = False) -> None:
         self.host, self.port, self.school, self.room, self.boot = host, port, school, room, boot
         self.seq = 0
         self.cmds: list[dict] = []  # commands about sessions (grant, deny, end, ...)
         self.times: list[dict] = []  # `time` commands: the gateway giving its clock
         self.policy: dict | None = None
         self.client = _client(f"board-{school}-{room}-{boot}-{id(self)}")
+        if creds is None and not anonymous:
+            # the room's board on a devkit.school.LockedSchool, if there is one
+            from .school import CREDENTIALS
+
+            creds = CREDENTIALS.get((host, port, school, room))
+        self.creds = creds
+        self.key = bytes.fromhex(creds.key) if creds is not None else None
+        if creds is not None:
+            self.client.username_pw_set(creds.username, creds.password)
+
+    def sign(self, topic_: str, payload: bytes) -> bytes:
+        """What the firmware does to every message (protocol/mac.py)."""
+        if self.key is None:
+            return payload
+        return mac.sign(self.key, topic_, payload)
 
     def topic(self, leaf: str) -> str:
         return topic(self.school, self.room, leaf)
@@ -71,7 +99,8 @@ class Board:
             (self.times if cmd.get("cmd") == "time" else self.cmds).append(cmd)
 
     def connect(self, birth: bool = True) -> Board:
-        self.client.will_set(self.topic("state"), json.dumps({"v": 1, "online": False, "boot": self.boot}), qos=1, retain=True)
+        will = json.dumps({"v": 1, "online": False, "boot": self.boot}).encode()
+        self.client.will_set(self.topic("state"), self.sign(self.topic("state"), will), qos=1, retain=True)
         self.client.on_message = self._on_message
         _connect(self.client, self.host, self.port)
         self.client.subscribe([(self.topic("cmd"), 1), (self.topic("policy"), 1)])
@@ -79,10 +108,20 @@ class Board:
             self.birth()
         return self
 
-    def publish(self, leaf: str, payload: bytes | str | dict, qos: int = 1, retain: bool = False, topic_: str | None = None) -> None:
+    def publish(self, leaf: str, payload: bytes | str | dict, qos: int = 1, retain: bool = False,
+                topic_: str | None = None, signed: bool = True) -> None:
+        """Publish as the board: signed with its key (unless `signed=False`, as a forger would)."""
         if isinstance(payload, dict):
             payload = json.dumps(payload)
-        self.client.publish(topic_ or self.topic(leaf), payload, qos=qos, retain=retain).wait_for_publish(5)
+        if isinstance(payload, str):
+            payload = payload.encode()
+        where = topic_ or self.topic(leaf)
+        if signed:
+            try:
+                payload = self.sign(where, payload)
+            except ValueError:
+                pass  # not a JSON object's text (a test's garbage): sent as it is
+        self.client.publish(where, payload, qos=qos, retain=retain).wait_for_publish(5)
 
     def birth(self, **fields) -> None:
         body = {"v": 1, "online": True, "boot": self.boot, "fw": "0.1.0", "board": "olimex-esp32-poe",

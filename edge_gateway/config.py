@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import EllipsisType
 from typing import Any, Literal, NoReturn, overload
 
 from common.mqtt import BrokerConfig
 from protocol.codec import valid_name
 
+from .broker_files import BrokerFiles
 from .policy.model import WIFI_CHOICES
 
 
@@ -38,6 +39,11 @@ class Config:
     # The lesson-time policy (edge_gateway/policy): week, periods, calendar.
     policy: Any = None
     source: str = "<config>"
+    # The boards' identities (edge_gateway/fleet.py): by default fleet.json
+    # beside the database; None only for an in-memory database.
+    fleet_file: str | None = None
+    # The school broker's generated files (edge_gateway/broker_files.py).
+    broker: BrokerFiles | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Config:
@@ -64,15 +70,34 @@ class Config:
         v = _Validator(source)
         from .policy.config import POLICY_KEYS, ROOM_KEYS, PolicyConfigError, load_policy
 
-        v.known(data, "", ("school", "gateway_id", "db", "school_broker", "city_broker", "http", "rooms") + POLICY_KEYS)
+        v.known(data, "", ("school", "gateway_id", "db", "fleet", "broker", "school_broker", "city_broker", "http",
+                           "rooms") + POLICY_KEYS)
         school = v.name(data, "school")
         gateway_id = v.name(data, "gateway_id")
         db = v.string(data, "db")
         if base_dir and db != ":memory:" and not os.path.isabs(db):
             # A relative path is relative to the config file, not to wherever systemd started us.
             db = os.path.join(base_dir, db)
+
+        def here(path: str | None) -> str | None:
+            # Relative paths are relative to the config file, not to wherever systemd started us.
+            if path is None or os.path.isabs(path) or not base_dir:
+                return path
+            return os.path.join(base_dir, path)
+
+        state_dir = os.path.dirname(os.path.abspath(db)) if db != ":memory:" else None
+        fleet_file = here(v.string(data, "fleet", default=None))
+        if fleet_file is None and state_dir is not None:
+            fleet_file = os.path.join(state_dir, "fleet.json")
         school_broker = v.broker(data, "school_broker", required=True)
         city_broker = v.broker(data, "city_broker", required=False)
+        school_broker = replace(school_broker, ca_file=here(school_broker.ca_file),
+                                cert_file=here(school_broker.cert_file), key_file=here(school_broker.key_file))
+        if city_broker is not None:
+            city_broker = replace(city_broker, ca_file=here(city_broker.ca_file),
+                                  cert_file=here(city_broker.cert_file), key_file=here(city_broker.key_file))
+        broker_files = v.broker_files(data, school_broker.port, here,
+                                      os.path.join(state_dir, "broker") if state_dir else None)
         http = v.table(data, "http", required=False) or {}
         v.known(http, "http", ("bind", "token", "viewer_token"))
         bind = v.string(http, "bind", "http", default="127.0.0.1:8080")
@@ -113,6 +138,8 @@ class Config:
             rooms=policy.rooms,
             policy=policy,
             source=source,
+            fleet_file=fleet_file,
+            broker=broker_files,
         )
 
 
@@ -196,6 +223,37 @@ class _Validator:
         if not isinstance(value, Mapping):
             self.fail(key, f"expected a table, got {_show(value)}")
         return value
+
+    def host_port(self, table: Mapping[str, Any], key: str, prefix: str, default: str | None) -> tuple[str, int] | None:
+        full = f"{prefix}.{key}"
+        if key not in table and default is None:
+            return None
+        text = self.string(table, key, prefix, default=default or "")
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(full, f'expected "host:port", got {_show(text)}')
+        return host.strip("[]"), int(port)
+
+    def broker_files(self, data: Mapping[str, Any], port: int, here: Any, default_dir: str | None) -> BrokerFiles | None:
+        t = self.table(data, "broker", required=False)
+        if t is None and default_dir is None:
+            return None
+        t = t or {}
+        self.known(t, "broker", ("dir", "listen", "tls_listen", "tls_cert", "tls_key", "pid_file"))
+        directory = here(self.string(t, "dir", "broker", default=None)) or default_dir
+        if directory is None:
+            self.fail("broker.dir", "missing (the database is in memory, so there is no default)")
+        host, listen_port = self.host_port(t, "listen", "broker", f"0.0.0.0:{port}") or ("0.0.0.0", port)
+        tls = self.host_port(t, "tls_listen", "broker", None)
+        cert = here(self.string(t, "tls_cert", "broker", default=None))
+        key = here(self.string(t, "tls_key", "broker", default=None))
+        if tls is not None and not (cert and key):
+            self.fail("broker.tls_listen", "needs tls_cert and tls_key (the broker's certificate and its key)")
+        if tls is not None and tls[0] != host:
+            self.fail("broker.tls_listen", f"must listen on the same address as broker.listen ({host})")
+        return BrokerFiles(dir=directory, listen_host=host, listen_port=listen_port,
+                           tls_port=tls[1] if tls else None, tls_cert=cert, tls_key=key,
+                           pid_file=here(self.string(t, "pid_file", "broker", default=None)))
 
     @overload
     def broker(self, data: Mapping[str, Any], key: str, required: Literal[True]) -> BrokerConfig: ...

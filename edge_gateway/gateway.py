@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -31,7 +33,7 @@ import paho.mqtt.client as mqtt
 
 from common.mqtt import LinkError
 
-from . import history
+from . import fleet, history
 from .city_link import CityLink, Forwarder
 from .config import Config, ConfigError
 from .intake import Intake
@@ -125,7 +127,50 @@ class Gateway:
         self._policy_day = None
         self._running = False
         self._draining = False
+        self._fleet_stamp: tuple | None = None
+        self._fleet_looked = False
+        self.school_broker = config.school_broker  # with the gateway's own credentials from the fleet
+        self._load_fleet()
         self._open(clock())
+
+    # the fleet: the boards' keys and the gateway's own identity --------------------
+
+    def _load_fleet(self) -> None:
+        """Read the fleet file if it changed: the rooms' board keys, and our
+        broker credentials unless the configuration gives them. A broken file
+        keeps the keys in force (said once per change)."""
+        path = self.config.fleet_file
+        if path is None:
+            return
+        try:
+            st = os.stat(path)
+            stamp: tuple | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._fleet_stamp and self._fleet_looked:
+            return
+        self._fleet_looked = True
+        self._fleet_stamp = stamp
+        if stamp is None:
+            if not self.intake.keys:
+                log.error("no fleet file %s: every board message is refused until `preau provision add <room>`",
+                          path)
+            return
+        try:
+            loaded = fleet.load(path)
+            if loaded.school != self.config.school:
+                raise fleet.FleetError(f"{path} is school {loaded.school}'s, not {self.config.school}'s")
+        except fleet.FleetError as e:
+            log.error("fleet file refused, the boards' keys in force stay: %s", e)
+            self._count_now("fleet_rejected")
+            return
+        keys = loaded.keys()
+        if keys != self.intake.keys:
+            log.info("fleet: %d board(s) provisioned (%s)", len(keys), ", ".join(sorted(keys)) or "none")
+        self.intake.keys = keys
+        if self.config.school_broker.username is None:
+            self.school_broker = dataclasses.replace(self.config.school_broker, username=loaded.gateway_username,
+                                                     password=loaded.gateway_password)
 
     def _open(self, now: float) -> None:
         """Read the state on disk (before anything is answered)."""
@@ -156,7 +201,7 @@ class Gateway:
             raise GatewayError("a stopped gateway does not start again: make a new one")
         self.journal.start(self._committed_seq)
         self.school = SchoolLink(self.config, self._on_board, reconnect_max_s=self.reconnect_max_s,
-                                 on_connected=lambda: self._publish_policies(self.clock()))
+                                 on_connected=lambda: self._publish_policies(self.clock()), broker=self.school_broker)
         try:
             await self.school.connect(attempts=self.connect_attempts)
             # Started means listening: a board's message sent from now on is ours.
@@ -359,6 +404,7 @@ class Gateway:
             await asyncio.sleep(self.tick_s)
             try:
                 now = self.clock()
+                self._load_fleet()
                 if self.forwarder is not None:
                     self.forwarder.tick()
                 if self._local_day(now) != self._policy_day:
@@ -495,7 +541,7 @@ class Gateway:
         running configuration stays; so is a change that needs a restart."""
         try:
             new = await asyncio.to_thread(Config.load, path)
-            for name, key in (("school", "school"), ("gateway_id", "gateway_id"), ("db", "db"),
+            for name, key in (("school", "school"), ("gateway_id", "gateway_id"), ("db", "db"), ("fleet_file", "fleet"),
                               ("school_broker", "school_broker"), ("city_broker", "city_broker"),
                               ("http_bind", "http.bind"), ("http_token", "http.token"),
                               ("http_viewer_token", "http.viewer_token")):
@@ -516,6 +562,7 @@ class Gateway:
         # the overrides in force now, not those when the file was read
         self.policy = state.with_overrides(self.policy.overrides)
         self._publish_policies(now)
+        self._load_fleet()
         log.info("configuration reloaded from %s: %d rooms", new.source, len(new.rooms))
         await self._durable(self._submit([("audit", now, who, "config.reload",
                                            _audit_json({"detail": f"{len(new.rooms)} rooms"}))]))

@@ -18,6 +18,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from protocol import mac
 from protocol.codec import MAX_DURATION_S, ProtocolError, parse, parse_topic
 
 from . import history
@@ -53,6 +54,9 @@ class Intake:
         self._decisions: OrderedDict[tuple[str, int, int], str] = OrderedDict()
         self._timed: set[tuple[str, int]] = set()  # (room, boot) given the time
         self._time_ids = 0
+        # room -> its board's message key (edge_gateway/fleet.py): a message
+        # for a room is taken only when signed with that key (protocol/mac.py).
+        self.keys: dict[str, bytes] = {}
 
     def load(self, state: history.StartState) -> None:
         self._events = OrderedDict(state.events)
@@ -96,9 +100,18 @@ class Intake:
             return
         if not self.registry.known(room):
             return self._reject("unknown_room", msg, "room %s is not in the configuration" % room, counts)
+        key = self.keys.get(room)
+        if key is None:
+            return self._reject("unprovisioned", msg, "room %s has no board provisioned (preau provision add)" % room,
+                                counts, room)
         try:
-            obj = parse(leaf, msg.payload)
-            body = msg.payload.decode()
+            # The room is bound to its board's identity, whatever the broker let through.
+            payload = mac.verify(key, _topic_of(msg), bytes(msg.payload))
+        except ProtocolError as e:
+            return self._reject("bad_mac", msg, str(e), counts, room)
+        try:
+            obj = parse(leaf, payload)
+            body = payload.decode()
         except (ProtocolError, UnicodeDecodeError) as e:
             reason = rejection_reason(e) if isinstance(e, ProtocolError) else "bad_json"
             return self._reject(reason, msg, str(e), counts, room)

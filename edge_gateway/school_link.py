@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from common.mqtt import MqttLink
+from common.mqtt import BrokerConfig, MqttLink
 from protocol.codec import encode, topic
 
 from . import VERSION
@@ -25,11 +25,11 @@ class SchoolLink(MqttLink):
     name = "school broker"
 
     def __init__(self, config: Config, deliver: Callable[[mqtt.MQTTMessage], None], *, reconnect_max_s: float = 30.0,
-                 on_connected: Callable[[], None] | None = None) -> None:
+                 on_connected: Callable[[], None] | None = None, broker: BrokerConfig | None = None) -> None:
         self.config = config
         self.state_topic = topic(config.school, "gateway", "state")
         super().__init__(
-            config.school_broker,
+            broker or config.school_broker,
             client_id=f"preau-{config.gateway_id}",
             clean_session=False,
             manual_ack=True,

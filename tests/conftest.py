@@ -1,6 +1,7 @@
 import pytest
 
 from devkit.brokers import Mosquitto, ThreadedAmqtt
+from devkit.school import LockedSchool
 from devkit.sim.classroom import SimClassroom
 
 
@@ -19,7 +20,19 @@ def access_point_fail_safes():
 
 
 @pytest.fixture
-def mosquitto():
+def mosquitto(tmp_path):
+    """The school broker as a school runs it: Mosquitto from the files that
+    `preau provision` generates, a board identity per room (devkit/school.py);
+    devkit.testing.Board finds its room's credentials by itself."""
+    school = LockedSchool(directory=str(tmp_path / "school")).start()
+    yield school
+    school.stop()
+
+
+@pytest.fixture
+def open_mosquitto():
+    """An open Mosquitto (anonymous, no ACL): for the board's MQTT client
+    tests, which are about the protocol, not about identities."""
     broker = Mosquitto().start()
     yield broker
     broker.stop()
@@ -42,7 +55,8 @@ def city_broker():
 
 @pytest.fixture(params=["mosquitto", "amqtt"])
 def broker(request):
-    """Each test using this runs once against Mosquitto and once against amqtt."""
+    """Each test using this runs once against an open Mosquitto and once
+    against amqtt: the board's MQTT client proven against two implementations."""
     b = Mosquitto().start() if request.param == "mosquitto" else ThreadedAmqtt().start()
     yield b
     b.stop()

@@ -17,10 +17,12 @@ def school_config(broker, tmp_path, gateway_id: str = "gw-test"):
     """A school of two rooms with Wi-Fi allowed, on `broker`, its database in `tmp_path`."""
     from edge_gateway.config import Config
 
-    return Config.from_dict({
-        "school": "0341234a", "gateway_id": gateway_id, "db": str(tmp_path / "gw.sqlite"),
-        "school_broker": {"host": broker.host, "port": broker.port}, "policy": {"zone": "C"},
-        "rooms": {"cm2-b": {"wifi": "allowed"}, "cp-a": {"wifi": "allowed"}},
+    base = {"school": "0341234a", "gateway_id": gateway_id, "db": str(tmp_path / "gw.sqlite"),
+            "school_broker": {"host": broker.host, "port": broker.port}}
+    if hasattr(broker, "config"):  # a devkit.school.LockedSchool: its fleet and broker files
+        base = broker.config(str(tmp_path)) | {"gateway_id": gateway_id}
+    return Config.from_dict(base | {
+        "policy": {"zone": "C"}, "rooms": {"cm2-b": {"wifi": "allowed"}, "cp-a": {"wifi": "allowed"}},
     }, source="test.toml")
 
 
@@ -47,10 +49,20 @@ async def await_for(pred, timeout: float = 10.0, interval: float = 0.02, what: s
 class Peer:
     """A paho client on a real broker that records every message it sees."""
 
-    def __init__(self, host: str, port: int, subscribe: str | list[str] = "#") -> None:
+    def __init__(self, host: str, port: int, subscribe: str | list[str] = "#", *,
+                 username: str | None = None, password: str | None = None) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.client = tcp_nodelay(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex[:8]}"))
+        if username is None:
+            # On a devkit.school.LockedSchool: the test observer, who may read the school's topics.
+            from devkit.school import OBSERVER, LockedSchool
+
+            school = next((s for s in LockedSchool.running if (s.host, s.port) == (host, port)), None)
+            if school is not None and school.observer:
+                username, password = OBSERVER, school.observer_password
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self._subs = [subscribe] if isinstance(subscribe, str) else subscribe
         self._ready = threading.Event()
         self.client.on_connect = self._on_connect

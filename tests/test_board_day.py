@@ -18,6 +18,14 @@ from tests.test_board_sim import SCHOOL, board_config
 pytestmark = pytest.mark.broker
 
 
+@pytest.fixture
+def mosquitto(open_mosquitto):
+    """These tests are about the board, with the test playing the gateway on
+    an open broker; the locked school broker is for the end-to-end tests
+    (test_gateway_*.py, test_school_broker.py)."""
+    return open_mosquitto
+
+
 def grant(peer, room, req, cid, **extra):
     body = {"v": 1, "id": cid, "cmd": "grant", "req": req, "duration_s": 600, "ap": True, "projector": True,
             "now": 1_795_000_000} | extra

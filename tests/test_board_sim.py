@@ -11,6 +11,14 @@ from tests.helpers import Peer, await_for, run
 SCHOOL = "0341234a"
 
 
+@pytest.fixture
+def mosquitto(open_mosquitto):
+    """These tests are about the board, with the test playing the gateway on
+    an open broker; the locked school broker is for the end-to-end tests
+    (test_gateway_*.py, test_school_broker.py)."""
+    return open_mosquitto
+
+
 def board_config(broker, room="cm2-b", **extra):
     # The test plays the gateway: the longest request timeout, so its answer
     # never races the board's own offline decision on a busy machine.

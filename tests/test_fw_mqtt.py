@@ -543,7 +543,8 @@ def test_no_last_will_after_clean_disconnect(broker):
     assert peer.payloads(ROOM + "state") == [BIRTH]
 
 
-def test_qos1_published_while_the_broker_is_down_arrive_after_restart_in_order(mosquitto):
+def test_qos1_published_while_the_broker_is_down_arrive_after_restart_in_order(open_mosquitto):
+    mosquitto = open_mosquitto
     peers = [Peer(mosquitto, ROOM + "#")]
 
     async def main():

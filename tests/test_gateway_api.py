@@ -26,10 +26,9 @@ OVERRIDE = {"scope": "room", "room": "cm2-b", "effect": "deny", "who": "directio
 
 
 @pytest.fixture
-def gateway(amqtt_broker, tmp_path):
-    c = Config.from_dict({
-        "school": SCHOOL, "gateway_id": "gw-0341234a", "db": str(tmp_path / "gw.sqlite"),
-        "school_broker": {"host": amqtt_broker.host, "port": amqtt_broker.port},
+def gateway(mosquitto, tmp_path):
+    c = Config.from_dict(mosquitto.config(str(tmp_path)) | {
+        "gateway_id": "gw-0341234a",
         "rooms": {"cm2-b": {"wifi": "allowed"}, "cp-a": {}},
         "policy": {"zone": "C"},
     })
@@ -54,11 +53,11 @@ def field_errors(response) -> dict[str, str]:
     return {e["loc"][-1]: e["msg"] for e in response.json()["detail"]}
 
 
-def test_api_rooms_events_health_metrics(gateway, client, amqtt_broker):
-    board = Board(amqtt_broker.host, amqtt_broker.port, SCHOOL, "cm2-b", boot=4).connect()
+def test_api_rooms_events_health_metrics(gateway, client, mosquitto):
+    board = Board(mosquitto.host, mosquitto.port, SCHOOL, "cm2-b", boot=4).connect()
     board.event("boot", {"reset_cause": "power"})
     board.cmd_for(board.request())
-    board.publish("evt", b"{oops")
+    board.publish("evt", b'{"oops": }')  # signed, but not JSON
     wait_for(lambda: gateway.metrics["rejected"].get("bad_json") == 1, what="rejection counted")
     wait_for(lambda: gateway.metrics["accepted"].get("evt") == 2, what="events stored")
 
@@ -93,8 +92,8 @@ def test_app_refuses_an_empty_token(gateway):
         create_app(gateway, ApiSettings(token=""))
 
 
-def test_api_rooms_show_the_projector_and_the_kits_readings(gateway, client, amqtt_broker):
-    board = Board(amqtt_broker.host, amqtt_broker.port, SCHOOL, "cm2-b", boot=4).connect()
+def test_api_rooms_show_the_projector_and_the_kits_readings(gateway, client, mosquitto):
+    board = Board(mosquitto.host, mosquitto.port, SCHOOL, "cm2-b", boot=4).connect()
     board.publish("tele", {"v": 1, "boot": 4, "uptime_ms": 60_000, "session": "idle", "ap": False, "remaining_s": 0,
                            "outbox": 0, "dropped": 0, "projector": "cooling", "lamp_h": 1234,
                            "air": {"co2": 1180, "t": 21.4, "rh": 48.0}})

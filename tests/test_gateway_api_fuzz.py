@@ -66,16 +66,17 @@ wifi = "never"
 
 
 @pytest.fixture
-def gateway(amqtt_broker, tmp_path):
+def gateway(mosquitto, tmp_path):
     path = tmp_path / "school.toml"
-    path.write_text(CONFIG.replace("{port}", str(amqtt_broker.port)))
+    path.write_text(CONFIG.replace("{port}", str(mosquitto.port)).replace(
+        'db = "gateway.sqlite"\n', f'db = "gateway.sqlite"\nfleet = "{mosquitto.fleet_file}"\n'))
     gw = Gateway(Config.load(path), clock=school_clock()).start()
     gw.config_path = str(path)
-    board = Board(amqtt_broker.host, amqtt_broker.port, SCHOOL, "cm2-b", boot=3).connect()
+    board = Board(mosquitto.host, mosquitto.port, SCHOOL, "cm2-b", boot=3).connect()
     try:
         board.event("boot", {"reset_cause": "power"})
         board.cmd_for(board.request())
-        board.publish("evt", b"{oops")
+        board.publish("evt", b'{"oops": }')  # signed, not JSON
         wait_for(lambda: gw.metrics["accepted"].get("evt") == 2 and gw.metrics["rejected"].get("bad_json") == 1,
                  what="events stored")
         asyncio.run(gw.add_override(scope="room", room="cm2-b", effect="deny", who="direction", why="Évaluation",

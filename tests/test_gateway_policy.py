@@ -48,8 +48,19 @@ wifi = "never"
 
 
 def write_config(tmp_path, port: int, extra: str = "") -> str:
+    """school.toml for the locked school broker on `port` (devkit/school.py):
+    its fleet file and broker files where `mosquitto` wrote them."""
+    from devkit.school import LockedSchool
+
+    school = next((s for s in LockedSchool.running if s.port == port), None)
     path = tmp_path / "school.toml"
-    path.write_text(CONFIG.replace("{port}", str(port)) + extra)
+    text = CONFIG.replace("{port}", str(port))
+    if school is not None:
+        text = text.replace(
+            'db = "gateway.sqlite"\n',
+            f'db = "gateway.sqlite"\nfleet = "{school.fleet_file}"\n[broker]\ndir = "{school.files.dir}"\n'
+            f'listen = "127.0.0.1:{port}"\n')
+    path.write_text(text + extra)
     return str(path)
 
 
@@ -73,7 +84,7 @@ def test_press_to_grant_through_a_real_broker_with_the_real_firmware(gateway, mo
     peer = Peer(mosquitto.host, mosquitto.port, f"preau/v1/{SCHOOL}/#")
 
     async def scenario():
-        sim = SimClassroom({"school": SCHOOL, "room": "cm2-b", "broker": mosquitto.host, "port": mosquitto.port},
+        sim = SimClassroom(mosquitto.board_config("cm2-b"),
                            storage=str(tmp_path / "board"))
         sim.start()
         # the gateway gives the booting board its clock and its offline policy
@@ -98,7 +109,7 @@ def test_offline_board_applies_the_windows_it_was_given(gateway, mosquitto, tmp_
     with the access point the window allows."""
 
     async def scenario():
-        sim = SimClassroom({"school": SCHOOL, "room": "cm2-b", "broker": mosquitto.host, "port": mosquitto.port,
+        sim = SimClassroom(mosquitto.board_config("cm2-b") | {
                             "request_timeout_ms": 300}, storage=str(tmp_path / "board"))
         sim.start()
         await await_for(lambda: sim.app.clock.time() is not None and sim.app.session.windows is not None,
@@ -225,21 +236,34 @@ def test_beyond_the_holiday_data_the_gateway_says_so(mosquitto, tmp_path, caplog
         gw.stop()
 
 
-def test_the_example_school_file_runs_a_gateway(mosquitto, tmp_path):
+def test_the_example_school_file_runs_a_gateway(tmp_path, capsys):
     """examples/school.toml is the technician's starting point: it must load
-    as a gateway configuration, not only as a policy."""
+    as a gateway configuration, not only as a policy; `preau provision`
+    writes its broker's files, Mosquitto runs from them, the gateway connects."""
     import pathlib
 
+    from devkit.brokers import Mosquitto, free_port
+    from edge_gateway.provision import main as provision
+
+    port = free_port()
     text = (pathlib.Path(__file__).parent.parent / "examples" / "school.toml").read_text()
-    text = text.replace("port = 1883", f"port = {mosquitto.port}", 1)
+    text = text.replace("port = 1883", f"port = {port}", 1).replace('listen = "0.0.0.0:1883"',
+                                                                     f'listen = "127.0.0.1:{port}"', 1)
     path = tmp_path / "school.toml"
     path.write_text(text)
     config = Config.load(path)
     assert config.db == str(tmp_path / "gateway.sqlite") and len(config.rooms) >= 5
-    gw = Gateway(config, clock=school_clock()).start()
+    room = sorted(config.rooms)[0]
+    assert provision(["--config", str(path), "add", room]) == 0
+    assert f'"room": "{room}"' in capsys.readouterr().out
+    broker = Mosquitto(port=port, config_file=str(tmp_path / "broker" / "mosquitto.conf")).start()
     try:
-        assert gw.health()["ok"]
-        room = sorted(config.rooms)[0]
-        assert gw.explain(room).reason in ("granted", "room_disabled")
+        gw = Gateway(config, clock=school_clock()).start()
+        try:
+            assert gw.health()["ok"]
+            assert set(gw.intake.keys) == {room}
+            assert gw.explain(room).reason in ("granted", "room_disabled")
+        finally:
+            gw.stop()
     finally:
-        gw.stop()
+        broker.stop()

@@ -1,5 +1,7 @@
-"""The gateway against a real school broker (Mosquitto and amqtt), with plain
-paho clients playing the boards, and a real SQLite file."""
+"""The gateway against a real school broker, locked down as a school runs it
+(Mosquitto from the generated files, one identity per board: devkit/school.py),
+with plain paho clients playing the boards and signing as boards do, and a
+real SQLite file."""
 
 import json
 import logging
@@ -7,7 +9,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers import Peer
 
+from devkit.school import LockedSchool
 from devkit.testing import Board, school_clock, wait_for
 from edge_gateway.config import Config
 from edge_gateway.gateway import Gateway
@@ -18,13 +22,18 @@ pytestmark = pytest.mark.broker
 SCHOOL = "0341234a"
 
 
+@pytest.fixture
+def broker(tmp_path):
+    school = LockedSchool(school=SCHOOL, gateway_id="gw-0341234a", rooms=("cm2-b", "cp-a", "bcd"),
+                          directory=str(tmp_path / "school")).start()
+    yield school
+    school.stop()
+
+
 def school_config(broker, tmp_path, **extra):
     return Config.from_dict(
-        {
-            "school": SCHOOL,
-            "gateway_id": "gw-0341234a",
+        broker.config(str(tmp_path)) | {
             "db": str(tmp_path / "gateway.sqlite"),
-            "school_broker": {"host": broker.host, "port": broker.port},
             "policy": {"zone": "C", "commune": "Montpellier"},
             "rooms": {
                 "cm2-b": {"wifi": "allowed", "sessions": True},
@@ -106,13 +115,8 @@ def test_offline_policy_and_gateway_state_are_retained(gateway, board_factory):
     assert disabled.policy["start"] is False and disabled.policy["ap"] is False
     assert disabled.policy["windows"] == []
 
-    seen = {}
-    watcher = Board(late.host, late.port, SCHOOL, "gateway")
-    watcher.client.on_message = lambda c, u, m: seen.setdefault(m.topic, json.loads(m.payload))
-    watcher.client.connect(late.host, late.port)
-    watcher.client.loop_start()
-    watcher.client.subscribe(f"preau/v1/{SCHOOL}/gateway/state", qos=1)
-    state = wait_for(lambda: seen.get(f"preau/v1/{SCHOOL}/gateway/state"), what="gateway birth")
+    watcher = Peer(late.host, late.port, f"preau/v1/{SCHOOL}/gateway/state")
+    state = wait_for(lambda: watcher.json_on("/gateway/state"), what="gateway birth")[-1]
     assert state["online"] is True and state["gateway"] == "gw-0341234a"
     watcher.close()
 
@@ -161,15 +165,16 @@ def test_registry_from_birth_and_last_will(gateway, board_factory):
 @pytest.mark.parametrize(
     "reason, send",
     [
-        ("bad_json", lambda b: b.publish("evt", b"{not json")),
+        ("bad_mac", lambda b: b.publish("evt", b"{not json")),  # only a JSON object can be signed
+        ("bad_mac", lambda b: b.publish("evt", {"v": 1, "boot": 1, "seq": 1, "uptime_ms": 0, "time": None,
+                                                "type": "boot", "data": {"reset_cause": "power"}}, signed=False)),
+        ("bad_json", lambda b: b.publish("evt", b'{"v": 1, "boot": }')),
         ("bad_field", lambda b: b.publish("evt", {"v": 1, "boot": "7", "seq": 1, "uptime_ms": 0, "time": None, "type": "boot", "data": {"reset_cause": "power"}})),
         ("bad_field", lambda b: b.publish("evt", {"v": 1, "boot": 1, "seq": 9, "uptime_ms": 0, "time": None, "type": "lesson.requested", "data": {}})),
         ("bad_version", lambda b: b.publish("state", {"v": 2, "online": True})),
-        ("too_large", lambda b: b.publish("evt", b" " * 2000)),
-        ("unknown_room", lambda b: b.publish("evt", {"v": 1}, topic_=f"preau/v1/{SCHOOL}/cm9-z/evt")),
-        ("bad_topic", lambda b: b.publish("evt", {"v": 1}, topic_=f"preau/v1/{SCHOOL}/CM2_B/evt")),
+        ("too_large", lambda b: b.publish("evt", b'{"v": 1, "pad": "' + b" " * 2000 + b'"}')),
     ],
-    ids=["malformed-json", "wrong-type", "missing-field", "bad-version", "too-large", "unknown-room", "bad-topic"],
+    ids=["unsigned-garbage", "unsigned", "malformed-json", "wrong-type", "missing-field", "bad-version", "too-large"],
 )
 def test_bad_messages_rejected_logged_counted_and_gateway_still_answers(gateway, board_factory, caplog, reason, send):
     caplog.set_level(logging.WARNING, logger="edge_gateway")
@@ -183,14 +188,20 @@ def test_bad_messages_rejected_logged_counted_and_gateway_still_answers(gateway,
     assert gateway.metrics["internal_errors"] == 0
 
 
-def test_wrong_school_rejected(gateway, broker):
-    """Defence in depth: a message that reaches the worker with another school's topic."""
+@pytest.mark.parametrize("reason, where", [
+    ("wrong_school", "preau/v1/0999999z/cm2-b/evt"),
+    ("unknown_room", f"preau/v1/{SCHOOL}/cm9-z/evt"),
+    ("bad_topic", f"preau/v1/{SCHOOL}/CM2_B/evt"),
+])
+def test_topics_the_broker_would_refuse_are_refused_by_the_gateway_too(gateway, reason, where):
+    """Defence in depth: the ACL keeps these off the gateway's subscriptions;
+    one that reaches the worker anyway (a broker misconfigured) is refused."""
     from paho.mqtt.client import MQTTMessage
 
-    msg = MQTTMessage(topic=b"preau/v1/0999999z/cm2-b/evt")
+    msg = MQTTMessage(topic=where.encode())
     msg.payload = b'{"v": 1}'
     gateway._loop.call_soon_threadsafe(gateway._on_board, msg)
-    wait_for(lambda: gateway.metrics["rejected"].get("wrong_school") == 1, what="wrong_school")
+    wait_for(lambda: gateway.metrics["rejected"].get(reason) == 1, what=reason)
 
 
 def test_events_stored_once_in_history_with_gap_counted(gateway, board_factory, tmp_path):
