@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import stat
 import threading
 import time
@@ -13,8 +14,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from devkit.brokers import Mosquitto, free_port
 from devkit.school import LockedSchool
@@ -193,10 +194,10 @@ def test_a_reload_keeps_the_boards_connected_and_their_sessions(school):
 def test_files_holding_secrets_are_private(school):
     for path in (school.fleet_file, school.files.passwd, school.files.acl, school.files.conf):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
-    text = open(school.files.passwd).read() + open(school.files.conf).read() + open(school.files.acl).read()
+    texts = {p: pathlib.Path(p).read_text() for p in (school.files.passwd, school.files.conf, school.files.acl)}
     for creds in school.creds.values():
-        assert creds.password not in text and creds.key not in text
-    assert "allow_anonymous false" in open(school.files.conf).read()
+        assert all(creds.password not in t and creds.key not in t for t in texts.values())
+    assert "allow_anonymous false" in texts[school.files.conf]
 
 
 # --- queues and persistence: a default Mosquitto drops a QoS 1 burst -----------------
