@@ -51,7 +51,9 @@ class LockedSchool:
         return BrokerFiles(dir=os.path.join(self.directory, "broker"), listen_host=self.host,
                            listen_port=self.port)
 
-    def start(self) -> LockedSchool:
+    def prepare(self) -> LockedSchool:
+        """The fleet (a board per room) and the broker's files, without a broker:
+        for a gateway tried behind another broker (amqtt, or an open one)."""
         self.directory = self.directory or tempfile.mkdtemp(prefix="preau-school-")
         self.port = self.port or free_port()
         with fleet.editing(self.fleet_file, self.school, self.gateway_id) as f:
@@ -59,6 +61,10 @@ class LockedSchool:
                 if f.board_of(room) is None:
                     self._keep(f.add(room))
         self.write()
+        return self
+
+    def start(self) -> LockedSchool:
+        self.prepare()
         self.broker = Mosquitto(port=self.port, config_file=self.files.conf,
                                 workdir=os.path.join(self.directory, "log")).start()
         LockedSchool.running.append(self)
