@@ -174,6 +174,11 @@ class Fleet:
                                                         rekeyed_at=time.time() if now is None else now)
         return Credentials(self.school, board.room, board.username, password, key)
 
+    def rekey_gateway(self) -> None:
+        """A new broker password for the gateway; the running gateway takes it
+        from the file before the broker's reload drops its connection."""
+        self.gateway_password = new_password()
+
     def replace_board(self, room: str, now: float | None = None) -> tuple[Board, Credentials]:
         """A dead or stolen board's room gets a new board: the old identity is revoked."""
         now = time.time() if now is None else now

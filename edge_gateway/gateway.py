@@ -169,8 +169,14 @@ class Gateway:
             log.info("fleet: %d board(s) provisioned (%s)", len(keys), ", ".join(sorted(keys)) or "none")
         self.intake.keys = keys
         if self.config.school_broker.username is None:
-            self.school_broker = dataclasses.replace(self.config.school_broker, username=loaded.gateway_username,
-                                                     password=loaded.gateway_password)
+            broker = dataclasses.replace(self.config.school_broker, username=loaded.gateway_username,
+                                         password=loaded.gateway_password)
+            if broker != self.school_broker and self.school is not None:
+                # `preau provision rekey-gateway`: the broker drops us at its reload;
+                # the next connection uses the new password.
+                self.school.client.username_pw_set(broker.username, broker.password)
+                log.info("fleet: new broker credentials for the gateway, used from the next connection")
+            self.school_broker = broker
 
     def _open(self, now: float) -> None:
         """Read the state on disk (before anything is answered)."""

@@ -6,6 +6,7 @@
     preau provision --config school.toml revoke ROOM|USER    refused from now on
     preau provision --config school.toml rekey ROOM|USER     new password and key, same board
     preau provision --config school.toml replace ROOM        a new board for the room; the old one revoked
+    preau provision --config school.toml rekey-gateway       a new broker password for the gateway
 
 Each change updates the fleet file (edge_gateway/fleet.py), writes the
 school broker's files again (edge_gateway/broker_files.py) and reloads the
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("revoke", help="refuse a board from now on")
     r.add_argument("who", metavar="ROOM|USERNAME")
     sub.add_parser("list", help="every board, active and revoked")
+    sub.add_parser("rekey-gateway", help="a new broker password for the gateway (it follows by itself)")
     return p
 
 
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             elif args.action == "revoke":
                 old = fleet.revoke(args.who)
                 message = f"{old.username} (room {old.room}) revoked."
+            elif args.action == "rekey-gateway":
+                fleet.rekey_gateway()
+                message = f"new broker password for {fleet.gateway_username} (kept in the fleet file only)."
         if message:
             print(message)
         print(_apply(config, fleet))

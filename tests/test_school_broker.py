@@ -327,3 +327,100 @@ def test_the_running_gateway_follows_provisioning(mosquitto, tmp_path):
         board.close()
     finally:
         gw.stop()
+
+
+# --- `preau provision`, as a technician runs it ---------------------------------------
+
+def _school_toml(tmp_path, port: int) -> str:
+    path = tmp_path / "school.toml"
+    path.write_text(f"""
+school = "{SCHOOL}"
+gateway_id = "gw-1"
+db = "state/gateway.sqlite"
+
+[broker]
+listen = "127.0.0.1:{port}"
+
+[school_broker]
+host = "127.0.0.1"
+port = {port}
+
+[policy]
+zone = "C"
+
+[rooms.cm2-b]
+wifi = "allowed"
+
+[rooms.cp-a]
+""")
+    return str(path)
+
+
+def test_provision_from_the_command_line(tmp_path, capsys):
+    from edge_gateway.provision import main as provision
+
+    port = free_port()
+    conf = _school_toml(tmp_path, port)
+    assert provision(["--config", conf, "init"]) == 0
+    files = tmp_path / "state" / "broker"
+    assert "the files take effect when Mosquitto starts" in capsys.readouterr().out
+    broker = Mosquitto(port=port, config_file=str(files / "mosquitto.conf")).start()
+    try:
+        assert provision(["--config", conf, "add", "cm2-b", "--out", str(tmp_path / "cm2-b.json"),
+                          "--broker-host", "10.0.0.2"]) == 0
+        out = capsys.readouterr().out
+        assert "broker reloaded (SIGHUP" in out
+        board = json.loads((tmp_path / "cm2-b.json").read_text())
+        assert stat.S_IMODE(os.stat(tmp_path / "cm2-b.json").st_mode) == 0o600
+        assert board["broker"] == "10.0.0.2" and board["port"] == port and len(board["key"]) == 64
+        assert board["password"] not in out  # written to the file, not shown
+        holder = type("S", (), {"host": "127.0.0.1", "port": port})()
+        assert Client(holder, board["user"], board["password"]).ok
+        # the list shows no secret
+        assert provision(["--config", conf, "list"]) == 0
+        listed = capsys.readouterr().out
+        assert board["user"] in listed and "active" in listed
+        assert board["password"] not in listed and board["key"] not in listed
+        # wrong inputs: one clear line, exit 2, nothing changed
+        assert provision(["--config", conf, "add", "cm2-b"]) == 2
+        assert "already has a board" in capsys.readouterr().err
+        assert provision(["--config", conf, "add", "cm9-z"]) == 2
+        assert "not in school.toml" in capsys.readouterr().err
+        assert provision(["--config", conf, "revoke", "cp-a"]) == 2
+        assert "no active board for 'cp-a'" in capsys.readouterr().err
+        # revoked from the command line: refused at once
+        assert provision(["--config", conf, "revoke", board["user"]]) == 0
+        assert "revoked" in capsys.readouterr().out
+        assert Client(holder, board["user"], board["password"]).connack == "Not authorized"
+    finally:
+        broker.stop()
+    fleet_file = tmp_path / "state" / "fleet.json"
+    fleet_file.write_text("{ not json")
+    assert provision(["--config", conf, "list"]) == 2
+    assert "fleet.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_rekey_gateway_while_it_runs(mosquitto, tmp_path):
+    """The gateway's own password changes under it: the broker drops it at
+    the reload, it comes back with the new one, and boards are answered."""
+    from edge_gateway import fleet as fleet_mod
+
+    config = Config.from_dict(mosquitto.config(str(tmp_path)) | {
+        "rooms": {"cm2-b": {"wifi": "allowed"}, "cp-a": {"wifi": "allowed"}}, "policy": {"zone": "C"}})
+    gw = Gateway(config, clock=school_clock(), reconnect_max_s=1, tick_s=0.05).start()
+    try:
+        assert gw.school is not None
+        connects = gw.school.client  # the same paho client reconnects
+        old = mosquitto.gateway_credentials()
+        with fleet_mod.editing(mosquitto.fleet_file, mosquitto.school, mosquitto.gateway_id) as f:
+            f.rekey_gateway()
+        wait_for(lambda: gw.school_broker.password != old[1], what="the gateway read its new password")
+        mosquitto.write()
+        mosquitto.reload()
+        assert Client(mosquitto, *old).connack == "Not authorized"
+        board = Board(mosquitto.host, mosquitto.port, SCHOOL, "cm2-b").connect()
+        assert board.cmd_for(board.request(), timeout=20)["cmd"] == "grant"
+        assert gw.school.client is connects and gw.school.connected
+        board.close()
+    finally:
+        gw.stop()
