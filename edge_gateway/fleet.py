@@ -75,8 +75,8 @@ def check_password(password: str, hashed: str) -> bool:
 class Board:
     username: str
     room: str
-    password_hash: str
-    key: str  # 64 hex characters: the board's message key (secret)
+    password_hash: str = field(repr=False)
+    key: str = field(repr=False)  # 64 hex characters: the board's message key (secret)
     created: float
     state: str = ACTIVE
     revoked_at: float | None = None
@@ -114,7 +114,7 @@ class Credentials:
 class Fleet:
     school: str
     gateway_username: str
-    gateway_password: str  # the gateway needs it in clear to connect
+    gateway_password: str = field(repr=False)  # the gateway needs it in clear to connect
     boards: list[Board] = field(default_factory=list)
 
     # ------------------------------------------------------------ queries

@@ -304,9 +304,13 @@ def test_the_gateway_refuses_a_room_message_not_signed_by_that_rooms_board(tmp_p
         open_broker.stop()
 
 
-def test_the_running_gateway_follows_provisioning(mosquitto, tmp_path):
+def test_the_running_gateway_follows_provisioning(mosquitto, tmp_path, caplog):
     """`preau provision replace` while the gateway runs: the new board is
-    answered, the old key is refused, without a gateway restart."""
+    answered, the old key is refused, without a gateway restart; no secret
+    reaches the log, even at DEBUG."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
     config = Config.from_dict(mosquitto.config(str(tmp_path)) | {
         "rooms": {"cm2-b": {"wifi": "allowed"}, "cp-a": {"wifi": "allowed"}}, "policy": {"zone": "C"}})
     gw = Gateway(config, clock=school_clock(), reconnect_max_s=1, tick_s=0.05).start()
@@ -327,6 +331,9 @@ def test_the_running_gateway_follows_provisioning(mosquitto, tmp_path):
         board.close()
     finally:
         gw.stop()
+    secrets = [old.password, old.key, new.password, new.key, mosquitto.gateway_credentials()[1]]
+    assert not [s for s in secrets if s in caplog.text]
+    assert not [s for s in secrets if s in repr(mosquitto.fleet()) + repr(gw.school_broker) + repr(new)]
 
 
 # --- `preau provision`, as a technician runs it ---------------------------------------
