@@ -6,6 +6,11 @@ import json
 
 from protocol.wire import MAX_DURATION_S, _is, valid_name
 
+try:  # the built-in: the VM freezes a Python binascii over it (7 KB of heap)
+    from ubinascii import unhexlify
+except ImportError:  # CPython
+    from binascii import unhexlify
+
 NAME = "a name of 1-32 characters a-z 0-9 -"
 TEXT = "a non-empty string"
 # "a string" here: a string or null, absent means null.
@@ -33,6 +38,7 @@ SCHEMA = (
     ("co2_alert_ppm", "an integer", 1000, 400, 5000),
     ("wifi_ssid", "a string", None),
     ("wifi_password", "a string", None),
+    ("key", "a string", None),  # the board's MAC key (protocol/mac.py): 64 hex characters
 )
 
 
@@ -68,6 +74,16 @@ def validate(raw, where="config.json"):
             raise ConfigError("%s: unknown key '%s'" % (where, key))
     if cfg["projector"] == "pjlink" and not cfg["projector_host"]:
         raise ConfigError("%s: key 'projector_host' missing (a PJLink projector is reached over the network)" % where)
+    key = cfg["key"]
+    if key is not None:
+        # 32 bytes from `preau provision`. Not echoed: a wrong key is often
+        # most of the right one, and the console is no place for it.
+        try:
+            key = unhexlify(key)
+        except ValueError:  # not hexadecimal, or an odd length
+            key = b""
+        if len(key) != 32:
+            raise ConfigError("%s: key 'key': expected 64 hexadecimal characters (from preau provision)" % where)
     return cfg
 
 

@@ -19,10 +19,20 @@
 # characters is interned, a longer one is a heap object (16 bytes and more);
 # a ValueError carries the bad value instead of a message
 # (bench/module_heap.py measures it).
+#
+# Given the board's key, the client signs every message it publishes, its
+# Last Will included (protocol/mac.py): the outbox's records are signed as
+# they leave, so what flash keeps is unchanged.
 import asyncio
+from hashlib import sha256
 from random import getrandbits  # in every port the board runs on
 
 from .compat import const, ticks_diff, ticks_ms
+
+try:  # the built-in: the VM freezes a Python binascii over it (7 KB of heap)
+    from ubinascii import hexlify, unhexlify
+except ImportError:  # CPython
+    from binascii import hexlify, unhexlify
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
@@ -102,7 +112,23 @@ class MQTTClient:
         max_inflight=16,
         max_packet=4096,
         retry_ms=5000,
+        key=None,
     ):
+        # `key`: the board's key in hexadecimal, as config.json holds it, or
+        # None (unsigned). HMAC-SHA256 is written here: MicroPython has
+        # hashlib.sha256, but the board's build ships no hmac module (the
+        # field's micropython-lib one is not on the board). The key's inner
+        # and outer pads are made once (RFC 2104: a key longer than a block
+        # is hashed first); self.key holds them, 2 x 64 bytes. (`key`, not a
+        # new name: MicroPython knows this one, and the qstr pool of the
+        # school day is full, docs/board.md.)
+        if key is not None:
+            key = unhexlify(key)
+            if len(key) > 64:
+                key = sha256(key).digest()
+            key += bytes(64 - len(key))
+            key = bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+        self.key = key
         self.server = server
         self.port = port
         self.keepalive = keepalive
@@ -119,7 +145,8 @@ class MQTTClient:
         if will is not None:
             t, p, retain, qos = will
             flags |= 0x04 | (qos & 3) << 3 | (0x20 if retain else 0)
-            parts += ((_bytes(t),), (_bytes(p),))
+            t = _bytes(t)
+            parts += ((t,), (self.sign(t, _bytes(p)),))
         if user is not None:
             flags |= 0x80
             parts.append((_bytes(user),))
@@ -207,7 +234,7 @@ class MQTTClient:
         if not topic or 43 in topic or 35 in topic:  # "+" or "#"
             raise ValueError(topic)
         first = _PUBLISH | (1 if retain else 0)
-        parts = ((topic,), _bytes(payload))
+        parts = ((topic,), self.sign(topic, _bytes(payload)))
         if qos == 0:
             return await self._send(self._packet(first, parts, 0))
         if qos != 1:
@@ -262,6 +289,20 @@ class MQTTClient:
         self._wake.set()
         if self._first_task is not asyncio.current_task():  # else on_connect called us
             await _wait(self._done, _TIMEOUT * 1000)
+
+    def sign(self, topic, payload):
+        # `payload`, a JSON object's text, as it goes out on `topic` (bytes):
+        # with a key, its closing brace becomes `,"mac":"<32 hex>"}`, the
+        # first 16 bytes of HMAC-SHA256(key, topic "\n" payload).
+        k = self.key
+        if k is None:
+            return payload  # an unprovisioned board: development only
+        h = sha256(k[0])
+        h.update(topic)
+        h.update(b"\n")
+        h.update(payload)
+        h = sha256(k[1] + h.digest())
+        return payload[:-1] + b',"mac":"' + hexlify(h.digest()[:16]) + b'"}'
 
     def acked(self, pid):
         # True once the QoS 1 message `pid` is no longer waiting for PUBACK.

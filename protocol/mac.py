@@ -31,8 +31,8 @@ def mac_of(key: bytes, topic: str, body: bytes) -> bytes:
 
 def sign(key: bytes, topic: str, body: bytes) -> bytes:
     """The payload a board publishes: `body` (a JSON object's text) with its MAC."""
-    if len(body) < 2 or not body.endswith(b"}"):
-        raise ValueError("a signed body is a JSON object's text")
+    if len(body) <= 2 or not body.startswith(b"{") or not body.endswith(b"}"):
+        raise ValueError("a signed body is a non-empty JSON object's text")
     return body[:-1] + _PREFIX + mac_of(key, topic, body) + b'"}'
 
 
@@ -66,6 +66,9 @@ def parse_key(text: object) -> bytes:
     if not isinstance(text, str) or len(text) != 2 * KEY_BYTES:
         raise ValueError("a board key is 64 hexadecimal characters")
     try:
-        return bytes.fromhex(text)
+        key = bytes.fromhex(text)
     except ValueError:
         raise ValueError("a board key is 64 hexadecimal characters") from None
+    if len(key) != KEY_BYTES:  # fromhex skips spaces
+        raise ValueError("a board key is 64 hexadecimal characters")
+    return key

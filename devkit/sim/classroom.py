@@ -35,11 +35,19 @@ class SimClassroom:
     machine: SimMachine
 
     def __init__(self, config: dict, storage: str | None = None, profile: str | None = None,
-                 projector=None, kit_bus: SimI2C | None = None) -> None:
+                 projector=None, kit_bus: SimI2C | None = None, key: bytes | str | None = None) -> None:
         """`projector`: a simulator from devkit.sim.projector matching
         config["projector"]; `kit_bus`: the Qwiic socket (an empty bus by
-        default, so kits can be plugged in later)."""
-        self.config = validate(dict(config), where=f"sim config {config.get('room')}")
+        default, so kits can be plugged in later); `key`: the board's key
+        (32 bytes, or its 64 hex characters as `preau provision` gives it),
+        put into its config.json: the board then signs all it publishes
+        (protocol/mac.py). Without a key, here or in `config`, it publishes
+        unsigned."""
+        config = dict(config)
+        if key is not None:
+            config["key"] = key.hex() if isinstance(key, bytes) else key
+        self.config = validate(config, where=f"sim config {config.get('room')}")
+        self.key: bytes | None = bytes.fromhex(self.config["key"]) if self.config["key"] else None
         self.profile = load_profile(profile or self.config["board"])
         self.storage = storage or tempfile.mkdtemp(prefix=f"preau-board-{self.config['room']}-")
         os.makedirs(self.storage, exist_ok=True)

@@ -442,7 +442,8 @@ def script(pkg="fwmpy"):
     from hardware.kits import id_image
     from hardware.projectors import board_table
 
-    cfg = validate({"school": "0341234a", "room": "cm2-b", "broker": "192.168.10.2", "projector": "epson-escvp21"})
+    cfg = validate({"school": "0341234a", "room": "cm2-b", "broker": "192.168.10.2", "projector": "epson-escvp21",
+                    "key": "5f" * 32})  # provisioned: every message signed, as in the field
     return SCRIPT % {"config": repr(cfg), "board": json.dumps(board_json("olimex-esp32-poe")), "table": json.dumps(board_table("epson-escvp21")),
                      "eeprom": list(id_image("air-co2-01")), "pkg": pkg,
                      "kit_tick": _const(REPO / "firmware" / "kit.py", "_TICK_MS"),
