@@ -78,16 +78,19 @@ def mosquitto_conf(files: BrokerFiles) -> str:
         "allow_anonymous false",
         f"password_file {os.path.join(d, 'passwd')}",
         f"acl_file {os.path.join(d, 'acl')}",
-        "use_username_as_clientid true",
         # Started as root (systemd), Mosquitto drops to this user: the one that
         # owns the 0600 files it must read again at every reload.
         f"user {_owner()}",
         f"pid_file {os.path.abspath(files.pid)}",
         "",
+        # Listener options come after their `listener` line: before any, Mosquitto
+        # would open a default listener on port 1883 to hold them.
         f"listener {files.listen_port} {files.listen_host}",
+        "use_username_as_clientid true",
     ]
     if files.tls_port is not None:
         lines += [f"listener {files.tls_port} {files.listen_host}",
+                  "use_username_as_clientid true",
                   f"certfile {os.path.abspath(files.tls_cert or '')}",
                   f"keyfile {os.path.abspath(files.tls_key or '')}",
                   "tls_version tlsv1.2"]

@@ -145,9 +145,9 @@ def test_the_gateway_identity_gives_orders_and_reads_every_room(school):
 def test_a_borrowed_client_id_does_not_take_over_a_boards_session(school):
     """Every client's id is its username: a board id borrowed by another
     identity names another session, and cannot kick the board off."""
-    a = as_board(school, "cm2-b")
-    creds_b = school.creds["cp-a"]
-    other = Client(school, creds_b.username, creds_b.password, client_id=school.creds["cm2-b"].username)
+    creds_a, creds_b = school.creds["cm2-b"], school.creds["cp-a"]
+    a = Client(school, creds_a.username, creds_a.password, client_id="board-cm2-b")  # a guessable id
+    other = Client(school, creds_b.username, creds_b.password, client_id="board-cm2-b")
     assert other.ok
     assert not a.disconnected.wait(1.0)  # a bounded look for a kick that must not come
     assert a.publish(f"{ROOT}/cm2-b/evt", b"{}") < 128
@@ -189,6 +189,18 @@ def test_a_reload_keeps_the_boards_connected_and_their_sessions(school):
         assert a.publish(f"{ROOT}/cm2-b/evt", b"{}") < 128
     wait_for(lambda: len(gw.got) == 3, what="every event through the reloads")
     assert not a.disconnected.is_set() and not gw.disconnected.is_set()
+
+
+def test_the_broker_listens_only_where_it_is_told(school):
+    """No listener beyond the configured one (a listener option before the
+    `listener` line would open Mosquitto's default one on 0.0.0.0:1883)."""
+    import subprocess
+
+    assert school.broker is not None and school.broker.proc is not None
+    pid = school.broker.proc.pid
+    lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
+    ours = sorted(line.split()[3] for line in lines if f"pid={pid}," in line)
+    assert ours == [f"127.0.0.1:{school.port}"]
 
 
 def test_files_holding_secrets_are_private(school):
