@@ -40,6 +40,7 @@ from protocol.codec import encode
 
 from .errors import BrokerRefused
 from .metrics import Metrics
+from .register import GatewayRegister
 from .settings import CitySettings
 from .store import INTERNAL_ERROR, CityStore, Stored, StoreWriteError, printable
 
@@ -57,7 +58,8 @@ class Ingest(MqttLink):
 
     def __init__(self, settings: CitySettings, store: CityStore, metrics: Metrics | None = None,
                  now: Callable[[], float] = time.time,
-                 on_fatal: Callable[[BrokerRefused], None] | None = None) -> None:
+                 on_fatal: Callable[[BrokerRefused], None] | None = None,
+                 register: GatewayRegister | None = None) -> None:
         super().__init__(
             settings.broker,
             settings.client_id,
@@ -74,6 +76,8 @@ class Ingest(MqttLink):
         self.store = store
         self.metrics = metrics or Metrics()
         self.now = now
+        # Which gateway owns each school (from the CA); None: not checked.
+        self.register = register
         self.on_fatal = on_fatal  # called once if the broker refuses us for good
         self.failed: BrokerRefused | None = None
         self.subscribed = False
@@ -199,10 +203,13 @@ class Ingest(MqttLink):
         try:
             if leaf == "records":
                 self.metrics.batches.inc()
-                return self._ingest_batch(school, parse_batch(school, bytes(payload)))
+                batch = parse_batch(school, bytes(payload))
+                self._check_gateway(school, batch.gateway)
+                return self._ingest_batch(school, batch)
             if leaf == "gateway":
                 state = parse_gateway_state(school, bytes(payload))
                 if state is not None:
+                    self._check_gateway(school, state.gateway)
                     self.store.set_gateway_state(school, state.online, state.gateway, self.now())
                     self.metrics.gateway_states.inc()
         except BatchError as e:
@@ -217,6 +224,21 @@ class Ingest(MqttLink):
             self._refused(topic, "unreadable", f"{type(e).__name__}: {printable(str(e))}", payload)
         return None
 
+    def _check_gateway(self, school: str, gateway: str | None) -> None:
+        """The city broker's ACL lets only the holder of the school's
+        certificate publish on its topics, but Mosquitto does not tell us who
+        published: the batch's own `gateway` is checked against the gateway
+        the CA issued that certificate to. Refused (not acked, not stored)
+        otherwise."""
+        if self.register is None:
+            return
+        allowed = self.register.gateways(school)
+        if not allowed:
+            raise BatchError("gateway_unknown", f"school {school}: the city CA issued no gateway certificate for it")
+        if gateway is not None and gateway not in allowed:
+            raise BatchError("gateway_mismatch", f"school {school}: gateway {printable(gateway, 64)!r} is not the one "
+                                                 f"its certificate was issued to ({', '.join(sorted(allowed))})")
+
     def _refused(self, topic: str, reason: str, why: str, payload: bytes | bytearray) -> None:
         self.metrics.reject(reason)
         log.warning("city link: refused %s (%s): %s; payload %s", topic, reason, why, printable(payload))
@@ -229,6 +251,13 @@ class Ingest(MqttLink):
         return school, result.acked
 
     def _count(self, school: str, result: Stored) -> None:
+        fresh_conflicts = [c.seq for c in result.conflicts if c.new]
+        if fresh_conflicts:
+            self.metrics.conflicts.inc(len(fresh_conflicts))
+            log.warning("city link: school %s: %d records came with a seq already stored under another content "
+                        "(seq %s%s): kept in conflicting_records, not applied; a forged batch, or a gateway whose "
+                        "database was replaced", school, len(fresh_conflicts),
+                        ", ".join(map(str, fresh_conflicts[:5])), "…" if len(fresh_conflicts) > 5 else "")
         self.metrics.records_stored.inc(result.stored)
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.records_set_aside.inc(result.set_aside)

@@ -12,8 +12,10 @@ from protocol.citylink import REASONS
 PREFIX = "preau_city_"
 # Refusals the city adds to the contract's reasons (protocol/citylink.py):
 # a payload its checks could not even read (nested deeper than the JSON
-# decoder goes, say): counted, logged, never a crash.
-CITY_REASONS = ("unreadable",)
+# decoder goes, say): counted, logged, never a crash; a batch or gateway
+# state from a school the CA gave no gateway certificate, or naming another
+# gateway than the one its certificate was issued to (cloud_bridge/register.py).
+CITY_REASONS = ("unreadable", "gateway_unknown", "gateway_mismatch")
 
 
 class Metrics:
@@ -32,6 +34,10 @@ class Metrics:
             "duplicates", "Records received again and not stored (replays, QoS 1 redelivery).")
         self.records_set_aside = counter(
             "records_set_aside", "Refused records kept in rejected_records so the ack can pass them.")
+        self.conflicts = counter(
+            "conflicts",
+            "Records whose seq was stored already with another content: kept in conflicting_records, never applied "
+            "(a forged batch, or a gateway whose database was replaced).")
         self.unusable_bodies = counter("unusable_bodies", "Stored records whose body could not update the room view.")
         self.gateway_states = counter("gateway_states", "Gateway online/offline messages applied.")
         self.acks_published = counter("acks_published", "Acks published to gateways.")

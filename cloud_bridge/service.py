@@ -29,9 +29,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from .api import create_app
+from .ca import CAError
 from .errors import CityError, CitySettingsError
 from .ingest import Ingest
 from .metrics import Metrics
+from .register import GatewayRegister
 from .settings import MQTT_PASSWORD_ENV, TOKEN_ENV, CitySettings, split_host_port
 from .store import CityStore
 
@@ -56,9 +58,18 @@ class City:
         """Check the settings and open the database (blocking: before the loop
         runs). CitySettingsError, StoreError: the city cannot run."""
         settings.check()
+        register = None
+        if settings.gateways is not None:
+            try:
+                register = GatewayRegister(settings.gateways)
+            except CAError as e:
+                raise CitySettingsError(f"gateway register (--gateways): {e}") from None
+        else:
+            log.warning("no gateway register (--gateways): batches' gateway ids are not checked against the "
+                        "city CA's certificates")
         store = CityStore(settings.db_path)
         metrics = metrics or Metrics()
-        ingest = Ingest(settings, store, metrics, now)
+        ingest = Ingest(settings, store, metrics, now, register=register)
         return cls(settings, store, metrics, ingest, create_app(store, settings, metrics, ingest=ingest))
 
     def listen(self) -> socket.socket:
@@ -194,6 +205,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--username", help="MQTT username")
     parser.add_argument("--client-id", default="preau-city", help="MQTT client id (unique per worker)")
     parser.add_argument("--share-group", help="MQTT shared-subscription group, to split batches between workers")
+    tls = parser.add_argument_group(
+        "TLS to the city broker", "paths only: the key stays in its file (mode 0600), never on the command line")
+    tls.add_argument("--ca-file", help="the city CA's certificate (ca.pem); implies TLS")
+    tls.add_argument("--cert-file", help="this worker's certificate (`preau city-ca issue-worker`)")
+    tls.add_argument("--key-file", help="this worker's private key")
+    tls.add_argument("--tls", action="store_true", help="TLS with the system's CAs (no --ca-file)")
+    parser.add_argument("--gateways", metavar="INDEX",
+                        help="the city CA's index.json (or a copy): refuse batches from a gateway the CA "
+                             "did not certify for that school")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -204,6 +224,7 @@ def settings_from_args(args: argparse.Namespace) -> CitySettings:
     return CitySettings.from_env(
         broker_host=broker_host, broker_port=broker_port, http_host=http_host, http_port=http_port,
         db_path=args.db, username=args.username, client_id=args.client_id, share_group=args.share_group,
+        tls=args.tls, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file, gateways=args.gateways,
     ).check()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from dataclasses import dataclass
@@ -34,6 +35,16 @@ class CitySettings:
     keepalive_s: int = 30
     # Reconnection backoff: 1 s doubling up to this (common.mqtt.MqttLink).
     reconnect_max_s: float = 30.0
+    # TLS to the city broker: the city CA's certificate, and this worker's
+    # own certificate and key (`preau city-ca issue-worker`). Paths only:
+    # the key stays in its 0600 file. `tls` alone: the system's CAs.
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    # The CA's index.json (or a copy): which gateway owns each school
+    # (cloud_bridge/register.py). None: batches' gateway ids are not checked.
+    gateways: str | None = None
 
     def __repr__(self) -> str:  # never a secret in a log line or a traceback
         shown = {k: v for k, v in vars(self).items() if k not in ("token", "password")}
@@ -47,8 +58,13 @@ class CitySettings:
         return cls(**values)
 
     @property
+    def uses_tls(self) -> bool:
+        return self.tls or bool(self.ca_file or self.cert_file)
+
+    @property
     def broker(self) -> BrokerConfig:
-        return BrokerConfig(self.broker_host, self.broker_port, self.username, self.password)
+        return BrokerConfig(self.broker_host, self.broker_port, self.username, self.password, tls=self.uses_tls,
+                            ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
 
     def check(self) -> CitySettings:
         if not self.token:
@@ -76,7 +92,64 @@ class CitySettings:
             raise CitySettingsError("reconnect_max_s: must be positive")
         if not 0 < self.keepalive_s <= 65535:
             raise CitySettingsError("keepalive_s: 1 to 65535 seconds")
+        self._check_tls()
+        if self.gateways is not None:
+            _readable(self.gateways, "gateway register (--gateways)")
         return self
+
+    def _check_tls(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            given, missing = ("certificate", "key") if self.cert_file else ("key", "certificate")
+            raise CitySettingsError(f"a client {given} without its {missing}: give both --cert-file and --key-file")
+        if self.ca_file:
+            _readable(self.ca_file, "CA certificate (--ca-file)")
+        if self.cert_file and self.key_file:
+            check_client_certificate(self.cert_file, self.key_file)
+
+
+def _readable(path: str, what: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise CitySettingsError(f"{what} {path}: {e.strerror}") from None
+
+
+def check_client_certificate(cert_file: str, key_file: str) -> None:
+    """The certificate and its key can be read, belong together, are in date,
+    and the key is not readable by others: said now, rather than as a TLS
+    alert from the broker."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    _readable(cert_file, "client certificate (--cert-file)")
+    _readable(key_file, "client key (--key-file)")
+    if os.stat(key_file).st_mode & 0o077:
+        raise CitySettingsError(f"client key {key_file} can be read by others: `chmod 600 {key_file}`")
+    try:
+        with open(cert_file, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except ValueError as e:
+        raise CitySettingsError(f"client certificate {cert_file}: not a PEM certificate ({e})") from None
+    try:
+        with open(key_file, "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), None)
+    except TypeError:
+        raise CitySettingsError(f"client key {key_file} is encrypted: the worker needs it unencrypted, "
+                                "mode 0600, readable by its user only") from None
+    except ValueError as e:
+        raise CitySettingsError(f"client key {key_file}: not a PEM private key ({e})") from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, public) != \
+            cert.public_key().public_bytes(serialization.Encoding.DER, public):
+        raise CitySettingsError(f"client certificate {cert_file} and key {key_file} do not belong together")
+    now = datetime.datetime.now(datetime.UTC)
+    if cert.not_valid_after_utc <= now:
+        raise CitySettingsError(f"client certificate {cert_file} expired on {cert.not_valid_after_utc:%Y-%m-%d}: "
+                                "`preau city-ca renew`")
+    if cert.not_valid_before_utc > now:
+        raise CitySettingsError(f"client certificate {cert_file} is valid only from "
+                                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC: is this clock right?")
 
 
 def split_host_port(text: str, what: str) -> tuple[str, int]:

@@ -27,6 +27,7 @@ serialize is answered as `{"unreadable": why}`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -122,9 +123,30 @@ def _add_live_uptime(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE rooms ADD COLUMN live_uptime BIGINT")
 
 
+# A record whose (school, seq) is stored already with another content: a
+# forged batch that used a real gateway's next seqs, or a gateway whose
+# database was replaced and counts from 1 again. Neither copy is thrown
+# away: the first stays in `records`, each other content is kept here, once
+# (by its digest), and never applied to the live view. An operator decides.
+CONFLICTS_V3 = """
+CREATE TABLE IF NOT EXISTS conflicting_records (
+    school      TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    digest      TEXT NOT NULL,
+    gateway     TEXT,
+    room        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    at          DOUBLE PRECISION NOT NULL,
+    body        TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (school, seq, digest)
+);
+"""
+
 STEPS = (
     Step(1, "the city's tables as of 0.1.0", SCHEMA_V1),
     Step(2, "rooms.live_uptime, for databases made before it", _add_live_uptime),
+    Step(3, "conflicting_records: other contents of a (school, seq) already stored", CONFLICTS_V3),
 )
 SCHEMA_VERSION = len(STEPS)
 
@@ -177,9 +199,19 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class Conflict:
+    """A record whose seq is stored already with another content. `new` is
+    False when this very content was kept before (a resend)."""
+
+    seq: int
+    new: bool
+
+
+@dataclass(frozen=True)
 class Stored:
-    """What one batch did: new records, repeats, records set aside, and the
-    highest seq from 1 with no gap that the school may now forget."""
+    """What one batch did: new records, repeats, records set aside, records
+    in conflict with a stored one, and the ack to send: the highest seq from
+    1 with no gap that the school may now forget (see _ack)."""
 
     stored: int
     duplicates: int
@@ -187,10 +219,17 @@ class Stored:
     acked: int
     unusable_bodies: int = 0
     refused: tuple[Refused, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
 
 
 def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _canonical(room: str, kind: str, at: float, body: object) -> str:
+    """A record's content, keys sorted: two copies of a record are the same
+    record when these are equal (true and 1, 1.0 and 1 differ)."""
+    return json.dumps([room, kind, float(at), body], separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
 def body_fault(value: object) -> str | None:
@@ -302,15 +341,19 @@ class CityStore:
         )
         stored = duplicates = unusable = 0
         refused = [Refused(b.seq, b.reason, b.message, b.raw) for b in batch.bad]
+        conflicts: list[Conflict] = []
         # In seq order, so the live room view moves forward within a batch.
         for record in sorted(batch.records, key=lambda r: r.seq):
             if record.seq > MAX_INT:
                 refused.append(Refused(None, "record_seq", f"record {str(record.seq)[:24]}: seq beyond {MAX_INT}",
                                        record))
                 continue
-            outcome = self._store_record(db, school, record, received_at)
+            outcome = self._store_record(db, school, record, received_at, batch.gateway)
             if isinstance(outcome, Refused):
                 refused.append(outcome)
+            elif isinstance(outcome, Conflict):
+                conflicts.append(outcome)
+                duplicates += not outcome.new
             elif outcome is None:
                 duplicates += 1
             else:
@@ -319,13 +362,32 @@ class CityStore:
         set_aside, refused = self._set_aside(db, school, refused, received_at)
         duplicates += sum(not r.new for r in refused)
         acked = self._advance_ack(db, school)
-        return Stored(stored, duplicates, set_aside, acked, unusable, tuple(refused))
+        if conflicts:
+            acked = self._conflict_ack(acked, batch)
+        return Stored(stored, duplicates, set_aside, acked, unusable, tuple(refused), tuple(conflicts))
+
+    @staticmethod
+    def _conflict_ack(acked: int, batch: Batch) -> int:
+        """The ack for a batch that met stored records of another content.
+
+        The ack says "every seq up to N is stored", so the gateway deletes its
+        copies; but here some of those seqs hold another sender's records.
+        Their true copies are kept (conflicting_records), so acking them
+        loses nothing; acking beyond this batch could. A forged batch that
+        burnt seqs ahead of the real gateway makes the contiguous count run
+        ahead of what that gateway ever sent: it ignores such an ack
+        (edge_gateway/city_link.py), and would resend for ever. So a batch in
+        conflict is acked up to its own last seq at most: the sender of a
+        batch has sent that far, and its link goes on."""
+        seqs = [r.seq for r in batch.records] + [b.seq for b in batch.bad if b.seq is not None]
+        return min(acked, max(seqs))
 
     def _store_record(self, db: sqlite3.Connection, school: str, record: Record,
-                      received_at: float) -> bool | None | Refused:
+                      received_at: float, gateway: str | None = None) -> bool | None | Refused | Conflict:
         """Store one record and apply it: True, or False when its body cannot
-        move the room view; None for a repeat; Refused when it cannot be
-        stored, with nothing of it left in the database."""
+        move the room view; None for a repeat; a Conflict when its seq is
+        stored with another content (kept aside, never applied); Refused
+        when it cannot be stored, with nothing of it left in the database."""
         try:
             body = body_text(record.body)
         except Unstorable as e:
@@ -338,7 +400,10 @@ class CityStore:
                 (school, record.seq, record.room, record.kind, record.at, body, received_at),
             )
             # Only a record stored now moves the room view: a repeat never applies twice.
-            outcome = self._apply_to_room(db, school, record) if cur.rowcount == 1 else None
+            if cur.rowcount == 1:
+                outcome: bool | None | Conflict = self._apply_to_room(db, school, record)
+            else:
+                outcome = self._repeat_or_conflict(db, school, record, body, gateway, received_at)
             db.execute("RELEASE record")
             return outcome
         except sqlite3.Error:
@@ -353,6 +418,33 @@ class CityStore:
             self._undo_record(db)
             log.exception("school %s record %d: not stored (a bug), set aside", school, record.seq)
             return Refused(record.seq, INTERNAL_ERROR, f"record {record.seq}: {type(e).__name__}: {e}", record)
+
+    @staticmethod
+    def _repeat_or_conflict(db: sqlite3.Connection, school: str, record: Record, body: str, gateway: str | None,
+                            received_at: float) -> Conflict | None:
+        """None when the stored record is this one (a resend); otherwise this
+        other content is kept in conflicting_records (once) and never
+        applied: the first copy may be the forgery, and the city cannot tell.
+        Compared by meaning (keys in any order), not by bytes."""
+        stored = db.execute("SELECT room, kind, at, body FROM records WHERE school = ? AND seq = ?",
+                            (school, record.seq)).fetchone()
+        if stored is None:  # unreachable: the insert met this very row
+            return None
+        mine = _canonical(record.room, record.kind, record.at, record.body)
+        try:
+            theirs = _canonical(stored[0], stored[1], stored[2], json.loads(stored[3]))
+        except (ValueError, RecursionError):
+            theirs = None  # a body stored before the city bounded them
+        if mine == theirs:
+            return None
+        digest = hashlib.sha256(mine.encode()).hexdigest()
+        cur = db.execute(
+            "INSERT INTO conflicting_records (school, seq, digest, gateway, room, kind, at, body, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (school, seq, digest) DO NOTHING",
+            (school, record.seq, digest, _gateway_id(gateway), record.room, record.kind, record.at, body,
+             received_at),
+        )
+        return Conflict(record.seq, cur.rowcount == 1)
 
     @staticmethod
     def _undo_record(db: sqlite3.Connection) -> None:
@@ -706,6 +798,21 @@ class CityStore:
         return [dict(r) for r in self._read(
             "SELECT seq, reason, record, received_at FROM rejected_records WHERE school = ? ORDER BY seq", (school,)
         )]
+
+    def conflicts(self, school: str) -> list[dict]:
+        """The other contents received for stored seqs, by seq, with the stored one beside."""
+        rows = self._read(
+            "SELECT c.seq, c.gateway, c.room, c.kind, c.at, c.body, c.received_at, "
+            "r.room AS stored_room, r.kind AS stored_kind, r.at AS stored_at, r.body AS stored_body "
+            "FROM conflicting_records c LEFT JOIN records r ON r.school = c.school AND r.seq = c.seq "
+            "WHERE c.school = ? ORDER BY c.seq, c.received_at", (school,))
+        out = []
+        for r in rows:
+            row = dict(r)
+            row["body"] = readable_body(row["body"])
+            row["stored_body"] = None if row["stored_body"] is None else readable_body(row["stored_body"])
+            out.append(row)
+        return out
 
     def ping(self) -> None:
         """StoreReadError unless the city's tables can be read (a file removed

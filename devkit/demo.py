@@ -1,6 +1,8 @@
-"""`preau demo`: a simulated school on the embedded default.
+"""`preau demo`: a simulated school, locked down as in production.
 
-Two in-process amqtt brokers (the school's and the city's, one per hop),
+Two Mosquitto brokers on loopback, from the files Préau generates (the
+school's: a board identity per room, ACLs, no anonymous client; the city's:
+TLS with client certificates from a fresh city CA),
 three classrooms running the real firmware on simulated boards (cp-a drives
 an Epson projector over a simulated RS-232 line; ce2-b has the shared CO2
 kit plugged in, in a stuffy room), the school gateway, the city service, and
@@ -27,16 +29,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_bridge.errors import CityError
 from cloud_bridge.service import CityService
-from cloud_bridge.settings import CitySettings
 from common.mqtt import tcp_nodelay
-from devkit.brokers import start_amqtt
+from devkit.citybroker import LockedCity
 from devkit.http import HttpThread
+from devkit.school import OBSERVER, LockedSchool
 from devkit.sim.classroom import SimClassroom
 from devkit.sim.i2c import SCD4xModel, SimI2C, SimKit
 from devkit.sim.projector import EpsonSim
 from devkit.testing import school_clock
 from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.config import Config
+from edge_gateway.fleet import write_private
 from edge_gateway.gateway import Gateway
 from hardware.projectors import describe_fault
 
@@ -58,10 +61,11 @@ log = logging.getLogger("preau.demo")
 class Narrator:
     """Listens on the school broker and tells the story in plain words."""
 
-    def __init__(self, port: int, t0: float, out) -> None:
+    def __init__(self, port: int, t0: float, out, password: str) -> None:
         self.t0 = t0
         self.out = out
         self.client = tcp_nodelay(mqtt.Client(CallbackAPIVersion.VERSION2, client_id="preau-demo-narrator"))
+        self.client.username_pw_set(OBSERVER, password)  # the demo's read-only identity (devkit/school.py)
 
         def on_connect(client: mqtt.Client, *_: object) -> None:
             client.subscribe(f"preau/v1/{SCHOOL}/+/evt", 1)
@@ -157,23 +161,24 @@ def check_city(city: CityService) -> list[tuple[bool, str]]:
 
 async def run_demo(duration: float, gateway_port: int, city_port: int, keep: bool, out=print) -> int:
     workdir = tempfile.mkdtemp(prefix="preau-demo-")
-    school_broker, school_port = await start_amqtt()
-    city_broker, city_mqtt_port = await start_amqtt()
-    gw_token, city_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    # The brokers live on this loop: whatever blocks on them runs in a thread.
-    city_settings = CitySettings(token=city_token, broker_port=city_mqtt_port,
-                                 db_path=os.path.join(workdir, "city.sqlite3"), http_port=city_port)
+    # The school broker as `preau provision` writes it; the city broker with a fresh city CA.
+    school = await asyncio.to_thread(LockedSchool(school=SCHOOL, gateway_id=f"gw-{SCHOOL}", rooms=tuple(ROOMS),
+                                                  directory=os.path.join(workdir, "school")).start)
+    city_broker = await asyncio.to_thread(LockedCity.start, os.path.join(workdir, "city"),
+                                          {SCHOOL: f"gw-{SCHOOL}"})
+    school_port = school.port
+    gw_token = secrets.token_urlsafe(24)
+    city_settings = city_broker.worker_settings("1", db_path=os.path.join(workdir, "city.sqlite3"),
+                                                http_port=city_port, client_id="preau-city-demo")
+    city_token = city_settings.token
     try:
         city = await asyncio.to_thread(CityService(city_settings).start)
     except CityError:  # the port is taken: any free one will do for a demo
         city_settings.http_port = 0
         city = await asyncio.to_thread(CityService(city_settings).start)
-    config = Config.from_dict({
-        "school": SCHOOL,
-        "gateway_id": f"gw-{SCHOOL}",
+    config = Config.from_dict(school.config(workdir) | {
         "db": os.path.join(workdir, "gateway.sqlite3"),
-        "school_broker": {"host": "127.0.0.1", "port": school_port},
-        "city_broker": {"host": "127.0.0.1", "port": city_mqtt_port},
+        "city_broker": city_broker.gateway_config(SCHOOL),
         # The school's real rules (zone C, the default 4-day week); a session
         # asked a minute before lunch lasts until lunch, then lunch is refused.
         "policy": {"zone": "C", "commune": "Montpellier", "min_session_s": 10, "grace_s": 3},
@@ -184,7 +189,7 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
                          any_port_if_taken=True, name="gateway-http")
     gw_port = gw_http.port
     t0 = time.monotonic()
-    narrator = await asyncio.to_thread(Narrator, school_port, t0, out)
+    narrator = await asyncio.to_thread(Narrator, school_port, t0, out, school.observer_password)
     # cp-a's projector warms up in 3 s instead of 30; ce2-b's kit reads 1450 ppm.
     projector = EpsonSim(speed=10)
     kit_bus = SimI2C()
@@ -193,14 +198,21 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
     extra = {"cp-a": ({"projector": PROJECTORS["cp-a"]}, {"projector": projector}),
              "ce2-b": ({}, {"kit_bus": kit_bus})}
     boards = {
-        room: SimClassroom({"school": SCHOOL, "room": room, "broker": "127.0.0.1", "port": school_port,
-                            "wifi_never": wifi == "never", "tele_s": 10} | extra.get(room, ({}, {}))[0],
+        room: SimClassroom(school.board_config(room) | {"wifi_never": wifi == "never", "tele_s": 10}
+                           | extra.get(room, ({}, {}))[0],
                            storage=os.path.join(workdir, "board-" + room), **extra.get(room, ({}, {}))[1])
         for room, (wifi, _) in ROOMS.items()
     }
     out(f"Préau demo: school {SCHOOL}, {len(boards)} simulated classrooms running the real firmware")
-    out(f"  school broker (amqtt)  mqtt://127.0.0.1:{school_port}")
-    out(f"  city broker (amqtt)    mqtt://127.0.0.1:{city_mqtt_port}")
+    # The demo's credentials, in files (mode 0600): never on a command line.
+    watcher = os.path.join(workdir, "school", "observer.json")
+    write_private(watcher, json.dumps({"username": OBSERVER, "password": school.observer_password}) + "\n")
+    out(f"  school broker          mqtt://127.0.0.1:{school_port} (Mosquitto, no anonymous client: "
+        f"{school.files.conf})")
+    out(f"    board identities     {school.fleet_file} (a board per room)")
+    out(f"    read-only identity   {watcher} (subscribe to preau/v1/# with it to watch)")
+    out(f"  city broker            mqtts://127.0.0.1:{city_broker.port} (Mosquitto, client certificates: "
+        f"{city_broker.ca.dir})")
     out(f"  gateway API            curl -H 'Authorization: Bearer {gw_token}' http://127.0.0.1:{gw_port}/api/rooms")
     out(f"  city API               curl -H 'Authorization: Bearer {city_token}' {city.url}/api/status")
     out(f"  data                   {workdir}")
@@ -260,8 +272,8 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
         await asyncio.to_thread(gw_http.stop)
         await asyncio.to_thread(gateway.stop)
         await asyncio.to_thread(city.stop)
-        await school_broker.shutdown()
-        await city_broker.shutdown()
+        await asyncio.to_thread(school.stop)
+        await asyncio.to_thread(city_broker.stop)
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0 if ok else 1
@@ -279,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration <= 0:
         parser.error("--duration must be positive")
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("amqtt", "transitions", "uvicorn"):
+    for noisy in ("uvicorn",):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     return asyncio.run(run_demo(args.duration, args.gateway_port, args.city_port, args.keep,
                                 out=lambda s: print(s, flush=True)))

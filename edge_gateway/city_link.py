@@ -86,6 +86,10 @@ class Forwarder:
         self._save_acked = save_acked
         self.acked = acked
         self.sent_upto = acked
+        # The highest seq ever handed to the city broker (never lowered by a
+        # resend): an ack beyond it cannot be the city's answer to us.
+        self.sent_max = acked
+        self.acks_ignored = 0
         self.committed = committed  # the journal's committed seq: nothing later is ever sent
         self.last_progress = 0.0
         self.online = False
@@ -116,8 +120,16 @@ class Forwarder:
 
     def on_ack(self, acked: int) -> None:
         if acked > self.committed:
+            self.acks_ignored += 1
             log.error("city acked seq %s beyond our last record %s (committed): was the gateway database replaced? "
                       "ignored", acked, self.committed)
+            return
+        if acked > self.sent_max:
+            # Deleting records on it would lose those the city never got: a
+            # forged ack, or the city's answer to a batch someone else sent
+            # with our seqs. The city's ack to our own batches follows.
+            self.acks_ignored += 1
+            log.warning("city ack %s is beyond what we sent (%s): forged or stale, ignored", acked, self.sent_max)
             return
         if acked <= self.acked:
             return
@@ -163,6 +175,7 @@ class Forwarder:
                 if self.sent_upto == self.acked:
                     self.last_progress = self.clock()
                 self.sent_upto = records[-1].seq
+                self.sent_max = max(self.sent_max, self.sent_upto)
                 self.batches_sent += 1
                 self.records_sent += len(records)
                 log.debug("city: sent records %s..%s", records[0].seq, records[-1].seq)

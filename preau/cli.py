@@ -5,6 +5,8 @@
     preau city      the city supervision service
     preau provision --config school.toml init|add|list|revoke|rekey|replace ...
                     the boards' identities and the school broker's files
+    preau city-ca --dir CA_DIR init|issue-gateway|issue-worker|issue-server|broker-files|renew|revoke|list|crl ...
+                    the city's certificate authority and its broker's files
     preau policy explain --config school.toml [--week DATE] [--lang fr|en] [--room ROOM]
                     the week's plan for each room, and why (no broker needed)
 """
@@ -20,12 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="preau", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["demo", "gateway", "city", "policy", "provision"])
+    parser.add_argument("command", choices=["demo", "gateway", "city", "policy", "provision", "city-ca"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command not in ("demo", "gateway", "city", "policy", "provision"):
+    if command not in ("demo", "gateway", "city", "policy", "provision", "city-ca"):
         parser.error(f"unknown command {command!r}")
     if command == "policy":
         if not rest or rest[0] != "explain":
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         from cloud_bridge.service import main as run
     elif command == "provision":
         from edge_gateway.provision import main as run
+    elif command == "city-ca":
+        from cloud_bridge.ca_cli import main as run
     else:
         from edge_gateway.policy.explain import main as run
     try:

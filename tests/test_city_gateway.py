@@ -1,13 +1,14 @@
 """Both ends of the city link together: the real school gateway forwards a
-board's records through a real Mosquitto to the real city service, which
-stores them, acks them (the gateway's outbox drains) and shows the room."""
-
-import secrets
+board's records through a real Mosquitto, locked as a city runs it
+(devkit/citybroker.py), to the real city service, which stores them, acks
+them (the gateway's outbox drains) and shows the room. The school's side
+is locked too (devkit/school.py)."""
 
 import pytest
 
 from cloud_bridge.service import CityService
-from cloud_bridge.settings import CitySettings
+from devkit.citybroker import LockedCity
+from devkit.school import LockedSchool
 from devkit.testing import Board, school_clock, wait_for
 from edge_gateway.config import Config
 from edge_gateway.gateway import Gateway
@@ -17,21 +18,20 @@ pytestmark = pytest.mark.broker
 SCHOOL = "0341234a"
 
 
-def test_a_real_gateway_drains_into_the_city(amqtt_broker, city_broker, tmp_path):
-    city = CityService(CitySettings(
-        token=secrets.token_urlsafe(24), broker_host=city_broker.host, broker_port=city_broker.port,
-        db_path=str(tmp_path / "city.db"), http_port=0, reconnect_max_s=1.0)).start()
+def test_a_real_gateway_drains_into_the_city(tmp_path):
+    school_broker = LockedSchool(school=SCHOOL, gateway_id="gw-0341234a", rooms=("cm2-b",),
+                                 directory=str(tmp_path / "school")).start()
+    city_broker = LockedCity.start(tmp_path / "city", schools={SCHOOL: "gw-0341234a"})
+    city = CityService(city_broker.worker_settings("1", db_path=str(tmp_path / "city.db"))).start()
     gateway = board = None
     try:
         assert city.wait_ready(15)
-        gateway = Gateway(Config.from_dict({
-            "school": SCHOOL, "gateway_id": "gw-0341234a", "db": str(tmp_path / "gateway.sqlite"),
-            "school_broker": {"host": amqtt_broker.host, "port": amqtt_broker.port},
-            "city_broker": {"host": city_broker.host, "port": city_broker.port},
+        gateway = Gateway(Config.from_dict(school_broker.config(str(tmp_path)) | {
+            "city_broker": city_broker.gateway_config(SCHOOL),
             "rooms": {"cm2-b": {"wifi": "allowed"}},
             "policy": {"zone": "C"},
         }), reconnect_max_s=1, clock=school_clock()).start()
-        board = Board(amqtt_broker.host, amqtt_broker.port, SCHOOL, "cm2-b").connect()
+        board = Board(school_broker.host, school_broker.port, SCHOOL, "cm2-b").connect()
         board.cmd_for(board.request())
         # birth, lesson.requested, the gateway's decision: all stored, all acked.
         wait_for(lambda: city.store.record_count(SCHOOL) >= 3 and gateway.outbox_size() == 0,
@@ -50,3 +50,5 @@ def test_a_real_gateway_drains_into_the_city(amqtt_broker, city_broker, tmp_path
         if gateway:
             gateway.stop()
         city.stop()
+        city_broker.stop()
+        school_broker.stop()

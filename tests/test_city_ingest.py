@@ -1,5 +1,7 @@
-"""The city service end to end against real brokers (Mosquitto and amqtt)
-and a real SQLite file: a plain paho client plays the school gateway."""
+"""The city service end to end against real brokers and a real SQLite file:
+the city broker locked as a city runs it (Mosquitto, TLS, a certificate per
+identity, the generated ACL: devkit/citybroker.py) and, for a second
+implementation, an open amqtt; a plain paho client plays the school gateway."""
 
 import json
 import logging
@@ -14,23 +16,29 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_bridge.service import CityService, main
 from cloud_bridge.settings import CitySettings
-from devkit.brokers import Mosquitto
+from devkit.brokers import Mosquitto, ThreadedAmqtt
+from devkit.citybroker import LockedCity
 from devkit.testing import wait_for
 
 pytestmark = pytest.mark.broker
 
 SCHOOL = "0341234a"
+GATEWAY_ID = "gw-0341234a"
 WAIT_S = 15.0
 
 
 class Gateway:
-    """A school gateway reduced to its city link: publish batches, collect acks."""
+    """A school gateway reduced to its city link: publish batches, collect acks.
+    On a LockedCity it connects with the school's certificate."""
 
     def __init__(self, broker, school=SCHOOL):
         self.school = school
         self.acks: list[dict] = []
         self.ready = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{school}-{uuid.uuid4().hex[:8]}")
+        if isinstance(broker, LockedCity):
+            tls = broker.gateway(school, GATEWAY_ID)
+            self.client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
         self.client.reconnect_delay_set(0.1, 1)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"preau/v1/city/{school}/ack", 1)
         self.client.on_subscribe = lambda *a: self.ready.set()
@@ -42,7 +50,7 @@ class Gateway:
 
     def send(self, seqs, room="cm2-b", kind="decision", school=None):
         records = [{"seq": s, "room": room, "kind": kind, "at": 1000.0 + s, "body": {"v": 1, "n": s}} for s in seqs]
-        self.publish(json.dumps({"v": 1, "school": school or self.school, "gateway": "gw-1", "records": records}))
+        self.publish(json.dumps({"v": 1, "school": school or self.school, "gateway": GATEWAY_ID, "records": records}))
 
     def publish(self, payload, topic=None):
         info = self.client.publish(topic or f"preau/v1/city/{self.school}/records", payload, qos=1)
@@ -60,14 +68,39 @@ class Gateway:
         self.client.loop_stop()
 
 
-def start_service(broker, tmp_path, **extra):
-    settings = CitySettings(token=secrets.token_urlsafe(24), broker_host=broker.host, broker_port=broker.port,
-                            db_path=str(tmp_path / "city.db"), http_port=0,
-                            client_id=f"city-{uuid.uuid4().hex[:8]}", reconnect_max_s=1.0,
-                            **extra)
-    service = CityService(settings).start()
-    assert service.wait_ready(WAIT_S), "city service not subscribed"
+def settings_for(broker, tmp_path, worker="1", **extra):
+    """A worker's settings: on a LockedCity, worker.NAME's certificate and the CA's index."""
+    values = {"db_path": str(tmp_path / "city.db"), **extra}
+    if isinstance(broker, LockedCity):
+        return broker.worker_settings(worker, **values)
+    return CitySettings(token=secrets.token_urlsafe(24), broker_host=broker.host, broker_port=broker.port,
+                        http_port=0, client_id=f"city-{uuid.uuid4().hex[:8]}", reconnect_max_s=1.0, **values)
+
+
+def start_service(broker, tmp_path, worker="1", **extra):
+    service = CityService(settings_for(broker, tmp_path, worker, **extra)).start()
+    assert service.wait_ready(WAIT_S), f"city service not subscribed: {service.failed}"
     return service
+
+
+@pytest.fixture
+def locked_city(tmp_path):
+    city = LockedCity.start(tmp_path / "pki", workers=("1", "2"))
+    yield city
+    city.stop()
+
+
+@pytest.fixture(params=["locked-mosquitto", "amqtt"])
+def broker(request, tmp_path):
+    """Each test using this runs against the locked city Mosquitto and an open amqtt."""
+    if request.param == "amqtt":
+        b = ThreadedAmqtt().start()
+        yield b
+        b.stop()
+    else:
+        b = LockedCity.start(tmp_path / "pki", workers=("1", "2"))
+        yield b
+        b.stop()
 
 
 @pytest.fixture
@@ -98,7 +131,7 @@ def test_replays_and_duplicates_are_stored_once_and_acked(city, gateway):
     assert (snap["batches"], snap["records_stored"], snap["duplicates"], snap["acks_published"]) == (4, 8, 8, 4)
 
 
-def test_malformed_payloads_are_counted_logged_and_ingest_goes_on(city, gateway, caplog):
+def test_malformed_payloads_are_counted_logged_and_ingest_goes_on(city, gateway, broker, caplog):
     caplog.set_level(logging.WARNING, logger="cloud_bridge")
     gateway.publish(b"x" * 5000)
     gateway.publish(b"[1, 2]")
@@ -107,7 +140,7 @@ def test_malformed_payloads_are_counted_logged_and_ingest_goes_on(city, gateway,
     gateway.publish(json.dumps({"v": 1, "school": SCHOOL, "gateway": "g", "records": "all"}))
     gateway.publish(json.dumps({"v": 1, "school": "UPPER", "gateway": "g", "records": []}),
                     topic="preau/v1/city/UPPER/records")
-    gateway.publish(json.dumps({"v": 1, "school": SCHOOL, "gateway": "g", "records": [
+    gateway.publish(json.dumps({"v": 1, "school": SCHOOL, "gateway": GATEWAY_ID, "records": [
         {"seq": 1, "room": "cm2-b", "kind": "decision", "at": 1.0, "body": {}},
         {"seq": 2, "room": "cm2-b", "kind": "gossip", "at": 2.0, "body": {}},
         {"seq": 3, "room": "cm2-b", "kind": "decision", "at": 3.0, "body": {}},
@@ -116,6 +149,9 @@ def test_malformed_payloads_are_counted_logged_and_ingest_goes_on(city, gateway,
     gateway.wait_ack(3)
     expected = {"not_json": 1, "not_object": 1, "version": 1, "school_mismatch": 1, "bad_field": 1,
                 "bad_topic": 1, "record_kind": 1}
+    if isinstance(broker, LockedCity):
+        # The locked broker's ACL drops a gateway's publish outside its school's topics.
+        del expected["bad_topic"]
     wait_for(lambda: {k: v for k, v in city.metrics.snapshot()["rejected"].items() if v} == expected, timeout=WAIT_S, what="rejections")
     assert city.store.seqs(SCHOOL) == [1, 3]
     messages = [r.getMessage() for r in caplog.records]
@@ -148,15 +184,15 @@ def test_gateway_state_and_the_api_over_http(city, gateway, broker):
     assert "preau_city_records_stored_total 1.0\n" in httpx.get(city.url + "/metrics").text
 
 
-def test_ingest_carries_on_after_the_broker_restarts(mosquitto, tmp_path):
-    city = start_service(mosquitto, tmp_path)
-    gateway = Gateway(mosquitto)
+def test_ingest_carries_on_after_the_broker_restarts(locked_city, tmp_path):
+    city = start_service(locked_city, tmp_path)
+    gateway = Gateway(locked_city)
     try:
         gateway.send([1, 2])
         gateway.wait_ack(2)
-        mosquitto.stop()
+        locked_city.broker.stop()
         wait_for(lambda: not city.ready, timeout=WAIT_S, what="the city to see the broker go")
-        mosquitto.start()  # same port
+        locked_city.broker.start()  # same port
         assert city.wait_ready(WAIT_S), "city did not reconnect"
         assert gateway.ready.wait(WAIT_S), "gateway did not reconnect"
         gateway.send([2, 3, 4])
@@ -168,13 +204,14 @@ def test_ingest_carries_on_after_the_broker_restarts(mosquitto, tmp_path):
         city.stop()
 
 
-def test_a_crash_between_commit_and_ack_costs_only_a_repeat(mosquitto, tmp_path):
+def test_a_crash_between_commit_and_ack_costs_only_a_repeat(locked_city, tmp_path):
     # The first worker stores the batch, then "crashes" before it acks to the
     # gateway or to the broker. Its persistent session keeps the batch at the
-    # broker, which delivers it again to the next worker with that client id:
+    # broker, which delivers it again to the next worker with that identity
+    # (on the locked broker the client id is the certificate's name):
     # stored once, acked then.
-    first = start_service(mosquitto, tmp_path)
-    gateway = Gateway(mosquitto)
+    first = start_service(locked_city, tmp_path)
+    gateway = Gateway(locked_city)
     try:
         ingest = first.city.ingest
         ingest.publish = lambda *args, **kwargs: True  # the ack to the gateway never leaves
@@ -196,13 +233,13 @@ def test_a_crash_between_commit_and_ack_costs_only_a_repeat(mosquitto, tmp_path)
         first.stop()
 
 
-def test_shared_subscription_workers_split_the_batches(mosquitto, tmp_path):
-    # Two workers in one share group, one database: every record once, one ack per batch.
-    first = start_service(mosquitto, tmp_path, share_group="city")
-    second_settings = CitySettings(token=first.settings.token, broker_host=mosquitto.host, broker_port=mosquitto.port,
-                                   db_path=first.settings.db_path, http_port=0, client_id="city-2", share_group="city")
+def test_shared_subscription_workers_split_the_batches(locked_city, tmp_path):
+    # Two workers (two identities) in one share group, one database: every
+    # record once, one ack per batch.
+    first = start_service(locked_city, tmp_path, share_group="city")
+    second_settings = settings_for(locked_city, tmp_path, worker="2", token=first.settings.token, share_group="city")
     second = CityService(second_settings).start()
-    gateway = Gateway(mosquitto)
+    gateway = Gateway(locked_city)
     try:
         assert second.wait_ready(WAIT_S)
         for start in range(1, 41, 4):

@@ -9,7 +9,8 @@ import sqlite3
 
 import pytest
 
-from cloud_bridge.store import SCHEMA_VERSION, CityStore, StoreError
+from cloud_bridge.store import SCHEMA_VERSION, STEPS, CityStore, StoreError
+from common.migrate import migrate
 from protocol.citylink import parse_batch
 
 SCHOOL = "0341234a"
@@ -177,3 +178,31 @@ def test_a_database_from_a_newer_city_is_refused(tmp_path):
     db.close()
     with pytest.raises(StoreError, match="newer"):
         CityStore(path)
+
+
+def test_a_database_of_version_2_gets_the_conflicts_table_and_keeps_its_rows(tmp_path):
+    # As the city wrote it before step 3: steps 1 and 2, one record stored.
+    path = str(tmp_path / "city.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    assert migrate(db, STEPS[:2]) == 2
+    db.execute("INSERT INTO records (school, seq, room, kind, at, body, received_at) "
+               "VALUES (?, 1, 'cm2-b', 'decision', 100.0, '{\"n\":1}', 101.0)", (SCHOOL,))
+    db.execute("INSERT INTO schools (school, gateway, acked) VALUES (?, 'gw-1', 1)", (SCHOOL,))
+    assert "conflicting_records" not in [r[0] for r in db.execute("SELECT name FROM sqlite_master")]
+    db.close()
+    store = CityStore(path)
+    try:
+        assert store.schema_version == SCHEMA_VERSION == user_version(path) == 3
+        assert store.seqs(SCHOOL) == [1] and store.acked(SCHOOL) == 1
+        # The same seq with another content is kept aside now, not dropped.
+        raw = json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-1", "records": [
+            {"seq": 1, "room": "cm2-b", "kind": "decision", "at": 100.0, "body": {"n": 2}}]}).encode()
+        result = store.store_batch(parse_batch(SCHOOL, raw), 102.0)
+        assert (result.stored, result.acked, [c.seq for c in result.conflicts]) == (0, 1, [1])
+        [conflict] = store.conflicts(SCHOOL)
+        assert (conflict["body"], conflict["stored_body"], conflict["gateway"]) == ({"n": 2}, {"n": 1}, "gw-1")
+    finally:
+        store.close()
+    fresh = str(tmp_path / "fresh.db")
+    CityStore(fresh).close()
+    assert schema_of(path) == schema_of(fresh)

@@ -1,39 +1,54 @@
-"""The city link against a real Mosquitto playing the city broker (stopped and
-restarted on the same port), with a plain paho client playing the city's
-ingest, and the gateway's real SQLite outbox."""
+"""The city link against a real Mosquitto playing the city broker, locked as
+a city runs it (TLS, the gateway's own certificate, the generated ACL:
+devkit/citybroker.py), stopped and restarted on the same port, with a
+plain paho client playing the city's ingest (a worker's certificate), the
+school's locked broker (devkit/school.py) and the gateway's real SQLite
+outbox."""
 
 import pytest
 
-from devkit.testing import Board, City, school_clock, wait_for
+from devkit.citybroker import LockedCity, TlsCity
+from devkit.school import LockedSchool
+from devkit.testing import Board, school_clock, wait_for
 from edge_gateway.config import Config
 from edge_gateway.gateway import Gateway
 
 pytestmark = pytest.mark.broker
 
 SCHOOL = "0341234a"
-
-
-def config(school_broker, city_broker, tmp_path):
-    return Config.from_dict(
-        {
-            "school": SCHOOL,
-            "gateway_id": "gw-0341234a",
-            "db": str(tmp_path / "gateway.sqlite"),
-            "school_broker": {"host": school_broker.host, "port": school_broker.port},
-            "city_broker": {"host": city_broker.host, "port": city_broker.port},
-            "rooms": {"cm2-b": {"wifi": "allowed"}, "bcd": {"sessions": False}},
-            "policy": {"zone": "C"},
-        }
-    )
+GATEWAY_ID = "gw-0341234a"
 
 
 @pytest.fixture
-def run(amqtt_broker, city_broker, tmp_path):
+def school(tmp_path):
+    locked = LockedSchool(school=SCHOOL, gateway_id=GATEWAY_ID, rooms=("cm2-b", "bcd"),
+                          directory=str(tmp_path / "school")).start()
+    yield locked
+    locked.stop()
+
+
+@pytest.fixture
+def city_broker(tmp_path):
+    city = LockedCity.start(tmp_path / "city", schools={SCHOOL: GATEWAY_ID})
+    yield city
+    city.stop()
+
+
+def config(school, city_broker, tmp_path):
+    return Config.from_dict(school.config(str(tmp_path)) | {
+        "city_broker": city_broker.gateway_config(SCHOOL),
+        "rooms": {"cm2-b": {"wifi": "allowed"}, "bcd": {"sessions": False}},
+        "policy": {"zone": "C"},
+    })
+
+
+@pytest.fixture
+def run(school, city_broker, tmp_path):
     """Start gateways (several in turn for restart tests) and stop what is left."""
     started = []
 
     def start(start=True, **kw):
-        gw = Gateway(config(amqtt_broker, city_broker, tmp_path), reconnect_max_s=1, clock=school_clock(), **kw)
+        gw = Gateway(config(school, city_broker, tmp_path), reconnect_max_s=1, clock=school_clock(), **kw)
         started.append(gw)
         return gw.start() if start else gw
 
@@ -44,8 +59,8 @@ def run(amqtt_broker, city_broker, tmp_path):
 
 
 @pytest.fixture
-def board(amqtt_broker):
-    b = Board(amqtt_broker.host, amqtt_broker.port, SCHOOL, "cm2-b").connect()
+def board(school):
+    b = Board(school.host, school.port, SCHOOL, "cm2-b").connect()
     yield b
     b.close()
 
@@ -55,7 +70,7 @@ def first_deliveries(city):
 
 
 def test_records_forwarded_in_order_gap_free_and_acked(run, board, city_broker):
-    city = City(city_broker.host, city_broker.port, SCHOOL).connect()
+    city = TlsCity(city_broker, SCHOOL).connect()
     gw = run()
     board.event("boot", {"reset_cause": "power"})
     req = board.request()
@@ -70,18 +85,18 @@ def test_records_forwarded_in_order_gap_free_and_acked(run, board, city_broker):
     assert kinds == ["state", "evt", "evt", "decision", "ack"]
     decision = city.stored[4]
     assert decision["room"] == "cm2-b" and decision["body"]["cmd"] == "grant" and decision["body"]["req"] == req
-    assert all(b["school"] == SCHOOL and b["gateway"] == "gw-0341234a" and len(b["records"]) <= 200 for b in city.batches)
+    assert all(b["school"] == SCHOOL and b["gateway"] == GATEWAY_ID and len(b["records"]) <= 200 for b in city.batches)
     wait_for(lambda: city.gateway_state, what="gateway state on the city broker")
     assert city.gateway_state["online"] is True
     city.close()
 
 
 def test_city_down_records_kept_then_all_delivered_in_order(run, board, city_broker):
-    city = City(city_broker.host, city_broker.port, SCHOOL).connect()
+    city = TlsCity(city_broker, SCHOOL).connect()
     gw = run(resend_after_s=1)
     wait_for(lambda: gw.outbox_size() == 0 and city.contiguous() == 1, what="birth delivered")
     city.close()
-    city_broker.stop()
+    city_broker.broker.stop()
     wait_for(lambda: not gw.health()["city_broker"], what="city link down")
 
     for _ in range(300):  # more than one batch
@@ -89,7 +104,7 @@ def test_city_down_records_kept_then_all_delivered_in_order(run, board, city_bro
     wait_for(lambda: gw.metrics["last_seq"] == 301, what="300 events stored")
     assert gw.outbox_size() == 300 and gw.metrics["city_acked"] == 1
 
-    city_broker.start()  # same port
+    city_broker.broker.start()  # same port
     # The gateway may reconnect before the city subscribes again: the resend covers that.
     city.reconnect()
     wait_for(lambda: gw.outbox_size() == 0, timeout=20, what="outbox drained after the city came back")
@@ -101,7 +116,7 @@ def test_city_down_records_kept_then_all_delivered_in_order(run, board, city_bro
 
 
 def test_gateway_restart_keeps_seq_and_outbox(run, board, city_broker):
-    city = City(city_broker.host, city_broker.port, SCHOOL, ack=False).connect()
+    city = TlsCity(city_broker, SCHOOL, ack=False).connect()
     gw = run()
     for _ in range(5):
         board.event("button", {"press": "long"})
@@ -123,7 +138,7 @@ def test_gateway_restart_keeps_seq_and_outbox(run, board, city_broker):
 
 
 def test_unacknowledged_batch_is_sent_again(run, board, city_broker):
-    city = City(city_broker.host, city_broker.port, SCHOOL, ack=False).connect()
+    city = TlsCity(city_broker, SCHOOL, ack=False).connect()
     gw = run(resend_after_s=0.5)
     board.event("boot", {"reset_cause": "watchdog"})
     wait_for(lambda: gw.metrics["resends"] >= 1 and city.deliveries.count(2) >= 2, what="a resend of the unacked batch")
@@ -134,7 +149,7 @@ def test_unacknowledged_batch_is_sent_again(run, board, city_broker):
 
 
 def test_city_ack_beyond_our_records_is_refused(run, board, city_broker, caplog):
-    city = City(city_broker.host, city_broker.port, SCHOOL, ack=False).connect()
+    city = TlsCity(city_broker, SCHOOL, ack=False).connect()
     gw = run()
     wait_for(lambda: len(city.stored) == 1, what="birth sent")
     city.send_ack(99)  # a city that knows more than we ever sent: the database was replaced?
