@@ -25,11 +25,11 @@ import hashlib
 import json
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
+from common.files import write_private
 from protocol.codec import valid_name
 from protocol.mac import KEY_BYTES, parse_key
 
@@ -247,30 +247,6 @@ def load(path: str) -> Fleet:
     except (UnicodeDecodeError, ValueError) as e:
         raise FleetError(f"{path}: not valid JSON ({e})") from None
     return Fleet.from_json(data, path)
-
-
-def write_private(path: str, text: str) -> None:
-    """Write a file holding secrets: mode 0600 from its creation, atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # the rename itself, durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def save(fleet: Fleet, path: str) -> None:

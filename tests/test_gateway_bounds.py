@@ -95,12 +95,24 @@ def test_a_board_replaced_counts_its_boots_from_one_again(start, boards):
 
 
 def test_an_event_sent_ahead_of_the_board_never_erases_the_boards_own(start, boards, mosquitto):
+    """A copy of the board's identity (its config.json on a second device)
+    sends numbers the board has not reached yet. On the broker a second
+    connection of one identity replaces the first, so it is handed to the
+    gateway's worker directly, signed with the room's key."""
+    from paho.mqtt.client import MQTTMessage
+
+    from protocol import mac
+
     gw = start()
     board = boards("cm2-b")
-    stray = Board(mosquitto.host, mosquitto.port, SCHOOL, "cm2-b", boot=5).connect(birth=False)
+    stray = MQTTMessage(topic=board.topic("evt").encode())
+    body = json.dumps({"v": 1, "boot": 5, "seq": 2, "uptime_ms": 2000, "time": None, "type": "button",
+                       "data": {"press": "long"}}).encode()
+    stray.payload = mac.sign(bytes.fromhex(mosquitto.creds["cm2-b"].key), board.topic("evt"), body)
     try:
         # Numbers the board has not reached yet, another content.
-        stray.event("button", {"press": "long"}, seq=2)
+        assert gw._loop is not None
+        gw._loop.call_soon_threadsafe(gw._on_board, stray)
         wait_for(lambda: gw.metrics["accepted"].get("evt") == 1, what="the stray event stored")
         board.event("button", {"press": "short"}, seq=1)
         board.event("button", {"press": "short"}, seq=2)  # the board's own seq 2
@@ -111,7 +123,7 @@ def test_an_event_sent_ahead_of_the_board_never_erases_the_boards_own(start, boa
                   for r in records_of(gw.config.db) if r.kind == "evt"]
         assert events == [(2, "long"), (1, "short"), (2, "short")]
     finally:
-        stray.close()
+        board.close()
 
 
 def test_deep_nesting_is_refused_at_the_codec(start, boards):
