@@ -443,3 +443,71 @@ def test_rekey_gateway_while_it_runs(mosquitto, tmp_path):
         board.close()
     finally:
         gw.stop()
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """A broker certificate for 127.0.0.1 and its key (a school's own, or its city's CA)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "school broker")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "broker.pem", tmp_path / "broker.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_the_optional_tls_listener_carries_the_gateway_and_the_boards(tmp_path, capsys):
+    """`[broker] tls_listen`: the same identities and ACL over TLS; the
+    gateway connects with `tls = true` and the broker's certificate."""
+    from edge_gateway.provision import main as provision
+
+    cert, key = _self_signed(tmp_path)
+    port, tls_port = free_port(), free_port()
+    conf = _school_toml(tmp_path, port)
+    text = pathlib.Path(conf).read_text().replace(
+        f'listen = "127.0.0.1:{port}"\n',
+        f'listen = "127.0.0.1:{port}"\ntls_listen = "127.0.0.1:{tls_port}"\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
+    text = text.replace(f"[school_broker]\nhost = \"127.0.0.1\"\nport = {port}\n",
+                        f"[school_broker]\nhost = \"127.0.0.1\"\nport = {tls_port}\ntls = true\nca_file = \"{cert}\"\n")
+    pathlib.Path(conf).write_text(text)
+    assert provision(["--config", conf, "add", "cm2-b", "--out", str(tmp_path / "b.json")]) == 0
+    creds = json.loads((tmp_path / "b.json").read_text())
+    broker = Mosquitto(port=port, config_file=str(tmp_path / "state" / "broker" / "mosquitto.conf")).start()
+    try:
+        gw = Gateway(Config.load(conf), clock=school_clock()).start()
+        try:
+            assert gw.school is not None and gw.school.connected
+            board = mqtt.Client(CallbackAPIVersion.VERSION2)
+            board.tls_set(ca_certs=cert)
+            board.username_pw_set(creds["user"], creds["password"])
+            got: list[bytes] = []
+            board.on_message = lambda c, u, m: got.append(m.payload)
+            board.connect("127.0.0.1", tls_port)
+            board.loop_start()
+            board.subscribe(f"{ROOT}/cm2-b/cmd", qos=1)
+            body = json.dumps({"v": 1, "boot": 1, "seq": 1, "uptime_ms": 1, "time": None,
+                               "type": "lesson.requested", "data": {"req": 1}}).encode()
+            # one connection: the broker takes the subscription before the request
+            board.publish(f"{ROOT}/cm2-b/evt", mac.sign(bytes.fromhex(creds["key"]), f"{ROOT}/cm2-b/evt", body), qos=1)
+            wait_for(lambda: any(b'"req":1' in p or b'"req": 1' in p for p in got), what="the grant over TLS")
+            board.loop_stop()
+            board.disconnect()
+        finally:
+            gw.stop()
+    finally:
+        broker.stop()
