@@ -22,6 +22,9 @@ _COUNTERS = (
     ("internal_errors", "preau_gateway_internal_errors", "Bugs: a message that raised an unexpected error."),
     ("logs_suppressed", "preau_gateway_logs_suppressed", "Warnings not written: one room's flood of bad messages."),
     ("commit_failures", "preau_gateway_commit_failures", "Database commits that failed and were retried."),
+    ("fleet_rejected", "preau_gateway_fleet_rejected", "Fleet files refused (unreadable): the keys in force stayed."),
+    ("city_acks_ignored", "preau_gateway_city_acks_ignored",
+     "City acks beyond what the gateway sent or committed: forged or stale, ignored."),
 )
 _LABELLED = (
     ("accepted", "preau_gateway_messages_accepted", "Board messages that passed validation, by topic leaf.", "leaf"),

@@ -332,6 +332,7 @@ def test_a_forged_batch_does_not_make_the_city_drop_the_real_records(city, schoo
         wait_for(lambda: service.store.acked(A) == 20, WAIT_S, "the forgery stored")
         wait_for(lambda: forwarder.acks_ignored == 1, WAIT_S, "the gateway ignoring the ack of 20")
         assert forwarder.acked == 1
+        assert gateway.metrics["city_acks_ignored"] == 1  # exposed as preau_gateway_city_acks_ignored_total
 
         for _ in range(20):
             board.event("button", {"press": "short"})
