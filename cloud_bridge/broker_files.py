@@ -38,6 +38,7 @@ import signal
 from dataclasses import dataclass
 
 from common.files import write_atomic, write_private
+from common.mosquitto import persistence_and_limits, run_as
 from protocol.citylink import CITY_ROOT
 
 from .ca import WORKER, CityCA
@@ -125,7 +126,7 @@ def mosquitto_conf(files: BrokerFiles, ca: CityCA) -> str:
         f"acl_file {acl_file(ca)}",
         # Started as root (systemd), Mosquitto drops to this user: the one that
         # owns the 0600 server key it reads at every start.
-        f"user {_owner()}",
+        f"user {run_as()}",
         f"pid_file {files.pid_file}",
         "",
         f"listener {files.port} {files.host}",
@@ -139,33 +140,11 @@ def mosquitto_conf(files: BrokerFiles, ca: CityCA) -> str:
         "use_username_as_clientid true",
         "tls_version tlsv1.2",
         "",
-        "persistence true",
-        f"persistence_location {os.path.join(d, 'data')}/",
-        f"autosave_interval {AUTOSAVE_S}",
-        f"persistent_client_expiration {SESSION_EXPIRY}",
-        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
-        "max_queued_bytes 0",
-        f"max_inflight_messages {MAX_INFLIGHT}",
-        f"max_packet_size {MAX_PACKET_BYTES}",
-        "set_tcp_nodelay true",
-        "",
-        "log_dest stderr",
-        "log_type error",
-        "log_type warning",
-        "log_type notice",
-        "connection_messages true",
-        "",
     ]
+    lines += persistence_and_limits(os.path.join(d, "data"), autosave_s=AUTOSAVE_S, max_queued=MAX_QUEUED_MESSAGES,
+                                    max_inflight=MAX_INFLIGHT, max_packet=MAX_PACKET_BYTES,
+                                    session_expiry=SESSION_EXPIRY)
     return "\n".join(lines)
-
-
-def _owner() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:  # a uid with no name (a container): Mosquitto takes names only
-        return "mosquitto"
 
 
 def write(files: BrokerFiles, ca: CityCA) -> None:

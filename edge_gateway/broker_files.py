@@ -27,6 +27,7 @@ import os
 import signal
 from dataclasses import dataclass
 
+from common.mosquitto import persistence_and_limits, run_as
 from protocol.codec import ROOT
 
 from .fleet import Fleet, write_private
@@ -80,7 +81,7 @@ def mosquitto_conf(files: BrokerFiles) -> str:
         f"acl_file {os.path.join(d, 'acl')}",
         # Started as root (systemd), Mosquitto drops to this user: the one that
         # owns the 0600 files it must read again at every reload.
-        f"user {_owner()}",
+        f"user {run_as()}",
         f"pid_file {os.path.abspath(files.pid)}",
         "",
         # Listener options come after their `listener` line: before any, Mosquitto
@@ -94,34 +95,9 @@ def mosquitto_conf(files: BrokerFiles) -> str:
                   f"certfile {os.path.abspath(files.tls_cert or '')}",
                   f"keyfile {os.path.abspath(files.tls_key or '')}",
                   "tls_version tlsv1.2"]
-    lines += [
-        "",
-        "persistence true",
-        f"persistence_location {os.path.join(d, 'data')}/",
-        f"autosave_interval {AUTOSAVE_S}",
-        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
-        "max_queued_bytes 0",
-        f"max_inflight_messages {MAX_INFLIGHT}",
-        f"max_packet_size {MAX_PACKET_BYTES}",
-        "set_tcp_nodelay true",
-        "",
-        "log_dest stderr",
-        "log_type error",
-        "log_type warning",
-        "log_type notice",
-        "connection_messages true",
-        "",
-    ]
+    lines += [""] + persistence_and_limits(os.path.join(d, "data"), autosave_s=AUTOSAVE_S, max_queued=MAX_QUEUED_MESSAGES,
+                                    max_inflight=MAX_INFLIGHT, max_packet=MAX_PACKET_BYTES)
     return "\n".join(lines)
-
-
-def _owner() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:  # a uid with no name (a container): Mosquitto takes names only
-        return "mosquitto"
 
 
 def passwd(fleet: Fleet) -> str:
