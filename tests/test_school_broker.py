@@ -511,3 +511,44 @@ def test_the_optional_tls_listener_carries_the_gateway_and_the_boards(tmp_path, 
             gw.stop()
     finally:
         broker.stop()
+
+
+def test_a_gateway_without_a_fleet_refuses_every_board_then_follows_the_first_add(tmp_path, caplog):
+    """No fleet file yet (a new school): the gateway runs, refuses every board
+    message as `unprovisioned` and says why once; `preau provision add` brings
+    the room in without a restart. A corrupt fleet file later keeps the keys
+    in force, counted."""
+    import logging
+
+    from edge_gateway import fleet as fleet_mod
+
+    caplog.set_level(logging.ERROR, logger="edge_gateway")
+    open_broker = Mosquitto().start()  # the gateway needs no credentials on it
+    fleet_file = tmp_path / "fleet.json"
+    try:
+        config = Config.from_dict({
+            "school": SCHOOL, "gateway_id": "gw-1", "db": str(tmp_path / "gw.sqlite"), "fleet": str(fleet_file),
+            "school_broker": {"host": open_broker.host, "port": open_broker.port},
+            "rooms": {"cm2-b": {"wifi": "allowed"}}, "policy": {"zone": "C"}})
+        gw = Gateway(config, clock=school_clock(), tick_s=0.05).start()
+        try:
+            stranger = Board(open_broker.host, open_broker.port, SCHOOL, "cm2-b", anonymous=True).connect()
+            stranger.request()
+            wait_for(lambda: gw.metrics["rejected"].get("unprovisioned") == 2, what="birth and request refused")
+            assert not stranger.cmds
+            assert sum("no fleet file" in r.getMessage() for r in caplog.records) == 1
+            with fleet_mod.editing(str(fleet_file), SCHOOL, "gw-1") as f:
+                creds = f.add("cm2-b")
+            wait_for(lambda: "cm2-b" in gw.intake.keys, what="the new board's key")
+            board = Board(open_broker.host, open_broker.port, SCHOOL, "cm2-b", creds=creds).connect()
+            assert board.cmd_for(board.request())["cmd"] == "grant"
+            fleet_file.write_text('{"format": 1, "school": "' + SCHOOL + '"')  # cut short by a full disk
+            wait_for(lambda: gw.metrics["fleet_rejected"] == 1, what="the broken fleet file refused")
+            assert "cm2-b" in gw.intake.keys
+            assert board.cmd_for(board.request())["cmd"] == "grant"
+            for b in (stranger, board):
+                b.close()
+        finally:
+            gw.stop()
+    finally:
+        open_broker.stop()
