@@ -139,6 +139,12 @@ class Projector:
                     continue  # a query the table lacks
                 ok, v = parse(t, n, frame, await self.link.exchange(frame, t[_MS + n], t[_END].encode()))
                 if not ok:
+                    if n == _LAMP:
+                        self.lamp_h = None  # no hours in this answer (PJLink ERR1: no lamp): not the last ones
+                    elif n == _POWER and not sent:
+                        # Refused (Epson ERR: not ready, PJLink ERR3) or not
+                        # understood: `unknown` always comes with its fault.
+                        v = v or "projector busy"
                     if v and v not in faults:
                         faults.append(v)
                     if n != _POWER or sent:

@@ -342,3 +342,58 @@ async def _pjlink_silent_failure_and_no_server():
     p = Projector(table, open_link(table, host="127.0.0.1"), lambda k, d: events.append((k, d)))
     await p.step(0)
     assert events == [("projector.fault", {"error": "no reply"})]
+
+
+# -- the driver reports what it could not learn ---------------------------------------
+
+
+def test_power_query_refused_is_a_fault_on_every_protocol():
+    run(_power_query_refused_is_a_fault_on_every_protocol(), 30)
+
+
+async def _power_query_refused_is_a_fault_on_every_protocol():
+    """A power query answered "not now" (PJLink ERR3, Epson ERR, BenQ
+    *Block item#) leaves the state unknown, sends nothing, and says why:
+    `unknown` is never silent."""
+    for make, name, busy in ((EpsonSim, "epson-escvp21", "PWR"), (BenQSim, "benq", "pow"),
+                             (PJLinkSim, "pjlink", "POWR")):
+        clock = SimClock()
+        with make(clock=clock) as sim:
+            if name == "pjlink":
+                r, port = pjlink_rig(sim, clock), None
+            else:
+                port = serial.serial_for_url(sim.path, baudrate=9600, timeout=0)
+                r = Rig(sim, clock, short_replies(board_table(name)), SerialLink(port), poll_s=10)
+            await r.until(lambda r=r: r.p.state == "off")
+            sim.busy = {busy}
+            r.p.want(True, sim.now_ms())
+            await r.until(lambda r=r: r.p.state == "unknown")
+            assert r.p.errors == ["projector busy"], name
+            assert r.kinds("projector.fault") == [{"error": "projector busy"}], name
+            assert sim.power == "off", name  # no power command on a state it could not see
+            sim.busy = set()
+            await r.until(lambda r=r: r.p.state in ("warming", "on"))  # BenQ says ON while warming
+            assert r.p.errors == [], name
+            if port is not None:
+                port.close()
+
+
+def test_pjlink_lamp_err1_clears_the_lamp_hours():
+    run(_pjlink_lamp_err1_clears_the_lamp_hours(), 20)
+
+
+async def _pjlink_lamp_err1_clears_the_lamp_hours():
+    """LAMP=ERR1 (a lamp-less model, or one that stopped answering it) makes
+    the lamp hours unknown, not the last ones read."""
+    clock = SimClock()
+    with PJLinkSim(clock=clock) as sim:
+        r = pjlink_rig(sim, clock)
+        await r.until(lambda: r.p.lamp_h == 1200)
+        sim.lamps = 0
+        n = len(sim.frames)
+        await r.until(lambda: b"%1LAMP ?\r" in sim.frames[n:])
+        assert r.p.lamp_h is None
+        assert r.kinds("projector.fault") == []  # a query the model lacks is no fault
+        r.p.want(True, sim.now_ms())
+        await r.until(lambda: r.p.state == "warming")
+        assert r.kinds("projector.changed")[-1] == {"state": "warming"}  # no stale lamp_h
