@@ -148,6 +148,8 @@ class HealthOut(BaseModel):
     outbox: int
     calendar_covered_until: str | None
     database: str  # "ok", or what is wrong
+    clock_synced: bool  # false: every lesson is refused until NTP or the RTC vouches for the clock
+    clock: str  # what vouches for it, or why nothing does
 
 
 # dependencies (one place) ---------------------------------------------------------------
@@ -228,7 +230,7 @@ async def explain(
     """The answer a request in `room` gets at `at`, and why, in French and English."""
     _known_room(gateway, room)
     when = gateway.clock() if at is None else to_unix(at, gateway.config.policy.timezone)
-    d = gateway.explain(room, when)
+    d = gateway.explain(room, None if at is None else when)  # now: refused while the clock is unsynchronised
     return {"room": room, "at": when, "grant": d.grant, "until": d.until.isoformat() if d.until else None,
             "duration_s": d.duration_s, "projector": d.projector, "ap": d.ap, "reason": d.reason,
             "text_fr": d.text_fr, "text_en": d.text_en, "period": d.period, "warnings": list(d.warnings)}
@@ -315,7 +317,8 @@ ops_router = APIRouter(tags=["operations"])
 
 
 @ops_router.get("/healthz", response_model=HealthOut, dependencies=[Strict],
-                responses={503: {"model": HealthOut, "description": "the school broker or the database is down"}})
+                responses={503: {"model": HealthOut, "description": "the school broker or the database is down, "
+                                                                 "or the clock is not synchronised"}})
 async def healthz(gateway: GatewayDep) -> JSONResponse:
     health = gateway.health()  # the gateway's memory: no disk, no wait
     return JSONResponse(jsonable_encoder(health), status_code=200 if health["ok"] else 503)

@@ -35,9 +35,11 @@ WINDOW_BATCHES = 5  # in flight before waiting for an ack: enough to drain a 2-d
 class CityLink(MqttLink):
     name = "city broker"
 
-    def __init__(self, config: Config, notify: Callable[[tuple], None], *, reconnect_max_s: float = 30.0) -> None:
+    def __init__(self, config: Config, notify: Callable[[tuple], None], *, reconnect_max_s: float = 30.0,
+                 clock_synced: Callable[[], bool] = lambda: True) -> None:
         assert config.city_broker is not None
         self.config = config
+        self._clock_synced = clock_synced
         self.records_topic = city_topic(config.school, "records")
         self.gateway_topic = city_topic(config.school, "gateway")
         self.ack_topic = city_topic(config.school, "ack")
@@ -47,12 +49,22 @@ class CityLink(MqttLink):
         self._notify = notify
 
     def _gateway_state(self, online: bool) -> bytes:
-        return encode({"v": 1, "online": online, "gateway": self.config.gateway_id})
+        body: dict = {"v": 1, "online": online, "gateway": self.config.gateway_id}
+        if online:
+            # The city's supervision sees a school whose gateway refuses every
+            # lesson for want of a trusted clock (edge_gateway/clocksync.py).
+            body["clock_synced"] = self._clock_synced()
+        return encode(body)
 
     def on_up(self) -> None:
         self.client.subscribe(self.ack_topic, qos=1)
-        self.client.publish(self.gateway_topic, self._gateway_state(True), qos=1, retain=True)
+        self.publish_state()
         self._notify(("city_up",))
+
+    def publish_state(self) -> None:
+        """The retained gateway state, again (its clock changed)."""
+        if self.connected:
+            self.client.publish(self.gateway_topic, self._gateway_state(True), qos=1, retain=True)
 
     def on_down(self) -> None:
         self._notify(("city_down",))

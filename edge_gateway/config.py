@@ -16,11 +16,17 @@ from common.mqtt import BrokerConfig
 from protocol.codec import valid_name
 
 from .broker_files import BrokerFiles
+from .clocksync import RTC_CHOICES
 from .policy.model import WIFI_CHOICES
 
 
 class ConfigError(ValueError):
     pass
+
+
+DEFAULT_KEEP_DAYS = 365  # a school year and its summer: last year's history for the council
+MIN_KEEP_DAYS = 7
+MAX_KEEP_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,11 @@ class Config:
     fleet_file: str | None = None
     # The school broker's generated files (edge_gateway/broker_files.py).
     broker: BrokerFiles | None = None
+    # What may vouch for the clock besides NTP (edge_gateway/clocksync.py).
+    clock_rtc: str = "none"
+    # Records the city has acknowledged are deleted after this many days
+    # (never those the dedup windows still need: edge_gateway/history.py).
+    history_keep_days: int = DEFAULT_KEEP_DAYS
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Config:
@@ -71,7 +82,7 @@ class Config:
         from .policy.config import POLICY_KEYS, ROOM_KEYS, PolicyConfigError, load_policy
 
         v.known(data, "", ("school", "gateway_id", "db", "fleet", "broker", "school_broker", "city_broker", "http",
-                           "rooms") + POLICY_KEYS)
+                           "rooms", "clock", "history") + POLICY_KEYS)
         school = v.name(data, "school")
         gateway_id = v.name(data, "gateway_id")
         db = v.string(data, "db")
@@ -122,6 +133,15 @@ class Config:
                 v.fail(f"{key}.sessions", f"expected true or false, got {_show(sessions)}")
         if not rooms_table:
             v.fail("rooms", "expected at least one [rooms.<room>] table")
+        clock = v.table(data, "clock", required=False) or {}
+        v.known(clock, "clock", ("rtc",))
+        rtc = clock.get("rtc", "none")
+        if rtc not in RTC_CHOICES:
+            v.fail("clock.rtc", "expected %s, got %s" % (" or ".join(f'"{c}"' for c in RTC_CHOICES), _show(rtc)))
+        history_table = v.table(data, "history", required=False) or {}
+        v.known(history_table, "history", ("keep_days",))
+        keep_days = v.integer(history_table, "keep_days", "history", MIN_KEEP_DAYS, MAX_KEEP_DAYS,
+                              default=DEFAULT_KEEP_DAYS)
         try:
             policy = load_policy(data, source=source, base_dir=base_dir, text=text)
         except PolicyConfigError as e:
@@ -140,6 +160,8 @@ class Config:
             source=source,
             fleet_file=fleet_file,
             broker=broker_files,
+            clock_rtc=rtc,
+            history_keep_days=keep_days,
         )
 
 

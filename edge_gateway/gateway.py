@@ -35,6 +35,7 @@ from common.mqtt import LinkError
 
 from . import fleet, history
 from .city_link import CityLink, Forwarder
+from .clocksync import ClockStatus, SystemClock, latch_file_for, status_of
 from .config import Config, ConfigError
 from .intake import Intake
 from .journal import Journal
@@ -42,7 +43,7 @@ from .limits import BURST, RATE_PER_S, RoomBuckets
 from .metrics import GatewayCollector, make_registry
 from .policy.model import Override
 from .registry import Registry
-from .rules import PolicyState
+from .rules import PolicyState, clock_unsynced
 from .school_link import SchoolLink
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ MAX_OVERRIDE_S = 14 * 86400
 OVERRIDE_TIME_MIN = 946684800.0  # 2000-01-01: an override time before it is a typo
 OVERRIDE_TIME_MAX = 4102444800.0  # 2100-01-01
 COMMIT_WAIT_S = 10.0
+PRUNE_EVERY_S = 86400.0  # the history is pruned once a day (and once after start)
+PRUNE_CHUNK = 5000  # records per transaction: a commit of the boards' messages never waits long behind one
 
 T = TypeVar("T")
 
@@ -97,7 +100,14 @@ class Gateway:
         stop_timeout_s: float = COMMIT_WAIT_S,
         room_burst: float = BURST,
         room_rate_per_s: float = RATE_PER_S,
+        clock_sync: Callable[[], ClockStatus | bool] | None = None,
     ) -> None:
+        """`clock_sync` says whether something vouches for `clock`
+        (edge_gateway/clocksync.py); it is called off the loop, every tick.
+        By default: the system's (NTP through the kernel, the boot latch,
+        the RTC of `[clock] rtc`) when `clock` is the system's; a clock given
+        here (a simulation, a test, the demo's school clock) is its own
+        reference and counts as synchronised."""
         self.config = config
         self.stop_timeout_s = stop_timeout_s
         self.clock = clock
@@ -130,8 +140,22 @@ class Gateway:
         self._fleet_stamp: tuple | None = None
         self._fleet_looked = False
         self.school_broker = config.school_broker  # with the gateway's own credentials from the fleet
+        if clock_sync is None:
+            if clock is time.time:
+                clock_sync = SystemClock(config.clock_rtc, latch_file_for(config.db))
+            else:
+                clock_sync = functools.partial(ClockStatus, True, "injected", "the gateway's clock is its caller's")
+        self._clock_sync = clock_sync
+        self.clock_status = status_of(clock_sync())
+        self.intake.clock_synced = self.clock_status.synced
+        self._clock_task: asyncio.Task | None = None
+        self._prune_task: asyncio.Task | None = None
+        self._next_prune = 0.0  # loop time
         self._load_fleet()
         self._open(clock())
+        if not self.clock_status.synced:
+            log.error("clock not synchronised (%s): no lesson is granted and no board is given the time until it is",
+                      self.clock_status.detail)
 
     # the fleet: the boards' keys and the gateway's own identity --------------------
 
@@ -217,12 +241,14 @@ class Gateway:
             await asyncio.to_thread(self.journal.stop)
             raise GatewayError(str(e) or f"{self.school.where}: no SUBACK within 10 s") from e
         if self.config.city_broker is not None:
-            self.city = CityLink(self.config, self._on_city, reconnect_max_s=self.reconnect_max_s)
+            self.city = CityLink(self.config, self._on_city, reconnect_max_s=self.reconnect_max_s,
+                                 clock_synced=lambda: self.clock_status.synced)
             self.forwarder = Forwarder(self.config.db, self.city, self.config, acked=self._acked,
                                        committed=self._committed_seq, clock=self.clock,
                                        save_acked=self._save_acked, resend_after_s=self.resend_after_s)
             self.city.connect_in_background()
         self._tick_task = asyncio.create_task(self._ticks(), name="gateway-ticks")
+        self._clock_task = asyncio.create_task(self._watch_clock(), name="gateway-clock")
         self._running = True
         log.info("gateway %s for school %s started: %d rooms, outbox %d", self.config.gateway_id, self.config.school,
                  len(self.config.rooms), self.outbox_size())
@@ -232,8 +258,9 @@ class Gateway:
         if not self._running:
             return
         self._running = False
-        if self._tick_task is not None:
-            self._tick_task.cancel()
+        for task in (self._tick_task, self._clock_task, self._prune_task):
+            if task is not None:
+                task.cancel()
         assert self.journal is not None and self.school is not None
         loop = asyncio.get_running_loop()
         # From here a board's message is neither handled nor acknowledged: the
@@ -314,6 +341,8 @@ class Gateway:
             "last_seq": self._committed_seq,
             "journal_pending": self.journal.pending if self.journal else 0,
             "commit_failures": self.journal.failures if self.journal else 0,
+            "clock_synced": int(self.clock_status.synced),
+            "records_pruned": c.get("records_pruned", 0),
         }
         if self.forwarder is not None:
             out["batches_sent"] = self.forwarder.batches_sent
@@ -321,21 +350,34 @@ class Gateway:
             out["resends"] = self.forwarder.resends
         return out
 
+    @property
+    def alive(self) -> bool:
+        """The parts that do not come back by themselves: the journal's
+        thread and the loop's ticks (systemd's watchdog restarts the
+        service when one is gone; a hung loop stops the pings itself)."""
+        journal = self.journal
+        return (self._running and journal is not None and journal.alive
+                and all(t is not None and not t.done() for t in (self._tick_task, self._clock_task)))
+
     def outbox_size(self) -> int:
-        # seq is gap-free and nothing is deleted, so the outbox is a difference.
+        # seq is gap-free and nothing above the ack is ever deleted (prune), so the outbox is a difference.
         return self._committed_seq - (self.forwarder.acked if self.forwarder else self._acked)
 
     def health(self) -> dict:
         journal = self.journal
         db_ok = journal is not None and journal.alive and journal.failing_since is None
         school = self.school is not None and self.school.connected
+        clock = self.clock_status
         return {
-            "ok": self._running and school and db_ok,
+            # Not ok with a clock nothing vouches for: every lesson is refused meanwhile.
+            "ok": self._running and school and db_ok and clock.synced,
             "school_broker": school,
             "city_broker": None if self.city is None else self.city.connected,
             "database": "ok" if db_ok else (journal.last_error if journal and journal.last_error else "stopped"),
             "outbox": self.outbox_size(),
             "calendar_covered_until": self.policy.calendar.coverage()[1].isoformat(),
+            "clock_synced": clock.synced,
+            "clock": clock.detail,
         }
 
     def _check_calendar_coverage(self, now: float) -> None:
@@ -414,6 +456,12 @@ class Gateway:
                 self._load_fleet()
                 if self.forwarder is not None:
                     self.forwarder.tick()
+                if not self.clock_status.synced:
+                    continue  # the day, the policies and the history's age all need the hour
+                loop = asyncio.get_running_loop()
+                if loop.time() >= self._next_prune and (self._prune_task is None or self._prune_task.done()):
+                    self._next_prune = loop.time() + PRUNE_EVERY_S
+                    self._prune_task = loop.create_task(self._prune_daily(), name="gateway-prune")
                 if self._local_day(now) != self._policy_day:
                     # After midnight the 48 h of windows move on by a day.
                     self._policy_day = self._local_day(now)
@@ -423,6 +471,69 @@ class Gateway:
             except Exception:
                 log.exception("gateway tick failed")
                 self._count_now("internal_errors")
+
+    # the clock: is it to be trusted? ------------------------------------------------
+
+    async def _watch_clock(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                # off the loop: the system's source may read an RTC over I2C
+                status = status_of(await asyncio.to_thread(self._clock_sync))
+            except Exception:
+                log.exception("clock: the synchronisation source failed; taken as not synchronised")
+                self._count_now("internal_errors")
+                status = ClockStatus(False, "none", "the synchronisation source failed (see the log)")
+            self._clock_changed(status)
+
+    def _clock_changed(self, status: ClockStatus) -> None:
+        was = self.clock_status
+        self.clock_status = status
+        if status.synced == was.synced:
+            return
+        self.intake.clock_synced = status.synced
+        if self.city is not None:
+            self.city.publish_state()
+        if not status.synced:
+            log.error("clock no longer synchronised (%s): lessons are refused and no board is given the time",
+                      status.detail)
+            return
+        now = self.clock()
+        log.warning("clock synchronised (%s): lessons are decided again", status.detail)
+        sent = self.intake.time_boards(now)
+        if sent:
+            self._count_now("time_sent", sent)
+        self._policy_day = self._local_day(now)
+        self._reload_overrides_in_force(now)
+        self._publish_policies(now)
+        self._check_calendar_coverage(now)
+
+    # the history's age: pruned once the city has it -------------------------------------
+
+    async def _prune_daily(self) -> None:
+        try:
+            await self.prune()
+        except Exception:  # a slow or failing disk: said, and tried again tomorrow
+            log.exception("history: pruning failed; tried again in a day")
+
+    @on_gateway_loop
+    async def prune(self) -> int:
+        """Delete the records the city has acknowledged that are older than
+        `[history] keep_days`, sparing what the next start reads (the dedup
+        windows); a few thousand per transaction. How many went."""
+        if not self.clock_status.synced:
+            return 0
+        acked = self.forwarder.acked if self.forwarder is not None else self._acked
+        before = self.clock() - 86400.0 * self.config.history_keep_days
+        lo, hi, count = await asyncio.to_thread(history.prunable, self.config.db, acked, before)
+        if not count:
+            return 0
+        for start in range(lo - 1, hi, PRUNE_CHUNK):
+            await self._durable(self._submit([("prune", start, min(start + PRUNE_CHUNK, hi), before)]))
+        self._count_now("records_pruned", count)
+        log.info("history: %d record(s) older than %d days, acknowledged by the city, deleted (seq %d..%d)",
+                 count, self.config.history_keep_days, lo, hi)
+        return count
 
     def _on_city(self, item: tuple) -> None:
         if self.forwarder is None:
@@ -470,6 +581,10 @@ class Gateway:
     def _publish_policies(self, now: float, rooms: Iterable[str] | None = None) -> None:
         if self.school is None:
             return
+        if not self.clock_status.synced:
+            # Windows for the wrong 48 hours: the boards keep the retained policy they have.
+            log.info("offline policies not published: the clock is not synchronised")
+            return
         targets = list(rooms or self.config.rooms)
         for room in targets:
             try:
@@ -495,6 +610,9 @@ class Gateway:
             raise OverrideError("effect: \"allow\" or \"deny\"")
         if fields["scope"] == "room" and fields.get("room") not in self.config.rooms:
             raise OverrideError(f"room: {fields.get('room')!r} is not a room of this school")
+        if fields.get("starts") is None and not self.clock_status.synced:
+            raise OverrideError("starts: the gateway's clock is not synchronised, so \"now\" is unknown: "
+                                "give starts and expires as dates")
         starts = now if fields.get("starts") is None else _time_field("starts", fields["starts"])
         expires = _time_field("expires", fields.get("expires"))
         if expires <= now:
@@ -551,7 +669,7 @@ class Gateway:
             for name, key in (("school", "school"), ("gateway_id", "gateway_id"), ("db", "db"), ("fleet_file", "fleet"),
                               ("school_broker", "school_broker"), ("city_broker", "city_broker"),
                               ("http_bind", "http.bind"), ("http_token", "http.token"),
-                              ("http_viewer_token", "http.viewer_token")):
+                              ("http_viewer_token", "http.viewer_token"), ("clock_rtc", "clock.rtc")):
                 if getattr(new, name) != getattr(self.config, name):
                     # the API's tokens are read at start: a changed token must not look applied
                     raise ConfigError(f"{new.source}: {key}: changed; this needs a gateway restart, "
@@ -576,7 +694,10 @@ class Gateway:
         return {"ok": True, "rooms": sorted(new.rooms)}
 
     def explain(self, room: str, at: float | None = None):
-        """The decision a request in `room` would get at `at` (now by default)."""
+        """The decision a request in `room` would get at `at` (now by default:
+        the refusal of an unsynchronised clock, if that is the case)."""
+        if at is None and not self.clock_status.synced:
+            return clock_unsynced()
         return self.policy.decide(room, self.clock() if at is None else at)
 
 

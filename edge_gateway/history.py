@@ -211,6 +211,8 @@ CANCEL_OVERRIDE = "UPDATE overrides SET cancelled = ? WHERE id = ? AND cancelled
 INSERT_AUDIT = "INSERT INTO audit (at, who, action, detail) VALUES (?, ?, ?, ?)"
 SET_ACKED = ("INSERT INTO meta (key, value) VALUES ('city_acked', ?) "
              "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)")
+# One chunk of a prune (see prunable): (after seq, up to seq, stored before).
+PRUNE_RECORDS = "DELETE FROM records WHERE seq > ? AND seq <= ? AND at < ?"
 
 
 # readers (any thread; the web API calls them through asyncio.to_thread) ----------
@@ -255,6 +257,28 @@ def read_records(path: str, room: str | None = None, kinds: tuple[str, ...] = ("
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit)
         return [StoredRecord(*r) for r in conn.execute(sql, args)]
+
+
+def prunable(path: str, acked: int, before: float) -> tuple[int, int, int]:
+    """(lowest seq, highest seq, count) of the records that may be deleted:
+    acknowledged by the city (seq <= acked), stored before `before`, and
+    older than the newest DEDUP_WINDOW events and decisions, which the next
+    start reads to tell a repeat from a new message and never to answer a
+    request twice. Nothing else the start reads lives in `records`: the last
+    seq is sqlite_sequence's, which a DELETE never lowers (so seqs are never
+    reused), the ack is in `meta`, the rooms in `rooms`; and the outbox is
+    what lies above the ack, untouched."""
+    with closing(_reader(path)) as conn:
+        upto = acked
+        for kind in ("evt", "decision"):
+            oldest_needed = conn.execute(
+                "SELECT MIN(seq) FROM (SELECT seq FROM records WHERE kind = ? ORDER BY seq DESC LIMIT ?)",
+                (kind, DEDUP_WINDOW)).fetchone()[0]
+            if oldest_needed is not None:
+                upto = min(upto, oldest_needed - 1)
+        lo, hi, count = conn.execute("SELECT MIN(seq), MAX(seq), COUNT(*) FROM records WHERE seq <= ? AND at < ?",
+                                     (upto, before)).fetchone()
+    return int(lo or 0), int(hi or 0), int(count)
 
 
 def records_of(path: str) -> Iterator[StoredRecord]:

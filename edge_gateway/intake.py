@@ -24,7 +24,7 @@ from protocol.codec import MAX_DURATION_S, ProtocolError, parse, parse_topic
 from . import history
 from .limits import LogLimiter, RoomBuckets
 from .registry import Registry
-from .rules import command
+from .rules import clock_unsynced, command
 from .school_link import BOARD_LEAVES
 
 log = logging.getLogger("edge_gateway.gateway")
@@ -57,6 +57,9 @@ class Intake:
         # room -> its board's message key (edge_gateway/fleet.py): a message
         # for a room is taken only when signed with that key (protocol/mac.py).
         self.keys: dict[str, bytes] = {}
+        # Set by the gateway (edge_gateway/clocksync.py): False, nothing that
+        # depends on the hour is granted and no board is given our time.
+        self.clock_synced = True
 
     def load(self, state: history.StartState) -> None:
         self._events = OrderedDict(state.events)
@@ -149,20 +152,35 @@ class Intake:
         # A birth is the present, whatever came before it: a board replaced,
         # or its flash wiped, counts its boots from 1 again.
         fresh = self.registry.apply_state(room, obj, body, now)
-        if obj["online"] and (room, obj["boot"]) not in self._timed:
+        if obj["online"] and self.clock_synced and (room, obj["boot"]) not in self._timed:
             # The board has no trusted clock: give it ours at every boot (and
             # once after our own restart), so its offline policy windows and
-            # event times work without waiting for the next grant.
-            self._timed.add((room, obj["boot"]))
-            self._time_ids += 1
-            self.send_cmd(room, {"v": 1, "id": "t-%d-%d" % (int(now), self._time_ids),
-                                        "cmd": "time", "now": int(now)})
+            # event times work without waiting for the next grant. Ours only
+            # when something vouches for it: a wrong hour handed to a board
+            # would open its offline windows at the wrong time.
+            self._send_time(room, obj["boot"], now)
             counts.append(("time_sent", 1))
         if not fresh:
             counts.append(("duplicates", 1))
             return
         ops.append(self._record(room, "state", now, body, obj["boot"]))
         ops.append(("room", tuple(self.registry.row(room).get(c) for c in history.ROOM_COLUMNS)))
+
+    def _send_time(self, room: str, boot: int, now: float) -> None:
+        self._timed.add((room, boot))
+        self._time_ids += 1
+        self.send_cmd(room, {"v": 1, "id": "t-%d-%d" % (int(now), self._time_ids), "cmd": "time", "now": int(now)})
+
+    def time_boards(self, now: float) -> int:
+        """Once the clock is synchronised: our time to every board online
+        whose current boot has not had it (born while we could not vouch
+        for it). How many were sent."""
+        sent = 0
+        for room, row in self.registry.snapshot().items():
+            if row.get("online") and row.get("boot") is not None and (room, row["boot"]) not in self._timed:
+                self._send_time(room, row["boot"], now)
+                sent += 1
+        return sent
 
     def _seen_event(self, key: tuple[str, int, int], mark: bytes) -> str:
         """"new", "duplicate" (same numbers, same content) or "conflict" (same
@@ -214,7 +232,10 @@ class Intake:
             counts.append(("duplicates", 1))
             return
         data = obj["data"]
-        if data.get("extend"):
+        if not self.clock_synced:
+            # Every rule depends on the hour, and so would the `now` we hand the board.
+            decision = clock_unsynced()
+        elif data.get("extend"):
             # One more slot: what the policy allows from the session's current
             # end, which the board added to its own clock (uptime) on grant.
             decision = self.decide(room, now + min(data.get("remaining_s", 0), MAX_DURATION_S))
@@ -224,7 +245,7 @@ class Intake:
             log.warning("room %s: decided without school-holiday data for this date; configured closures only", room)
         # The decision's own record seq (the next one) makes the command id
         # unique for ever, across restarts.
-        cmd = command(decision, "g-%06d" % (self.last_seq + 1), req, now)
+        cmd = command(decision, "g-%06d" % (self.last_seq + 1), req, now if self.clock_synced else None)
         body_cmd = json.dumps(cmd, separators=(",", ":"))
         # Answer first, from memory: a teacher is waiting; the disk is not.
         self.send_cmd(room, cmd)

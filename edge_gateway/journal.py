@@ -174,6 +174,8 @@ class Journal:
                 conn.execute(history.INSERT_AUDIT, op[1:])
             elif kind == "acked":
                 conn.execute(history.SET_ACKED, op[1:])
+            elif kind == "prune":
+                conn.execute(history.PRUNE_RECORDS, op[1:])
             else:  # a bug: said loudly, never retried for ever
                 raise AssertionError(f"journal: unknown operation {kind!r}")
         conn.execute("COMMIT")

@@ -25,6 +25,8 @@ _COUNTERS = (
     ("fleet_rejected", "preau_gateway_fleet_rejected", "Fleet files refused (unreadable): the keys in force stayed."),
     ("city_acks_ignored", "preau_gateway_city_acks_ignored",
      "City acks beyond what the gateway sent or committed: forged or stale, ignored."),
+    ("records_pruned", "preau_gateway_records_pruned",
+     "History records deleted: acknowledged by the city and older than history.keep_days."),
 )
 _LABELLED = (
     ("accepted", "preau_gateway_messages_accepted", "Board messages that passed validation, by topic leaf.", "leaf"),
@@ -54,6 +56,9 @@ class GatewayCollector(Collector):
                                 value=m["last_seq"])
         yield GaugeMetricFamily("preau_gateway_journal_pending", "Writes handed to the database, not yet committed.",
                                 value=m["journal_pending"])
+        yield GaugeMetricFamily("preau_gateway_clock_synced",
+                                "1 when something vouches for the gateway's clock (NTP, an RTC); 0: lessons refused.",
+                                value=m["clock_synced"])
         brokers = GaugeMetricFamily("preau_gateway_broker_connected", "1 when the link to a broker is up.",
                                     labels=["broker"])
         brokers.add_metric(["school"], int(bool(h["school_broker"])))

@@ -51,10 +51,30 @@ def _utc(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
-def command(decision: Decision, cmd_id: str, req: int, now: float) -> dict:
-    """The `cmd` payload (docs/protocol.md) that carries a decision to the board."""
+CLOCK_UNSYNCED = "clock_unsynced"
+
+
+def clock_unsynced() -> Decision:
+    """The answer while nothing vouches for the gateway's clock
+    (edge_gateway/clocksync.py): every rule of the policy depends on the
+    hour, so none is applied, and the refusal says why. A board that gets
+    no answer at all (the gateway gone) keeps its own offline policy,
+    bounded by its uptime."""
+    return Decision(
+        grant=False, until=None, duration_s=0, projector=False, ap=False, grace_s=0, reason=CLOCK_UNSYNCED,
+        text_fr="Pas de séance accordée : l'horloge de la passerelle n'est pas à l'heure (pas de serveur de "
+                "temps depuis le démarrage). Prévenez le technicien.",
+        text_en="No session granted: the gateway's clock is not set (no time server since it started). "
+                "Tell the technician.",
+        period=None, warnings=())
+
+
+def command(decision: Decision, cmd_id: str, req: int, now: float | None) -> dict:
+    """The `cmd` payload (docs/protocol.md) that carries a decision to the
+    board; `now` is None when the gateway's clock is not to be trusted: the
+    board then keeps its own (a board takes its clock from any `now`)."""
     if decision.grant:
-        return {
+        cmd: dict = {
             "v": 1,
             "id": cmd_id,
             "cmd": "grant",
@@ -63,7 +83,10 @@ def command(decision: Decision, cmd_id: str, req: int, now: float) -> dict:
             "ap": decision.ap,
             "projector": decision.projector,
             "grace_s": decision.grace_s,
-            "now": int(now),
         }
-    return {"v": 1, "id": cmd_id, "cmd": "deny", "req": req, "reason": decision.reason,
-            "text": decision.text_fr[:MAX_TEXT], "now": int(now)}
+    else:
+        cmd = {"v": 1, "id": cmd_id, "cmd": "deny", "req": req, "reason": decision.reason,
+               "text": decision.text_fr[:MAX_TEXT]}
+    if now is not None:
+        cmd["now"] = int(now)
+    return cmd

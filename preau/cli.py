@@ -1,7 +1,9 @@
 """`preau`: the one command-line entry point.
 
     preau demo      a simulated school: brokers, classrooms, gateway, city
-    preau gateway   the school gateway service
+    preau gateway   the school gateway service (--config school.toml)
+    preau gateway install|backup|clock --config school.toml ...
+                    its systemd units and files, a database copy, its clock (docs/install.md)
     preau city      the city supervision service
     preau provision --config school.toml init|add|list|revoke|rekey|replace ...
                     the boards' identities and the school broker's files
