@@ -22,7 +22,7 @@ import hmac
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -139,6 +139,29 @@ class ReloadOut(BaseModel):
     rooms: list[str]
 
 
+class BoardCommandIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    who: Text = Field(default="technicien", description='a role ("technicien", "direction"), not a name',
+                      examples=["technicien"])
+    seconds: int = Field(default=10, ge=1, le=60, description="identify: how long the LED blinks")
+
+
+class BoardCommandOut(BaseModel):
+    room: str
+    cmd: str
+    id: str
+    online: bool
+
+
+class BoardResultOut(BaseModel):
+    room: str
+    id: str
+    acked: bool
+    ok: bool | None = None
+    result: str | None = None
+
+
 class HealthOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -204,6 +227,33 @@ rooms_router = APIRouter(prefix="/api/rooms", tags=["rooms"], dependencies=[Read
 @rooms_router.get("", response_model=list[RoomOut])
 async def list_rooms(gateway: GatewayDep) -> list[dict]:
     return list(gateway.rooms().values())
+
+
+board_router = APIRouter(prefix="/api/rooms", tags=["boards"], dependencies=[DirectorOnly, Strict])
+BoardAction = Annotated[Literal["identify", "end", "reboot"], Path(examples=["identify"])]
+CommandId = Annotated[str, Path(max_length=32, pattern=r"^b-[0-9]{1,8}-[0-9]{1,12}$", examples=["b-95300000-1"])]
+
+
+@board_router.post("/{room}/board/{action}", response_model=BoardCommandOut, status_code=202)
+async def board_command(gateway: GatewayDep, room: RoomPath, action: BoardAction,
+                        body: BoardCommandIn | None = None) -> dict:
+    """For the technician in the corridor: make the room's board blink its
+    LED (`identify`), end its session (`end`) or restart (`reboot`). Sent at
+    once (kept by the broker for a board offline) and audited; follow its
+    ack with `GET .../board/commands/{id}`."""
+    _known_room(gateway, room)
+    body = body or BoardCommandIn()
+    return await gateway.board_command(room, action, body.who, body.seconds)
+
+
+@board_router.get("/{room}/board/commands/{command_id}", response_model=BoardResultOut)
+async def board_result(gateway: GatewayDep, room: RoomPath, command_id: CommandId) -> dict:
+    """Whether the board acknowledged the command, and its answer."""
+    _known_room(gateway, room)
+    result = gateway.board_result(room, command_id)
+    if result is None:
+        raise HTTPException(status_code=404, detail=f"no recent command {command_id!r} for room {room!r}")
+    return result
 
 
 events_router = APIRouter(prefix="/api/events", tags=["events"], dependencies=[Reader, Strict])
@@ -405,6 +455,7 @@ def create_app(gateway: Gateway, settings: ApiSettings) -> FastAPI:
     app.state.gateway = gateway
     app.state.settings = settings
     app.include_router(rooms_router)
+    app.include_router(board_router)
     app.include_router(events_router)
     app.include_router(policy_router)
     app.include_router(overrides_router)

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 
 from common.mqtt import LinkError
+from protocol.codec import check_cmd
 
 from . import fleet, history
 from .city_link import CityLink, Forwarder
@@ -45,6 +46,9 @@ from .policy.model import Override
 from .registry import Registry
 from .rules import PolicyState, clock_unsynced
 from .school_link import SchoolLink
+
+BOARD_ACTIONS = ("identify", "end", "reboot")
+BOARD_RESULTS_KEPT = 1000
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +143,8 @@ class Gateway:
         self._draining = False
         self._fleet_stamp: tuple | None = None
         self._fleet_looked = False
+        self._board_cmds = 0
+        self._board_acks: OrderedDict[tuple[str, str], dict | None] = OrderedDict()
         self.school_broker = config.school_broker  # with the gateway's own credentials from the fleet
         if clock_sync is None:
             if clock is time.time:
@@ -659,6 +665,46 @@ class Gateway:
                                ("audit", now, (who or "?")[:40], "override.cancel", _audit_json({"id": override_id}))])
         await self._durable(ticket)
         return True
+
+    @on_gateway_loop
+    async def board_command(self, room: str, action: str, who: str, seconds: int = 10) -> dict:
+        """A technician's command to one board, from the corridor: `identify`
+        (blink its LED for `seconds`), `end` (its session), `reboot`. Sent
+        QoS 1 and audited; a board offline gets it when it comes back (the
+        broker keeps it). Its ack is kept for `board_result`."""
+        if action not in BOARD_ACTIONS:
+            raise ValueError(f"unknown board command {action!r} (one of {', '.join(BOARD_ACTIONS)})")
+        if not self.registry.known(room):
+            raise KeyError(room)
+        now = self.clock()
+        self._board_cmds += 1
+        cmd: dict[str, Any] = {"v": 1, "id": "b-%d-%d" % (int(now) % 100_000_000, self._board_cmds), "cmd": action}
+        if action == "identify":
+            cmd["seconds"] = seconds
+        check_cmd(cmd)  # the board's own rules, before it goes out
+        key = (room, cmd["id"])
+        self._board_acks[key] = None
+        while len(self._board_acks) > BOARD_RESULTS_KEPT:
+            self.intake.ack_waiters.pop(next(iter(self._board_acks)), None)
+            self._board_acks.popitem(last=False)
+        self.intake.ack_waiters[key] = lambda ack: self._board_acks.__setitem__(key, ack) \
+            if key in self._board_acks else None
+        self._send_cmd(room, cmd)
+        await self._durable(self._submit([("audit", now, (who or "?")[:40], f"board.{action}",
+                                           _audit_json({"room": room, "id": cmd["id"]}))]))
+        return {"room": room, "cmd": action, "id": cmd["id"], "online": bool(self.registry.snapshot()[room]["online"])}
+
+    def board_result(self, room: str, command_id: str) -> dict | None:
+        """What became of a technician's command: None if unknown (or long
+        forgotten), else whether the board acknowledged it and its answer."""
+        key = (room, command_id)
+        if key not in self._board_acks:
+            return None
+        ack = self._board_acks[key]
+        out: dict[str, Any] = {"room": room, "id": command_id, "acked": ack is not None}
+        if ack is not None:
+            out |= {"ok": ack["ok"], "result": ack.get("result") or ack.get("error")}
+        return out
 
     @on_gateway_loop
     async def reload(self, path: str, who: str = "system") -> dict:

@@ -11,6 +11,8 @@
                     the city's certificate authority and its broker's files
     preau policy explain --config school.toml [--week DATE] [--lang fr|en] [--room ROOM]
                     the week's plan for each room, and why (no broker needed)
+    preau board --config school.toml identify|end|reboot ROOM
+                    a technician's command to a board, through the gateway's API
     preau flash --config school.toml --credentials FILE ROOM [--port P] [--board PROFILE] [--image FILE]
                     put a classroom board in service: MicroPython, firmware, configuration, birth
 """
@@ -26,12 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="preau", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["demo", "gateway", "city", "policy", "provision", "city-ca", "flash"])
+    parser.add_argument("command", choices=["demo", "gateway", "city", "policy", "provision", "city-ca", "flash", "board"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command not in ("demo", "gateway", "city", "policy", "provision", "city-ca", "flash"):
+    if command not in ("demo", "gateway", "city", "policy", "provision", "city-ca", "flash", "board"):
         parser.error(f"unknown command {command!r}")
     if command == "policy":
         if not rest or rest[0] != "explain":
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         from edge_gateway.provision import main as run
     elif command == "city-ca":
         from cloud_bridge.ca_cli import main as run
+    elif command == "board":
+        from edge_gateway.board_cli import main as run
     elif command == "flash":
         from edge_gateway.flash.cli import main as run
     else:
