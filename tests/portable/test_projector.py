@@ -10,7 +10,7 @@ from firmware.pjlink import md5_hex
 from firmware.projector import Projector, SerialLink, parse
 
 EPSON = {'io': 'serial', 'baud': 9600, 'p': ['PWR ON\r', 'PWR OFF\r', 'PWR?\r', 'LAMP?\r', 'ERR?\r', 40000, 50000, 3000, 3000, 3000, 'PWR=', 'LAMP=', 'ERR=', ':', ' 00:0 01:1 02:2 03:3 04:0 05:4 09:0', 30000, 20000, 'r', 'ERR\r']}
-BENQ = {'io': 'serial', 'baud': 9600, 'p': ['\r*pow=on#\r', '\r*pow=off#\r', '\r*pow=?#\r', '\r*ltim=?#\r', '', 2000, 2000, 2000, 2000, 2000, '*POW=', '*LTIM=', '', '#', ' ON:1 OFF:0', 30000, 90000, 'ruu', '*Block item#', '*Illegal format#', '*Unsupported item#']}
+BENQ = {'io': 'serial', 'baud': 9600, 'p': ['\r*pow=on#\r', '\r*pow=off#\r', '\r*pow=?#\r', '\r*ltim=?#\r', '', 2000, 2000, 2000, 2000, 2000, '*POW=', '*LTIM=', '', '#', ' ON:1 OFF:0', 30000, 90000, 'uur', '*Illegal format#', '*Unsupported item#', 'Block item#']}
 PJLINK = {'io': 'tcp', 'port': 4352, 'p': ['%1POWR 1\r', '%1POWR 0\r', '%1POWR ?\r', '%1LAMP ?\r', '%1ERST ?\r', 2000, 2000, 2000, 2000, 2000, '%1POWR=', '%1LAMP=', '%1ERST=', '\r', ' 0:0 1:1 2:3 3:2', 30000, 20000, 'uurfa', '=ERR1', '=ERR2', '=ERR3', '=ERR4', 'PJLINK ERRA']}
 
 TABLES = {"epson-escvp21": EPSON, "benq": BENQ, "pjlink": PJLINK}
@@ -91,6 +91,9 @@ def test_parse_benq_skips_the_echo():
     assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b"*POW=OFF#\r\n") == (True, "off")  # echo off
     assert parse(BENQ["p"], LAMP, b"\r*ltim=?#\r", b"*ltim=?#\r\n*LTIM=987#\r\n") == (True, 987)
     assert parse(BENQ["p"], OFF, b"\r*pow=off#\r", b"*pow=off#\r\n*Block item#\r\n") == (False, None)
+    # A TK700STi refuses the power query while cooling with its item name
+    # (arendst/Tasmota#15841): refused, not a bad reply.
+    assert parse(BENQ["p"], POWER, b"\r*pow=?#\r", b">*pow=?#\r\r\n*POW=Block item#\r\n")[1] != "bad reply"
     assert parse(BENQ["p"], ON, b"\r*pow=on#\r", b"*pow=on#\r\n*POW=ON#\r\n") == (True, None)
     assert parse(BENQ["p"], ON, b"\r*pow=on#\r", b"*Unsupported item#") == (False, "unsupported on")
 
