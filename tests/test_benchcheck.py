@@ -212,3 +212,29 @@ def test_without_blinka_the_command_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr("sys.stderr", err)
     assert main(["bench", "--console", "loop://", "--projector-port", "loop://"]) == 1
     assert "pip install 'preau[pi]'" in err.getvalue()
+
+
+def test_a_board_that_cannot_be_reset_again_still_gets_its_sheet(tmp_path):
+    """The console or the reset line gives up before the last boot: the
+    sheet still prints, with the check it could not make said so."""
+
+    class FlakyReset(SimBenchWire):
+        resets = 0
+
+        async def reset(self) -> None:
+            FlakyReset.resets += 1
+            if FlakyReset.resets > 1:
+                raise OSError("the console stopped answering")
+            await super().reset()
+
+    async def scenario():
+        wire = FlakyReset(offline_config(), storage=str(tmp_path / "flash"), kit=SimKit("air-co2-01"))
+        try:
+            return await check_board(wire, projector="epson-escvp21")
+        finally:
+            await wire.close()
+
+    sheet = run(scenario(), timeout=240)
+    bad = failed(sheet)
+    assert set(bad) == {"relay_at_boot"}, sheet.render()
+    assert "could not be reset again" in bad["relay_at_boot"] and "--reset-gpio" in sheet.results["relay_at_boot"].fix
