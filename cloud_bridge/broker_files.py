@@ -32,11 +32,10 @@ What a reload (SIGHUP) does, measured with Mosquitto 2.0.11
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 from dataclasses import dataclass
 
+from common import mosquitto
 from common.files import write_atomic, write_private
 from common.mosquitto import persistence_and_limits, run_as
 from protocol.citylink import CITY_ROOT
@@ -158,21 +157,5 @@ def write(files: BrokerFiles, ca: CityCA) -> None:
 
 
 def reload(pid_file: str) -> str:
-    """Ask the running broker to read its ACL again (SIGHUP); what happened, in a sentence."""
-    try:
-        with open(pid_file) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        # Mosquitto 2.0.11 writes its pid_file only when started with -d (not under systemd).
-        return (f"no pid file {pid_file} (Mosquitto writes one only when started with -d): reload the broker "
-                "yourself (`systemctl reload mosquitto`, or SIGHUP); until then the old files are in force")
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        with contextlib.suppress(OSError):
-            os.unlink(pid_file)
-        return f"the broker of {pid_file} is not running: the files take effect when it starts"
-    except PermissionError:
-        return (f"not allowed to signal the broker (pid {pid}): run `sudo systemctl reload mosquitto`; "
-                "until then the old ACL is in force")
-    return f"broker reloaded (SIGHUP to pid {pid}): the new ACL is in force"
+    """Ask the running broker to read its ACL and CRL again (SIGHUP); what happened, in a sentence."""
+    return mosquitto.reload(pid_file, "the new ACL and CRL are in force")

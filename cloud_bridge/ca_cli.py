@@ -12,7 +12,7 @@
     preau city-ca --dir CA crl
 
 Every change writes the CA's `crl.pem` and the broker's `acl` again; with
-`--broker-dir` of a broker started with `-d` it also sends it SIGHUP,
+`--broker-dir` of a running broker it also sends it SIGHUP (its pid file),
 otherwise it says to reload it (`systemctl reload mosquitto`). A new key is
 written mode 0600 to `--out` and nowhere else; with `--csr` the key never
 leaves its owner. The CA key's passphrase, if any, comes from

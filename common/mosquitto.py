@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 
 
 def run_as() -> str:
@@ -43,3 +45,26 @@ def persistence_and_limits(data_dir: str, *, autosave_s: int, max_queued: int, m
         "connection_messages true",
         "",
     ]
+
+
+def reload(pid_file: str, in_force: str) -> str:
+    """Ask the running broker to read its files again (SIGHUP), through the
+    pid file its configuration names (Mosquitto writes it at start, in the
+    foreground too); what happened, in a sentence. `in_force` says what the
+    reload puts in force."""
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return (f"no running broker found ({pid_file} missing): the files take effect when Mosquitto starts "
+                "with them, or reload it yourself (`systemctl reload mosquitto`, or SIGHUP)")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        with contextlib.suppress(OSError):
+            os.unlink(pid_file)
+        return f"the broker of {pid_file} is not running: the files take effect when it starts"
+    except PermissionError:
+        return (f"not allowed to signal the broker (pid {pid}): run `sudo systemctl reload mosquitto`; "
+                "until then the old files are in force")
+    return f"broker reloaded (SIGHUP to pid {pid}): {in_force}"

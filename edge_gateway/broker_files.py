@@ -22,11 +22,10 @@ gateway is away (Mosquitto's default of 1,000 per client drops a burst)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 from dataclasses import dataclass
 
+from common import mosquitto
 from common.mosquitto import persistence_and_limits, run_as
 from protocol.codec import ROOT
 
@@ -136,19 +135,4 @@ def write(files: BrokerFiles, fleet: Fleet) -> None:
 
 def reload(files: BrokerFiles) -> str:
     """Ask the running broker to read the files again (SIGHUP); what happened, in a sentence."""
-    try:
-        with open(files.pid) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        return (f"no running broker found ({files.pid} missing): the files take effect when Mosquitto starts "
-                f"with -c {files.conf}")
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        with contextlib.suppress(OSError):
-            os.unlink(files.pid)
-        return f"the broker of {files.pid} is not running: the files take effect when it starts"
-    except PermissionError:
-        return (f"not allowed to signal the broker (pid {pid}): run `sudo systemctl reload mosquitto`; "
-                "until then the old files are in force")
-    return f"broker reloaded (SIGHUP to pid {pid}): new and revoked identities are in force now"
+    return mosquitto.reload(files.pid, "new and revoked identities are in force now")

@@ -145,6 +145,7 @@ class Gateway:
         self._fleet_looked = False
         self._board_cmds = 0
         self._board_acks: OrderedDict[tuple[str, str], dict | None] = OrderedDict()
+        self.intake.on_ack = self._board_acked
         self.school_broker = config.school_broker  # with the gateway's own credentials from the fleet
         if clock_sync is None:
             if clock is time.time:
@@ -682,17 +683,18 @@ class Gateway:
         if action == "identify":
             cmd["seconds"] = seconds
         check_cmd(cmd)  # the board's own rules, before it goes out
-        key = (room, cmd["id"])
-        self._board_acks[key] = None
+        self._board_acks[(room, cmd["id"])] = None
         while len(self._board_acks) > BOARD_RESULTS_KEPT:
-            self.intake.ack_waiters.pop(next(iter(self._board_acks)), None)
             self._board_acks.popitem(last=False)
-        self.intake.ack_waiters[key] = lambda ack: self._board_acks.__setitem__(key, ack) \
-            if key in self._board_acks else None
         self._send_cmd(room, cmd)
         await self._durable(self._submit([("audit", now, (who or "?")[:40], f"board.{action}",
                                            _audit_json({"room": room, "id": cmd["id"]}))]))
-        return {"room": room, "cmd": action, "id": cmd["id"], "online": bool(self.registry.snapshot()[room]["online"])}
+        return {"room": room, "cmd": action, "id": cmd["id"], "online": bool(self.registry.row(room)["online"])}
+
+    def _board_acked(self, room: str, ack: dict) -> None:
+        key = (room, ack["id"])
+        if key in self._board_acks:  # one of ours, still remembered
+            self._board_acks[key] = ack
 
     def board_result(self, room: str, command_id: str) -> dict | None:
         """What became of a technician's command: None if unknown (or long

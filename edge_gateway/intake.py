@@ -57,8 +57,8 @@ class Intake:
         # room -> its board's message key (edge_gateway/fleet.py): a message
         # for a room is taken only when signed with that key (protocol/mac.py).
         self.keys: dict[str, bytes] = {}
-        # (room, command id) -> called with the board's ack (technician commands waiting for it)
-        self.ack_waiters: dict[tuple[str, str], Callable[[dict], None]] = {}
+        # Called with (room, ack) for every board ack: the gateway follows its technician commands.
+        self.on_ack: Callable[[str, dict], None] | None = None
         # Set by the gateway (edge_gateway/clocksync.py): False, nothing that
         # depends on the hour is granted and no board is given our time.
         self.clock_synced = True
@@ -139,9 +139,8 @@ class Intake:
             self._event(room, obj, body, now, ops, counts)
         elif leaf == "ack":
             ops.append(self._record(room, "ack", now, body, obj["boot"]))
-            waiter = self.ack_waiters.pop((room, obj["id"]), None)
-            if waiter is not None:
-                waiter(obj)
+            if self.on_ack is not None:
+                self.on_ack(room, obj)
             if self.registry.is_history(room, obj["boot"]):
                 counts.append(("history", 1))
             else:

@@ -105,7 +105,26 @@ class Sheet:
 # -- the lines, sampled --------------------------------------------------------
 
 
-class Sampler:
+class _Background:
+    """A task of the bench's own, on the loop, until stopped."""
+
+    name = "bench"
+    _task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Sampler(_Background):
     """Reads the relay and LED lines every SAMPLE_S and keeps (time, relay,
     led), so checks look back over what the lines did."""
 
@@ -113,16 +132,7 @@ class Sampler:
         self.wire = wire
         self.clock = clock
         self.samples: list[tuple[float, bool, bool]] = []
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="bench-sampler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self.name = "bench-sampler"
 
     async def _run(self) -> None:
         while True:
@@ -210,7 +220,7 @@ def classify(samples: list[tuple[float, bool]]) -> str:
 # -- the projector port ----------------------------------------------------------
 
 
-class ProjectorPump:
+class ProjectorPump(_Background):
     """The bench's projector on the wire's port: reads what the board sends
     every 10 ms and writes the answers."""
 
@@ -218,16 +228,7 @@ class ProjectorPump:
         self.port = port
         self.projector = projector
         self.bytes_in = 0
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="bench-projector")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self.name = "bench-projector"
 
     async def _run(self) -> None:
         while True:

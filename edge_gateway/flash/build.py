@@ -33,9 +33,10 @@ from .errors import BadInput, NoCompiler
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
 PROTOCOL = ROOT / "protocol"
-BOARD_PROTOCOL = ("wire",)  # tests/mpvm/__init__.py: what the board loads of the protocol
-# The board's build flags (tests/mpvm/school_day.py BOARD_MPY_FLAGS): -O3 drops
-# the line-number tables, 1.8 KB of heap through a school day.
+BOARD_PROTOCOL = ("wire",)  # what the board loads of the protocol (tests/mpvm uses this list)
+# The board's build flags (the tests' VM builds with them too): -O3 drops the
+# line-number tables (a traceback on the board names the function, not the
+# line; the firmware has no assert), 1.8 KB of heap through a school day.
 MPY_FLAGS = ("-O3",)
 MIN_MICROPYTHON = (1, 22)  # docs/board.md
 MAIN_PY = b"from firmware.main import main\nmain()\n"

@@ -18,18 +18,19 @@ REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("run.mjs")
 PACKAGE = REPO / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 PORTABLE = REPO / "tests" / "portable"
-# What goes on the board: every firmware module, and of the protocol package
-# the part the board loads (the checks of what boards publish stay off it).
-# No __init__: MicroPython imports a folder as a namespace package, and the
-# board keeps one module object fewer.
-BOARD_PROTOCOL = ("wire",)
+# What goes on the board is the flasher's list (edge_gateway/flash/build.py):
+# every firmware module, and of the protocol package the part the board loads
+# (the checks of what boards publish stay off it). No __init__: MicroPython
+# imports a folder as a namespace package, and the board keeps one module
+# object fewer.
 
 
 def board_sources():
     """(package, source path) of every file flashed to the board."""
-    out = [("firmware", src) for src in sorted((REPO / "firmware").glob("*.py"))]
-    out += [("protocol", REPO / "protocol" / (name + ".py")) for name in BOARD_PROTOCOL]
-    return out
+    from edge_gateway.flash.build import board_sources as flashed
+
+    return flashed()
+
 MARK = "@mpvm "
 
 PRELUDE = """\

@@ -21,14 +21,16 @@ import subprocess
 import sys
 import tempfile
 
+from edge_gateway.flash import build as flash_build
+
 from . import REPO, run
 
 BUDGET = 48 * 1024
-# How the board's .mpy files are built: -O3 drops line-number tables (a
-# traceback on the board names the function, not the line; the firmware has
-# no assert). 1.8 KB less heap through the day. PREAU_MPY_FLAGS overrides it
-# for an experiment, e.g. PREAU_MPY_FLAGS="" to keep line numbers.
-BOARD_MPY_FLAGS = ("-O3",)
+# How the board's .mpy files are built, as the flasher builds them
+# (edge_gateway/flash/build.py MPY_FLAGS: -O3 drops line-number tables, 1.8 KB
+# less heap through the day). PREAU_MPY_FLAGS overrides it for an experiment,
+# e.g. PREAU_MPY_FLAGS="" to keep line numbers.
+BOARD_MPY_FLAGS = flash_build.MPY_FLAGS
 MPY_FLAGS = tuple(os.environ["PREAU_MPY_FLAGS"].split()) if "PREAU_MPY_FLAGS" in os.environ else BOARD_MPY_FLAGS
 
 SCRIPT = r'''
