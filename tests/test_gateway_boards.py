@@ -51,7 +51,9 @@ def test_identify_end_and_reboot_from_the_api(gateway, api, mosquitto, tmp_path)
                                         json=body or None)
             assert r.status_code == 202, r.text
             sent = r.json()
-            assert sent["online"] is True and sent["cmd"] == action
+            # `online` is the registry's view when sent; under load the board may be between its
+            # Last Will and its next birth, and gets the command from the broker all the same.
+            assert sent["cmd"] == action and isinstance(sent["online"], bool)
 
             def result() -> dict | None:
                 got = api.get(f"/api/rooms/cm2-b/board/commands/{sent['id']}", headers=DIRECTOR).json()
