@@ -35,7 +35,7 @@ from functools import partial
 import paho.mqtt.client as mqtt
 
 from common.mqtt import MqttLink
-from protocol.citylink import Batch, BatchError, city_topic, parse_batch, parse_city_topic, parse_gateway_state
+from protocol.citylink import Batch, BatchError, city_topic, encode_city_ack, parse_batch, parse_city_topic, parse_gateway_state
 from protocol.codec import encode
 
 from .errors import BrokerRefused
@@ -183,7 +183,7 @@ class Ingest(MqttLink):
                 school, acked = ack
                 # Link down meanwhile: the gateway resends after 10 s, and
                 # that copy is acked.
-                if self.publish(city_topic(school, "ack"), encode({"v": 1, "school": school, "acked": acked}), qos=1):
+                if self.publish(city_topic(school, "ack"), encode_city_ack(school, acked), qos=1):
                     self.metrics.acks_published.inc()
             # After the commit and the ack. On a newer connection the broker
             # has sent it again already: that copy is acknowledged instead.

@@ -20,7 +20,10 @@ MAX_BATCH_BYTES = 256 * 1024
 MAX_RECORD_SEQ = 2**53 - 1
 MAX_GATEWAY_ID = 64  # characters
 MAX_ACK_BYTES = 1024  # an ack is some 60 bytes
-Kind = Literal["state", "evt", "ack", "decision"]
+# "telemetry": a room's readings aggregated per interval by the gateway;
+# "audit": the gateway's audit log (overrides set and cleared, commands),
+# so supervision sees why a school's rooms were closed or opened.
+Kind = Literal["state", "evt", "ack", "decision", "telemetry", "audit"]
 KINDS: tuple[str, ...] = get_args(Kind)
 GATEWAY_ROOM = "gateway"
 
@@ -74,12 +77,24 @@ class BadRecord:
     raw: object
 
 
+# Wire versions of a records batch: 1 is the JSON envelope of
+# docs/protocol.md "City link". The city lists the versions it reads in each
+# ack; a gateway sends version 1 until an ack lists a newer one it speaks.
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+MAX_EPOCH = 32  # characters
+
+
 @dataclass
 class Batch:
     school: str
     gateway: str
     records: list[Record] = field(default_factory=list)
     bad: list[BadRecord] = field(default_factory=list)
+    # The gateway database's epoch: a fresh gateway (a new SD card) draws a
+    # new one, so its seqs, which start again at 1, never meet the old ones.
+    # "" for a gateway that predates epochs.
+    epoch: str = ""
+    version: int = 1
 
 
 def city_topic(school: str, leaf: str) -> str:
@@ -231,7 +246,10 @@ def parse_batch(topic_school: str, raw: bytes) -> Batch:
         raise BatchError("bad_field", "field records: expected a list, got %s" % type(records).__name__)
     if len(records) > MAX_BATCH_RECORDS:
         raise BatchError("too_many_records", "field records: %d records, limit %d" % (len(records), MAX_BATCH_RECORDS))
-    batch = Batch(school, gateway)
+    epoch = obj.get("epoch", "")
+    if not isinstance(epoch, str) or len(epoch) > MAX_EPOCH or (epoch and not valid_name(epoch)):
+        raise BatchError("bad_field", "field epoch: expected [a-z0-9-]{1,%d}, got %s" % (MAX_EPOCH, _shown(epoch)))
+    batch = Batch(school, gateway, epoch=epoch)
     for item in records:
         checked = parse_record(item)
         if isinstance(checked, Record):
@@ -264,6 +282,36 @@ def parse_gateway_state(topic_school: str, raw: bytes) -> GatewayState | None:
     if gateway is not None and (not isinstance(gateway, str) or not 1 <= len(gateway) <= MAX_GATEWAY_ID or value_fault(gateway)):
         raise BatchError("gateway_state", "field gateway: expected a string of 1 to %d characters, got %s" % (MAX_GATEWAY_ID, _shown(gateway)))
     return GatewayState(topic_school, online, gateway)
+
+
+@dataclass(frozen=True)
+class CityAck:
+    acked: int
+    epoch: str = ""
+    versions: tuple[int, ...] = (1,)
+
+
+def encode_city_ack(school: str, acked: int, epoch: str = "", versions: tuple[int, ...] = SUPPORTED_VERSIONS) -> bytes:
+    """What the city publishes on `preau/v1/city/{school}/ack`."""
+    body: dict = {"v": 1, "school": school, "acked": acked, "versions": list(versions)}
+    if epoch:
+        body["epoch"] = epoch
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def parse_ack(topic_school: str, raw: bytes) -> CityAck:
+    """The city's ack in full: the highest contiguous seq stored for `epoch`
+    and the batch versions the city reads (1 when it does not say)."""
+    acked = parse_city_ack(topic_school, raw)
+    obj = _decode(raw, MAX_DEPTH)
+    epoch = obj.get("epoch", "")
+    if not isinstance(epoch, str) or len(epoch) > MAX_EPOCH:
+        raise BatchError("bad_field", "field epoch: expected a string of at most %d characters, got %s" % (MAX_EPOCH, _shown(epoch)))
+    versions = obj.get("versions", [1])
+    if not isinstance(versions, list) or not versions or len(versions) > 16 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 255 for v in versions):
+        raise BatchError("bad_field", "field versions: expected a list of 1 to 16 integers 1..255, got %s" % _shown(versions))
+    return CityAck(acked, epoch, tuple(versions))
 
 
 def parse_city_ack(topic_school: str, raw: bytes) -> int:

@@ -60,7 +60,8 @@ class Gateway:
         """Wait for the `count`-th ack (any, if None) to say `acked`."""
         def arrived():
             acks = self.acks if count is None else self.acks[:count]
-            return (count is None or len(acks) == count) and {"v": 1, "school": self.school, "acked": acked} in acks[-1:]
+            return (count is None or len(acks) == count) and any(
+                (a.get("v"), a.get("school"), a.get("acked")) == (1, self.school, acked) for a in acks[-1:])
         wait_for(arrived, timeout=WAIT_S, what=f"ack {acked}")
 
     def close(self):
