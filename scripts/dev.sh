@@ -26,6 +26,15 @@ setup() {
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq mosquitto >/dev/null
   fi
+  # The city's PostgreSQL tests (initdb, pg_ctl) and the pages' browser tests.
+  local missing=()
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} (apt)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     say "installing nodejs and npm (apt)"
     as_root apt-get update -qq
