@@ -95,6 +95,11 @@ class Batch:
     # "" for a gateway that predates epochs.
     epoch: str = ""
     version: int = 1
+    # Seq ranges (inclusive) the gateway no longer has and will never send:
+    # telemetry evicted when its space ran out, or the answer to a gap
+    # request for records already gone. The city records them as dropped
+    # and acknowledges past them.
+    dropped: list[tuple[int, int]] = field(default_factory=list)
 
 
 def city_topic(school: str, leaf: str) -> str:
@@ -249,7 +254,8 @@ def parse_batch(topic_school: str, raw: bytes) -> Batch:
     epoch = obj.get("epoch", "")
     if not isinstance(epoch, str) or len(epoch) > MAX_EPOCH or (epoch and not valid_name(epoch)):
         raise BatchError("bad_field", "field epoch: expected [a-z0-9-]{1,%d}, got %s" % (MAX_EPOCH, _shown(epoch)))
-    batch = Batch(school, gateway, epoch=epoch)
+    dropped = _ranges(obj.get("dropped", []), "dropped")
+    batch = Batch(school, gateway, epoch=epoch, dropped=dropped)
     for item in records:
         checked = parse_record(item)
         if isinstance(checked, Record):
@@ -282,6 +288,50 @@ def parse_gateway_state(topic_school: str, raw: bytes) -> GatewayState | None:
     if gateway is not None and (not isinstance(gateway, str) or not 1 <= len(gateway) <= MAX_GATEWAY_ID or value_fault(gateway)):
         raise BatchError("gateway_state", "field gateway: expected a string of 1 to %d characters, got %s" % (MAX_GATEWAY_ID, _shown(gateway)))
     return GatewayState(topic_school, online, gateway)
+
+
+MAX_RANGES = 64
+
+
+def _ranges(value: object, name: str) -> list[tuple[int, int]]:
+    """[[first, last], ...]: at most MAX_RANGES inclusive seq ranges."""
+    if not isinstance(value, list) or len(value) > MAX_RANGES:
+        raise BatchError("bad_field", "field %s: expected a list of at most %d [first, last] ranges, got %s" % (name, MAX_RANGES, _shown(value)))
+    out = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise BatchError("bad_field", "field %s: expected [first, last], got %s" % (name, _shown(item)))
+        first, last = _seq(item[0]), _seq(item[1])
+        if first is None or last is None or first > last:
+            raise BatchError("bad_field", "field %s: expected seqs 1..%d with first <= last, got %s" % (name, MAX_RECORD_SEQ, _shown(item)))
+        out.append((first, last))
+    return out
+
+
+@dataclass(frozen=True)
+class GapRequest:
+    """The city's `preau/v1/city/{school}/gaps`: seq ranges it misses."""
+
+    school: str
+    epoch: str
+    ranges: list[tuple[int, int]]
+
+
+def encode_gaps(school: str, epoch: str, ranges: list[tuple[int, int]]) -> bytes:
+    return json.dumps({"v": 1, "school": school, "epoch": epoch, "ranges": [list(r) for r in ranges[:MAX_RANGES]]},
+                      separators=(",", ":")).encode()
+
+
+def parse_gaps(topic_school: str, raw: bytes) -> GapRequest:
+    if len(raw) > MAX_ACK_BYTES * 4:
+        raise BatchError("too_large", "payload: %d bytes, limit %d" % (len(raw), MAX_ACK_BYTES * 4))
+    obj = _decode(raw, MAX_DEPTH)
+    if obj.get("school") != topic_school:
+        raise BatchError("school_mismatch", "field school: expected %r, got %s" % (topic_school, _shown(obj.get("school"))))
+    epoch = obj.get("epoch", "")
+    if not isinstance(epoch, str) or len(epoch) > MAX_EPOCH:
+        raise BatchError("bad_field", "field epoch: expected a string of at most %d characters, got %s" % (MAX_EPOCH, _shown(epoch)))
+    return GapRequest(topic_school, epoch, _ranges(obj.get("ranges"), "ranges"))
 
 
 @dataclass(frozen=True)
