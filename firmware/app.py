@@ -6,6 +6,7 @@
 # telemetry, and the projector's and the kit's own tasks when fitted.
 import asyncio
 import json
+import os
 
 from . import VERSION
 from .button import LONG, SHORT, ButtonLogic
@@ -147,7 +148,15 @@ class Classroom:
             self.devices.append("kit")
         self.wdt = None
         board.on_button_edge(self._isr)
-        self.events.emit("boot", {"reset_cause": board.reset_cause()})
+        data = {"reset_cause": board.reset_cause()}
+        try:
+            # what the updater did at this boot (docs/ota.md), said once
+            with open("preau_ota_result.json") as f:
+                data["update"] = f.read(400)
+            os.remove("preau_ota_result.json")
+        except OSError:
+            pass
+        self.events.emit("boot", data)
 
     # -- interrupt: set one flag, nothing else ------------------------------
     def _isr(self, _pin):
@@ -231,6 +240,24 @@ class Classroom:
             result = True, "identifying"
         elif name == "time":
             result = True, "time_set"
+            try:
+                # A new version on trial reports healthy: the gateway answers
+                # its birth. The trial's file, which says ok, is the result.
+                os.rename("preau_trial.json", "preau_ota_result.json")
+                result = True, "time_set, update confirmed"
+            except OSError:
+                pass
+        elif name == "update" and s.state != IDLE:
+            result = False, "session_running"  # an update never cuts a lesson
+        elif name == "update":
+            # The updater does it at the next boot, before the application:
+            # this command, as it came, is its order (docs/ota.md).
+            try:
+                replace_file("preau_ota.json", encode(cmd))
+                self._reboot = True
+                result = True, "update_ordered"
+            except OSError as e:
+                result = False, "flash write failed: %s" % e
         elif name == "reboot":
             self._reboot = True
             result = True, "rebooting"

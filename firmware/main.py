@@ -7,12 +7,15 @@
 import asyncio
 import gc
 import json
+import os
 import sys
 
 from .board import Board
+from .compat import const
 
 UPLINK_MIN_MS = 1000
 UPLINK_MAX_MS = 60000
+_TRIAL_MS = const(600000)  # a new version has 10 minutes to report healthy
 
 
 def _show_fault(board):
@@ -48,10 +51,24 @@ async def _keep_uplink(board, cfg):
     """Bring the uplink back after a loss, with backoff (the MQTT client has
     its own): Ethernet normally holds by itself, a Wi-Fi station may not."""
     from .app import sleep_ms_async
+    from .compat import ticks_ms
 
     wait = UPLINK_MIN_MS
+    trial = True
     while True:
         await sleep_ms_async(wait)
+        if trial and ticks_ms() > _TRIAL_MS:
+            # A new version on trial that the gateway has not answered in
+            # time: a reset, and the updater puts the previous one back
+            # (docs/ota.md). Checked once per boot.
+            trial = False
+            try:
+                os.stat("preau_trial.json")
+                print("preau: update not confirmed in time: back to the previous version")
+                board.set_relay(False)
+                board.reset()
+            except OSError:
+                pass
         if board.uplink_up():
             wait = UPLINK_MIN_MS
             continue

@@ -16,7 +16,7 @@ import json
 V = 1
 ROOT = "preau/v1/"
 MAX_BOARD_PAYLOAD = 1024
-COMMANDS = ("grant", "deny", "end", "identify", "time", "reboot")
+COMMANDS = ("grant", "deny", "end", "identify", "time", "reboot", "update")
 MAX_DURATION_S = 14400
 MAX_GRACE_S = 900
 MAX_WINDOWS = 48
@@ -124,6 +124,10 @@ def check_cmd(obj):
         _field(obj, "text", "a string", False)
     elif cmd == "identify":
         _field(obj, "seconds", "an integer", False, 1, 60)
+    elif cmd == "update":
+        # the signed manifest's http:// address on the gateway (docs/ota.md);
+        # the updater checks the rest
+        _field(obj, "manifest_url", "a string")
     return obj
 
 

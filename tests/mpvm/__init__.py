@@ -131,5 +131,8 @@ def run_portable(tests):
     names. Returns {(module, name): {"ok": bool, "error": traceback}}.
     """
     plan = [(mod, list(names)) for mod, names in sorted(tests.items())]
-    result = run(_PORTABLE_DRIVER % (plan,), libs=[("portable", PORTABLE)])
+    # firmware/boot (the root main.py and the updater, outside the firmware
+    # package on the board) as a package of its own
+    result = run(_PORTABLE_DRIVER % (plan,), libs=[("portable", PORTABLE), ("fwboot", REPO / "firmware" / "boot")],
+                 timeout=180)
     return {(r["module"], r["test"]): r for r in result.records}
