@@ -35,8 +35,15 @@ from functools import partial
 import paho.mqtt.client as mqtt
 
 from common.mqtt import MqttLink
-from protocol.citylink import Batch, BatchError, city_topic, encode_city_ack, parse_batch, parse_city_topic, parse_gateway_state
-from protocol.codec import encode
+from protocol.citylink import (
+    Batch,
+    BatchError,
+    city_topic,
+    encode_city_ack,
+    parse_batch,
+    parse_city_topic,
+    parse_gateway_state,
+)
 
 from .errors import BrokerRefused
 from .metrics import Metrics

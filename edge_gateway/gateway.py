@@ -42,6 +42,7 @@ from .intake import Intake
 from .journal import Journal
 from .limits import BURST, RATE_PER_S, RoomBuckets
 from .metrics import GatewayCollector, make_registry
+from .ota import Rollout, ota_dir
 from .policy.model import Override
 from .registry import Registry
 from .rules import PolicyState, clock_unsynced
@@ -144,6 +145,8 @@ class Gateway:
         self._fleet_stamp: tuple | None = None
         self._fleet_looked = False
         self._board_cmds = 0
+        # Over-the-air updates (edge_gateway/ota.py): the rollout `preau ota` writes.
+        self.ota = Rollout(ota_dir(config.db), self._send_update, self.rooms) if config.db != ":memory:" else None
         self._board_acks: OrderedDict[tuple[str, str], dict | None] = OrderedDict()
         self.intake.on_ack = self._board_acked
         self.school_broker = config.school_broker  # with the gateway's own credentials from the fleet
@@ -461,6 +464,8 @@ class Gateway:
             try:
                 now = self.clock()
                 self._load_fleet()
+                if self.ota is not None:
+                    self.ota.tick(now)  # the hour plays no part: not held back by the clock
                 if self.forwarder is not None:
                     self.forwarder.tick()
                 if not self.clock_status.synced:
@@ -690,6 +695,17 @@ class Gateway:
         await self._durable(self._submit([("audit", now, (who or "?")[:40], f"board.{action}",
                                            _audit_json({"room": room, "id": cmd["id"]}))]))
         return {"room": room, "cmd": action, "id": cmd["id"], "online": bool(self.registry.row(room)["online"])}
+
+    def _send_update(self, room: str, cmd: dict) -> None:
+        check_cmd(cmd)
+        self._send_cmd(room, cmd)
+        assert self.ota is not None and self.ota.state is not None
+        self._submit([("audit", self.clock(), "ota", "board.update",
+                       _audit_json({"room": room, "id": cmd["id"], "version": self.ota.state["version"]}))])
+
+    def board_key(self, room: str) -> bytes | None:
+        """The room's board key, from the fleet file (for the OTA manifest)."""
+        return self.intake.keys.get(room)
 
     def _board_acked(self, room: str, ack: dict) -> None:
         key = (room, ack["id"])

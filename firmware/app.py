@@ -89,6 +89,7 @@ class Classroom:
         if storage and not storage.endswith("/"):
             storage += "/"
         self.boot = bump_boot_counter(storage)
+        self.storage = storage  # the flash's root on the board: the updater's files are there
         self._wake = ThreadSafeFlag()  # the publisher has something to send
         self.outbox = Outbox(storage + "outbox", cfg["outbox_kb"] * 1024, log=log)
         self.events = Events(self.boot, self.clock, self.outbox, self._wake.set)
@@ -151,9 +152,9 @@ class Classroom:
         data = {"reset_cause": board.reset_cause()}
         try:
             # what the updater did at this boot (docs/ota.md), said once
-            with open("preau_ota_result.json") as f:
+            with open(storage + "preau_ota_result.json") as f:
                 data["update"] = f.read(400)
-            os.remove("preau_ota_result.json")
+            os.remove(storage + "preau_ota_result.json")
         except OSError:
             pass
         self.events.emit("boot", data)
@@ -243,7 +244,7 @@ class Classroom:
             try:
                 # A new version on trial reports healthy: the gateway answers
                 # its birth. The trial's file, which says ok, is the result.
-                os.rename("preau_trial.json", "preau_ota_result.json")
+                os.rename(self.storage + "preau_trial.json", self.storage + "preau_ota_result.json")
                 result = True, "time_set, update confirmed"
             except OSError:
                 pass
@@ -253,7 +254,7 @@ class Classroom:
             # The updater does it at the next boot, before the application:
             # this command, as it came, is its order (docs/ota.md).
             try:
-                replace_file("preau_ota.json", encode(cmd))
+                replace_file(self.storage + "preau_ota.json", encode(cmd))
                 self._reboot = True
                 result = True, "update_ordered"
             except OSError as e:

@@ -15,6 +15,8 @@
                     a technician's command to a board, through the gateway's API
     preau flash --config school.toml --credentials FILE ROOM [--port P] [--board PROFILE] [--image FILE]
                     put a classroom board in service: MicroPython, firmware, configuration, birth
+    preau ota --config school.toml build|start|promote|rollback|status ...
+                    over-the-air updates of the boards, canary rooms first (docs/ota.md)
     preau bench [--board PROFILE] [--console PORT] --projector-port PORT [--reset-gpio N] ...
                     check a freshly flashed board on a Raspberry Pi's bench: a pass/fail sheet
 """
@@ -30,12 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="preau", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["demo", "gateway", "city", "policy", "provision", "city-ca", "flash", "board", "bench"])
+    parser.add_argument("command", choices=["demo", "gateway", "city", "policy", "provision", "city-ca", "flash", "board", "bench", "ota"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command not in ("demo", "gateway", "city", "policy", "provision", "city-ca", "flash", "board", "bench"):
+    if command not in ("demo", "gateway", "city", "policy", "provision", "city-ca", "flash", "board", "bench", "ota"):
         parser.error(f"unknown command {command!r}")
     if command == "policy":
         if not rest or rest[0] != "explain":
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         from edge_gateway.flash.cli import main as run
     elif command == "bench":
         from edge_gateway.benchcheck.cli import main as run
+    elif command == "ota":
+        from edge_gateway.ota_cli import main as run
     else:
         from edge_gateway.policy.explain import main as run
     try:

@@ -11,9 +11,12 @@ ones (6.1, 6.2, ...), picked by its own version table. None emits it: the
 flasher refuses, and says what to do.
 
 The files are the ones tests/mpvm/ runs in the VM: every firmware module and
-the board's part of the protocol (protocol/wire.py), as .mpy; board.json (the
+the board's part of the protocol (protocol/wire.py), as .mpy; the updater
+(firmware/boot/preau_updater.py, as /preau_updater.mpy); board.json (the
 profile, hardware.boards.board_json); config.json; projector.json when a
-projector is fitted; and a root main.py that starts the firmware."""
+projector is fitted; and the root main.py (firmware/boot/main.py) that runs
+the updater while an update is under way, then the firmware of the slot in
+use."""
 
 from __future__ import annotations
 
@@ -39,7 +42,11 @@ BOARD_PROTOCOL = ("wire",)  # what the board loads of the protocol (tests/mpvm u
 # line; the firmware has no assert), 1.8 KB of heap through a school day.
 MPY_FLAGS = ("-O3",)
 MIN_MICROPYTHON = (1, 22)  # docs/board.md
-MAIN_PY = b"from firmware.main import main\nmain()\n"
+# The root main.py and the updater live outside the firmware package: no
+# update replaces them (docs/ota.md).
+BOOT = FIRMWARE / "boot"
+MAIN_PY = (BOOT / "main.py").read_bytes()
+UPDATER = BOOT / "preau_updater.py"
 # MicroPython's py/persistentcode.h: the architecture in bits 10 and up.
 ARCHS = ("", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
          "xtensawin", "rv32imc", "rv64imc")
@@ -163,6 +170,13 @@ def compile_firmware(compiler: Compiler, abi: Abi, workdir: str) -> list[BoardFi
             raise NoCompiler(f"{compiler} rejected {package}/{src.name}: {proc.stderr.strip() or proc.stdout.strip()}",
                              "this firmware needs a newer MicroPython: write one with --image FILE")
         out.append(BoardFile(f"/{package}/{src.stem}.mpy", Path(target).read_bytes()))
+    target = os.path.join(workdir, "preau_updater.mpy")
+    proc = subprocess.run([compiler.binary, *march, *MPY_FLAGS, "-s", "preau_updater.py", "-o", target, str(UPDATER)],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise NoCompiler(f"{compiler} rejected the updater: {proc.stderr.strip() or proc.stdout.strip()}",
+                         "this firmware needs a newer MicroPython: write one with --image FILE")
+    out.append(BoardFile("/preau_updater.mpy", Path(target).read_bytes()))
     return out
 
 
