@@ -2,6 +2,7 @@
 # the MQTT link down: acks queue in the app, events in the flash outbox. Runs
 # under CPython and in the MicroPython VM.
 import json
+import os
 
 from firmware.app import Classroom
 from firmware.button import SHORT
@@ -91,4 +92,47 @@ def test_a_redelivered_command_is_acked_again_with_its_first_result_and_run_once
     assert [a["id"] for a in app._acks_out] == ["g-1", "g-1", "e-1", "g-2", "e-1"]
     assert app._acks_out[4] == app._acks_out[2] == {"v": 1, "id": "e-1", "ok": True, "boot": 0, "result": "ended"}
     assert sent_types(app).count("session.ended") == 1
+    wipe(d)
+
+
+def test_the_update_command_waits_for_the_lesson_then_orders_the_updater():
+    # docs/ota.md: never during a lesson; else the command, as it came, is
+    # the updater's order, and the board reboots into it.
+    d = fresh("update_cmd")
+    app = classroom(d)
+    app.on_press(SHORT, 0)
+    command(app, {"v": 1, "id": "g-1", "cmd": "grant", "req": app.session.req, "duration_s": 600, "ap": True,
+                  "projector": False})
+    update = {"v": 1, "id": "u-1", "cmd": "update", "manifest_url": "http://10.0.0.2:8080/ota/cm2-b/u-1/manifest"}
+    command(app, update)
+    assert app._acks_out[-1] == {"v": 1, "id": "u-1", "ok": False, "boot": 0, "error": "session_running"}
+    assert not app._reboot and "preau_ota.json" not in os.listdir(d)
+    command(app, {"v": 1, "id": "e-1", "cmd": "end"})
+    update["id"] = "u-2"
+    command(app, update)
+    assert app._acks_out[-1]["result"] == "update_ordered" and app._reboot
+    with open(d + "/preau_ota.json") as f:
+        assert json.loads(f.read()) == update
+    # a command without its address is refused by the codec, not stored
+    command(app, {"v": 1, "id": "u-3", "cmd": "update"})
+    assert app._acks_out[-1] == {"v": 1, "id": "u-3", "ok": False, "boot": 0, "error": "bad_command"}
+    wipe(d)
+
+
+def test_the_gateways_time_confirms_a_version_on_trial_and_the_next_boot_says_so():
+    d = fresh("update_trial")
+    with open(d + "/preau_trial.json", "w") as f:
+        f.write('{"ok": true, "id": "u-2", "version": "0.2.0", "slot": "ota_a", "prev": "", "boots": 1}')
+    app = classroom(d)
+    app.clock.set_time = lambda unix: None  # FakeClock keeps no wall time
+    command(app, {"v": 1, "id": "t-1", "cmd": "time", "now": 1795000000})
+    assert app._acks_out[-1]["result"] == "time_set, update confirmed"
+    assert "preau_trial.json" not in os.listdir(d)
+    command(app, {"v": 1, "id": "t-2", "cmd": "time", "now": 1795000100})
+    assert app._acks_out[-1]["result"] == "time_set"  # nothing on trial any more
+    sent_types(app)
+    app = classroom(d)  # the next boot: the outcome in its boot event, once
+    boot = json.loads(app.outbox.peek()[1])
+    assert boot["type"] == "boot" and json.loads(boot["data"]["update"])["version"] == "0.2.0"
+    assert "preau_ota_result.json" not in os.listdir(d)
     wipe(d)
