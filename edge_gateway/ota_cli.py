@@ -1,6 +1,6 @@
 """`preau ota`: over-the-air updates of a school's boards (docs/ota.md).
 
-    preau ota --config school.toml build [--version V] [--force]
+    preau ota --config school.toml build [--source RELEASE_DIR] [--force]
     preau ota --config school.toml start --canary ROOM[,ROOM] --url http://GATEWAY:8080 [--version V]
     preau ota --config school.toml promote [--force]
     preau ota --config school.toml rollback [--to V]
@@ -16,6 +16,7 @@ import argparse
 import json
 import sqlite3
 import sys
+from pathlib import Path
 
 from .config import Config, ConfigError
 from .ota import OtaError, build_bundle, bundles, load_rollout, ota_dir, promote, rollback, start
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="the gateway's school.toml")
     sub = p.add_subparsers(dest="action", required=True)
     b = sub.add_parser("build", help="compile the firmware into a bundle the gateway serves")
-    b.add_argument("--version", help="the bundle's version (default: firmware/__init__.py's VERSION)")
+    b.add_argument("--source", help="a Préau release's folder (firmware/, protocol/); default: this installation's. "
+                                    "The bundle's version is its firmware's VERSION")
     b.add_argument("--force", action="store_true", help="replace a different bundle of the same version")
     s = sub.add_parser("start", help="send a version to the canary rooms")
     s.add_argument("--canary", required=True, help="rooms that get it first, comma-separated")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = ota_dir(config.db)
     try:
         if args.action == "build":
-            bundle = build_bundle(folder, args.version, force=args.force)
+            bundle = build_bundle(folder, Path(args.source) if args.source else None, force=args.force)
             print(f"bundle {bundle['version']}: {len(bundle['files'])} files, "
                   f"{sum(f[1] for f in bundle['files'])} bytes, .mpy {bundle['mpy']}, in {folder}")
         elif args.action == "start":

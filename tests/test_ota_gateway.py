@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from devkit.testing import school_clock
 from edge_gateway import ota
 from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.config import Config
+from edge_gateway.flash.build import board_sources
 from edge_gateway.gateway import Gateway
 from edge_gateway.history import read_audit
 from firmware.boot import preau_updater
@@ -37,14 +39,27 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = bytes(range(32))
 
 
+def release(folder: Path, version: str) -> Path:
+    """A release's sources as `preau ota build --source` takes them: this
+    checkout's board files, its VERSION changed."""
+    for package, src in board_sources():
+        (folder / package).mkdir(parents=True, exist_ok=True)
+        text = src.read_text()
+        if package == "firmware" and src.name == "__init__.py":
+            text = re.sub(r'^VERSION = ".*"$', f'VERSION = "{version}"', text, flags=re.M)
+        (folder / package / src.name).write_text(text)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ota")
-    return folder, ota.build_bundle(folder, "0.2.0")
+    return folder, ota.build_bundle(folder, release(tmp_path_factory.mktemp("src"), "0.2.0"))
 
 
-def test_the_bundle_is_the_compiled_firmware_kept_by_hash(built):
+def test_the_bundle_is_the_compiled_firmware_kept_by_hash(built, tmp_path):
     folder, bundle = built
+    assert bundle["version"] == "0.2.0"  # the firmware's own VERSION: what its births will say
     paths = {f[0] for f in bundle["files"]}
     assert {"firmware/app.mpy", "firmware/main.mpy", "firmware/mqtt.mpy", "protocol/wire.mpy"} <= paths
     assert all(p.split("/")[0] in ("firmware", "protocol") and p.endswith(".mpy") for p in paths), \
@@ -52,16 +67,19 @@ def test_the_bundle_is_the_compiled_firmware_kept_by_hash(built):
     for _path, size, digest in bundle["files"]:
         data = (folder / "blobs" / digest).read_bytes()
         assert len(data) == size and data[:1] == b"M"  # a .mpy file
-    assert ota.build_bundle(folder, "0.2.0")["files"] == bundle["files"]  # the same again: kept
+    src = release(tmp_path / "src", "0.2.0")
+    assert ota.build_bundle(folder, src)["files"] == bundle["files"]  # the same again: kept
     # the same version with other files: refused, a board on 0.2.0 would never get them
     other = json.loads((folder / "bundles" / "0.2.0.json").read_text())
     other["files"] = other["files"][1:]
     (folder / "bundles" / "0.2.0.json").write_text(json.dumps(other))
     with pytest.raises(ota.OtaError, match="raise firmware/__init__.py's VERSION"):
-        ota.build_bundle(folder, "0.2.0")
-    ota.build_bundle(folder, "0.2.0", force=True)
-    with pytest.raises(ota.OtaError, match="version"):
-        ota.build_bundle(folder, "../x")
+        ota.build_bundle(folder, src)
+    ota.build_bundle(folder, src, force=True)
+    with pytest.raises(ota.OtaError, match="is not 1-32 of letters"):
+        ota.build_bundle(folder, release(tmp_path / "bad", "../x"))
+    with pytest.raises(ota.OtaError, match="no firmware/__init__.py"):
+        ota.build_bundle(folder, tmp_path / "nothing")
 
 
 def test_the_board_accepts_the_gateways_manifest_with_its_key_only(built):
@@ -108,7 +126,7 @@ def test_a_canary_rollout_end_to_end(mosquitto, tmp_path):
         app.include_router(ota.router(gateway))
     http = HttpThread(app, "127.0.0.1", 0, name="gw-http")
     folder = ota.ota_dir(config.db)
-    bundle = ota.build_bundle(folder, "0.2.0")
+    bundle = ota.build_bundle(folder, release(tmp_path / "release", "0.2.0"))
     try:
         async def scenario():
             canary = SimClassroom(mosquitto.board_config("cm2-b"), storage=str(tmp_path / "cm2-b"))
@@ -193,7 +211,7 @@ def test_preau_ota_from_the_command_line(tmp_path, capsys):
     ota_cli = ["ota", "--config", str(conf)]
     assert main(ota_cli + ["start", "--canary", "cm2-b", "--url", "http://10.0.0.2:8080"]) == 1
     assert "run `preau ota build` first" in capsys.readouterr().err
-    assert main(ota_cli + ["build", "--version", "0.3.0"]) == 0
+    assert main(ota_cli + ["build", "--source", str(release(tmp_path / "rel", "0.3.0"))]) == 0
     assert "bundle 0.3.0:" in capsys.readouterr().out
     assert main(ota_cli + ["start", "--canary", "cm2-b", "--url", "http://10.0.0.2:8080"]) == 0
     assert "rollout of 0.3.0 started: canary cm2-b" in capsys.readouterr().out

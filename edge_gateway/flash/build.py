@@ -78,15 +78,17 @@ class BoardFile:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def firmware_version() -> str:
+def firmware_version(root: Path = ROOT) -> str:
     """firmware/__init__.py's VERSION, read as text (the gateway does not import the board's code)."""
-    m = re.search(r'^VERSION\s*=\s*"([^"]+)"', (FIRMWARE / "__init__.py").read_text(), re.M)
+    m = re.search(r'^VERSION\s*=\s*"([^"]+)"', (root / "firmware" / "__init__.py").read_text(), re.M)
     return m.group(1) if m else "unknown"
 
 
-def board_sources() -> list[tuple[str, Path]]:
-    out = [("firmware", src) for src in sorted(FIRMWARE.glob("*.py"))]
-    out += [("protocol", PROTOCOL / (name + ".py")) for name in BOARD_PROTOCOL]
+def board_sources(root: Path = ROOT) -> list[tuple[str, Path]]:
+    """What goes on the board, from this checkout or from another release's
+    (`root`: a folder holding firmware/ and protocol/)."""
+    out = [("firmware", src) for src in sorted((root / "firmware").glob("*.py"))]
+    out += [("protocol", root / "protocol" / (name + ".py")) for name in BOARD_PROTOCOL]
     return out
 
 
@@ -157,11 +159,11 @@ def check_micropython(version: tuple[int, ...]) -> None:
                          "write a current MicroPython on the board with --image FILE")
 
 
-def compile_firmware(compiler: Compiler, abi: Abi, workdir: str) -> list[BoardFile]:
+def compile_firmware(compiler: Compiler, abi: Abi, workdir: str, root: Path = ROOT) -> list[BoardFile]:
     """Every board module as .mpy, for `abi`."""
     march = (f"-march={abi.arch}",) if abi.arch else ()
     out = []
-    for package, src in board_sources():
+    for package, src in board_sources(root):
         target = os.path.join(workdir, f"{package}.{src.stem}.mpy")
         # -s keeps the package path in tracebacks read off the board.
         proc = subprocess.run([compiler.binary, *march, *MPY_FLAGS, "-s", f"{package}/{src.name}", "-o", target,
