@@ -68,6 +68,7 @@ class Board:
         self.seq = 0
         self.cmds: list[dict] = []  # commands about sessions (grant, deny, end, ...)
         self.times: list[dict] = []  # `time` commands: the gateway giving its clock
+        self.committed: list[tuple[int, int]] = []  # `committed_to`: (boot, seq) the gateway has stored
         self.policy: dict | None = None
         self.client = _client(f"board-{school}-{room}-{boot}-{id(self)}")
         if creds is None and not anonymous:
@@ -96,7 +97,10 @@ class Board:
             self.policy = json.loads(msg.payload)
         elif msg.topic == self.topic("cmd"):
             cmd = json.loads(msg.payload)
-            (self.times if cmd.get("cmd") == "time" else self.cmds).append(cmd)
+            if cmd.get("cmd") == "committed_to":
+                self.committed.append((cmd["boot"], cmd["seq"]))
+            else:
+                (self.times if cmd.get("cmd") == "time" else self.cmds).append(cmd)
 
     def connect(self, birth: bool = True) -> Board:
         will = json.dumps({"v": 1, "online": False, "boot": self.boot}).encode()

@@ -133,7 +133,7 @@ class Gateway:
         self.city: CityLink | None = None
         self.forwarder: Forwarder | None = None
         self._tick_task: asyncio.Task | None = None
-        self._pending: deque[tuple[int, mqtt.MQTTMessage | None, list, asyncio.Future | None]] = deque()
+        self._pending: deque[tuple[int, mqtt.MQTTMessage | None, list, asyncio.Future | None, tuple | None]] = deque()
         self._committed_seq = 0
         self._override_count = 0
         self._acked = 0
@@ -412,19 +412,25 @@ class Gateway:
         assert self.journal is not None
         return self.journal.submit(ops)
 
-    def _after(self, ticket: int, msg: mqtt.MQTTMessage | None, counts: list, waiter: asyncio.Future | None = None):
-        """Acknowledge `msg`, apply `counts`, wake `waiter`, once everything up
-        to `ticket` is committed: whoever reads a count finds the records
-        behind it, and the broker forgets a message only once it is durable."""
+    def _after(self, ticket: int, msg: mqtt.MQTTMessage | None, counts: list, waiter: asyncio.Future | None = None,
+               receipt: tuple[str, int, int] | None = None):
+        """Acknowledge `msg`, apply `counts`, wake `waiter`, tell the board its
+        event `receipt` is stored, once everything up to `ticket` is
+        committed: whoever reads a count finds the records behind it, and
+        the broker and the board forget a message only once it is durable."""
         assert self.journal is not None
         if ticket <= self.journal.committed and not self._pending:
-            self._settle(msg, counts, waiter)
+            self._settle(msg, counts, waiter, receipt)
         else:
-            self._pending.append((ticket, msg, counts, waiter))
+            self._pending.append((ticket, msg, counts, waiter, receipt))
 
-    def _settle(self, msg, counts, waiter) -> None:
+    def _settle(self, msg, counts, waiter, receipt=None) -> None:
         if msg is not None and self.school is not None:
             self.school.ack(msg)
+        if receipt is not None and self.school is not None:
+            # End to end: the board deletes the event from its flash only now (docs/outbox.md).
+            room, boot, seq = receipt
+            self.school.send_cmd(room, {"v": 1, "id": "c", "cmd": "committed_to", "boot": boot, "seq": seq})
         for key, n in counts:
             self._count_now(key, n)
         if waiter is not None and not waiter.done():
@@ -437,8 +443,8 @@ class Gateway:
     def _committed(self, ticket: int, seq: int) -> None:
         self._committed_seq = max(self._committed_seq, seq)
         while self._pending and self._pending[0][0] <= ticket:
-            _, msg, counts, waiter = self._pending.popleft()
-            self._settle(msg, counts, waiter)
+            _, msg, counts, waiter, receipt = self._pending.popleft()
+            self._settle(msg, counts, waiter, receipt)
         if self.forwarder is not None:
             self.forwarder.on_committed(seq)
 
@@ -565,7 +571,7 @@ class Gateway:
         ops, counts = self.intake.handle(msg, self.clock())
         assert self.journal is not None
         ticket = self._submit(ops) if ops else self.journal.submitted
-        self._after(ticket, msg, counts)
+        self._after(ticket, msg, counts, receipt=self.intake.receipt)
 
     def _send_cmd(self, room: str, cmd: dict) -> None:
         assert self.school is not None

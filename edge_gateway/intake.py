@@ -45,6 +45,7 @@ class Intake:
                  send_cmd: Callable[[str, dict], None], buckets: RoomBuckets | None = None) -> None:
         self.school = school
         self.registry = registry
+        self.receipt: tuple[str, int, int] | None = None
         self.decide = decide  # the policy in force: (room, unix time) -> Decision
         self.send_cmd = send_cmd
         self.buckets = buckets or RoomBuckets()
@@ -69,9 +70,13 @@ class Intake:
         self.last_seq = state.last_seq
 
     def handle(self, msg: mqtt.MQTTMessage, now: float) -> tuple[list[tuple], list[tuple]]:
-        """(operations for the journal, counts to apply once they are durable)."""
+        """(operations for the journal, counts to apply once they are durable).
+        After an authentic board event, `receipt` is its (room, boot, seq):
+        the gateway tells the board once it is durable (`committed_to`), and
+        only then does the board delete it (docs/outbox.md)."""
         ops: list[tuple] = []
         counts: list[tuple] = []
+        self.receipt = None
         try:
             self._board_message(msg, now, ops, counts)
         except Exception:  # a bug must cost one message, never the gateway
@@ -119,6 +124,10 @@ class Intake:
             body = payload.decode()
         except (ProtocolError, UnicodeDecodeError) as e:
             reason = rejection_reason(e) if isinstance(e, ProtocolError) else "bad_json"
+            if leaf == "evt":
+                # The board's own event, refused for good: it must not block
+                # the ones behind it in the board's flash. Confirmed, counted.
+                self.receipt = _numbers(room, payload)
             return self._reject(reason, msg, str(e), counts, room)
         if leaf == "tele":
             # Periodic readings update the live view only; the history keeps events.
@@ -203,6 +212,7 @@ class Intake:
 
     def _event(self, room: str, obj: dict, body: str, now: float, ops: list, counts: list) -> None:
         boot, seq = obj["boot"], obj["seq"]
+        self.receipt = (room, boot, seq)  # new, repeated or conflicting: it is stored
         mark = history.digest(obj)
         seen = self._seen_event((room, boot, seq), mark)
         if seen == "duplicate":
@@ -266,3 +276,15 @@ def _topic_of(msg: mqtt.MQTTMessage) -> str:
         return msg.topic
     except UnicodeDecodeError:  # paho decodes lazily; a broken topic must still be logged
         return msg._topic.decode("utf-8", "replace")
+
+
+def _numbers(room: str, payload: bytes) -> tuple[str, int, int] | None:
+    """(room, boot, seq) of an event the contract refuses, when readable."""
+    try:
+        obj = json.loads(payload)
+        boot, seq = obj["boot"], obj["seq"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    if all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 0xFFFFFFFF for n in (boot, seq)):
+        return room, boot, seq
+    return None

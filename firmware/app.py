@@ -11,7 +11,7 @@ import os
 from . import VERSION
 from .button import LONG, SHORT, ButtonLogic
 from .clock import Clock
-from .compat import const
+from .compat import const, ticks_diff, ticks_ms
 from .events import Events
 from .led import level  # not `led as ledmod`: one name fewer in the full qstr pool (docs/board.md)
 from .mqtt import MQTTClient
@@ -57,6 +57,7 @@ _TICK_MS = const(50)
 _BUTTON_SAMPLE_MS = const(10)
 _ACK_MEMORY = const(16)
 _RESTART_IDLE_MS = const(536870912)  # 2**29 ms, 6.2 days
+_COMMIT_MS = const(10000)  # no word from the gateway on a sent event: sent again
 
 
 def bump_boot_counter(storage):
@@ -107,6 +108,7 @@ class Classroom:
         self._acks_out = []
         self._button_flag = ThreadSafeFlag()
         self._reboot = False
+        self.acked = None  # (boot, seq): the gateway's last `committed_to`
         self._stopping = False
         school, room = cfg["school"], cfg["room"]
         self.t_state = topic(school, room, "state")
@@ -205,6 +207,12 @@ class Classroom:
                 self.events.emit("cmd.rejected", {"reason": str(e)[:120]})
             else:
                 self._send_ack({"v": 1, "id": cid, "ok": False, "boot": self.boot, "error": "bad_command"})
+            return
+        if cmd["cmd"] == "committed_to":
+            # The gateway has this room's events up to (boot, seq) in its
+            # database: only now do they leave the flash (docs/outbox.md). Not
+            # acknowledged: it is an acknowledgement.
+            self.acked = cmd["boot"], cmd["seq"]
             return
         for cid, ack in self._acks:
             if cid == cmd["id"]:  # QoS 1 redelivery: answer again, act once
@@ -349,12 +357,18 @@ class Classroom:
         self.apply(now)  # LED and relay answer before any network round trip
 
     async def _publisher(self):
-        # One outbox record in flight at a time, removed from flash only once
-        # the broker acknowledged it: a reset never loses a record, at worst
-        # sends one again (the gateway keeps each (boot, seq) once).
-        pending = None
+        # One outbox record in flight at a time. Telemetry leaves the flash
+        # once the broker acknowledged it; an event, once a gateway that
+        # says what it committed (`committed_to`) has said it of this one: a
+        # broker that dies before saving its queue loses none (docs/outbox.md).
+        # Before the first such word of a boot (a gateway of an older
+        # version, or none), the broker's acknowledgement is enough, as before.
+        # A reset never loses a record, at worst sends one again (the gateway
+        # keeps each (boot, seq) once, and says so again).
+        pending = rec = key = None
+        since = 0
         while True:
-            if pending is None and (not self.mqtt.up or (not self._acks_out and not len(self.outbox))):
+            if pending is None and key is None and (not self.mqtt.up or (not self._acks_out and not len(self.outbox))):
                 await self._wake.wait()
             try:
                 pid = None
@@ -370,9 +384,24 @@ class Classroom:
                 if pending is not None:
                     # short waits: acks for commands must not queue behind it
                     if await self.mqtt.wait_puback(pending, 200):
-                        self.outbox.pop()
                         pending = None
+                        if rec[0] == EVENT and self.acked is not None:  # pyright: ignore[reportOptionalSubscript]  # set with pending
+                            e = json.loads(rec[1])  # pyright: ignore[reportOptionalSubscript]
+                            key = e["boot"], e["seq"]
+                            since = ticks_ms()
+                        else:
+                            self.outbox.pop()
                     continue
+                if key is not None:
+                    e = self.acked
+                    if e is not None and e[0] == key[0] and e[1] >= key[1]:
+                        self.outbox.pop()  # the last peek's record, unless the cap dropped it meanwhile
+                        key = None
+                    elif self.mqtt.up and ticks_diff(ticks_ms(), since) < _COMMIT_MS:
+                        await sleep_ms_async(20)
+                        continue
+                    else:
+                        key = None  # no word: sent again
                 rec = self.outbox.peek() if self.mqtt.up else None
                 if rec is not None:
                     pending = await self.mqtt.publish(self.t_evt if rec[0] == EVENT else self.t_tele, rec[1], False, 1)

@@ -64,7 +64,7 @@ async def _keep_uplink(board, cfg):
             trial = False
             try:
                 os.stat("preau_trial.json")
-                print("preau: update not confirmed in time: back to the previous version")
+                print("preau: update unconfirmed")
                 board.set_relay(False)
                 board.reset()
             except OSError:

@@ -16,7 +16,7 @@ import json
 V = 1
 ROOT = "preau/v1/"
 MAX_BOARD_PAYLOAD = 1024
-COMMANDS = ("grant", "deny", "end", "identify", "time", "reboot", "update")
+COMMANDS = ("grant", "deny", "end", "identify", "time", "reboot", "update", "committed_to")
 MAX_DURATION_S = 14400
 MAX_GRACE_S = 900
 MAX_WINDOWS = 48
@@ -128,6 +128,10 @@ def check_cmd(obj):
         # the signed manifest's http:// address on the gateway (docs/ota.md);
         # the updater checks the rest
         _field(obj, "manifest_url", "a string")
+    elif cmd == "committed_to":
+        # the gateway has the room's events up to (boot, seq) stored
+        _field(obj, "boot", "an integer", True, 0, 0xFFFFFFFF)
+        _field(obj, "seq", "an integer", True, 0, 0xFFFFFFFF)
     return obj
 
 

@@ -136,3 +136,16 @@ def test_the_gateways_time_confirms_a_version_on_trial_and_the_next_boot_says_so
     assert boot["type"] == "boot" and json.loads(boot["data"]["update"])["version"] == "0.2.0"
     assert "preau_ota_result.json" not in os.listdir(d)
     wipe(d)
+
+
+def test_the_gateways_committed_to_is_taken_not_acknowledged():
+    # docs/outbox.md: the gateway's word that it stored the room's events up
+    # to (boot, seq); an acknowledgement itself, never acknowledged.
+    d = fresh("committed_to")
+    app = classroom(d)
+    assert app.acked is None  # until the first word, the broker's PUBACK is enough
+    command(app, {"v": 1, "id": "c", "cmd": "committed_to", "boot": 3, "seq": 41})
+    assert app.acked == (3, 41) and app._acks_out == []
+    command(app, {"v": 1, "id": "c", "cmd": "committed_to", "boot": 3})  # no seq: refused, said
+    assert app.acked == (3, 41) and app._acks_out[-1]["error"] == "bad_command"
+    wipe(d)
