@@ -222,6 +222,10 @@ def _fail(order, why):
 def download(order, cfg, fetch):
     """Fetch, check and stage the bundle in the slot not running; then the
     journal's "switch" step. UpdateError on any fault: nothing switched."""
+    if exists(TRIAL):
+        # The version on trial is not yet a safe place to come back to, and
+        # the other slot is the one that is: neither may be written over.
+        raise UpdateError("a version is on trial: it must report healthy or roll back first")
     active = active_slot()
     target = SLOTS[1] if active == SLOTS[0] else SLOTS[0]
     topic = "preau/v1/%s/%s/ota" % (cfg["school"], cfg["room"])

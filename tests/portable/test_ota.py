@@ -356,6 +356,25 @@ def test_a_version_that_never_reports_healthy_is_rolled_back():
         leave(d)
 
 
+def test_an_order_during_a_trial_is_refused_and_the_trial_goes_on():
+    d = flashed("ota_order_in_trial")
+    try:
+        order()
+        assert boot(Server(manifest())) == "reset"  # staged and switched: on trial now
+        assert U.exists(U.TRIAL)
+        newer = dict(NEW)
+        newer["firmware/app.mpy"] = b"newer app"
+        order("u-8")
+        assert boot(Server(manifest(newer, "u-8", "0.3.0"), newer)) == "reset"
+        assert "on trial" in result()["error"] and runs() == NEW and U.exists(U.TRIAL)
+        os.remove(U.RESULT)
+        # the trial carries on as if nothing came: unconfirmed, it rolls back
+        assert until_settled(Server(manifest()), healthy=False) == ["deadline", "running"]
+        assert runs() == OLD
+    finally:
+        leave(d)
+
+
 def _cut_everywhere(name, healthy, final):
     # Count the steps of an uncut run, then cut at each one in turn.
     d = flashed(name)
