@@ -11,7 +11,7 @@ import os
 from . import VERSION
 from .button import LONG, SHORT, ButtonLogic
 from .clock import Clock
-from .compat import const, ticks_diff, ticks_ms
+from .compat import const
 from .events import Events
 from .led import level  # not `led as ledmod`: one name fewer in the full qstr pool (docs/board.md)
 from .mqtt import MQTTClient
@@ -213,6 +213,7 @@ class Classroom:
             # database: only now do they leave the flash (docs/outbox.md). Not
             # acknowledged: it is an acknowledgement.
             self.acked = cmd["boot"], cmd["seq"]
+            self._wake.set()
             return
         for cid, ack in self._acks:
             if cid == cmd["id"]:  # QoS 1 redelivery: answer again, act once
@@ -388,7 +389,7 @@ class Classroom:
                         if rec[0] == EVENT and self.acked is not None:  # pyright: ignore[reportOptionalSubscript]  # set with pending
                             e = json.loads(rec[1])  # pyright: ignore[reportOptionalSubscript]
                             key = e["boot"], e["seq"]
-                            since = ticks_ms()
+                            since = self.clock.uptime_ms()
                         else:
                             self.outbox.pop()
                     continue
@@ -397,8 +398,11 @@ class Classroom:
                     if e is not None and e[0] == key[0] and e[1] >= key[1]:
                         self.outbox.pop()  # the last peek's record, unless the cap dropped it meanwhile
                         key = None
-                    elif self.mqtt.up and ticks_diff(ticks_ms(), since) < _COMMIT_MS:
-                        await sleep_ms_async(20)
+                    elif self.mqtt.up and self.clock.uptime_ms() - since < _COMMIT_MS:
+                        try:
+                            await asyncio.wait_for(self._wake.wait(), 0.2)  # the gateway's word wakes it
+                        except asyncio.TimeoutError:
+                            pass
                         continue
                     else:
                         key = None  # no word: sent again
