@@ -19,11 +19,12 @@ Nothing here is edited by hand. The configuration (Mosquitto 2.0):
 The ACL (docs/city.md, "City PKI and broker"):
 
 - a gateway (`%u` is its school) publishes only `preau/v1/city/%u/records`
-  and `.../%u/gateway`, and reads only `.../%u/ack`;
+  and `.../%u/gateway`, and reads only `.../%u/ack` and `.../%u/gaps`;
 - each worker (`worker.NAME`, one block each) reads every school's
   `records` and `gateway`, plain or through a shared subscription
   (Mosquitto 2.0.11 checks a `$share/GROUP/...` subscription against the
-  filter without its `$share/GROUP/` prefix), and alone publishes `ack`;
+  filter without its `$share/GROUP/` prefix), and alone publishes `ack`
+  and `gaps`;
 - nothing else: no other identity has a line, and Mosquitto denies what no
   line grants.
 
@@ -53,9 +54,10 @@ MAX_PACKET_BYTES = 300 * 1024  # a batch is at most 256 KiB (protocol/citylink.p
 SESSION_EXPIRY = "30d"  # a worker retired without a word: its queue goes after this
 
 GATEWAY_PUBLISHES = ("records", "gateway")
-GATEWAY_READS = ("ack",)
+# `gaps`: the city asks a gateway for the seqs it misses (docs/city.md, "Gaps").
+GATEWAY_READS = ("ack", "gaps")
 WORKER_READS = ("records", "gateway")
-WORKER_PUBLISHES = ("ack",)
+WORKER_PUBLISHES = ("ack", "gaps")
 
 # Measured with Mosquitto 2.0.11 (tests/test_city_security.py).
 RELOAD_NOTE = (

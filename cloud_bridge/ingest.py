@@ -1,5 +1,7 @@
 """Ingest from the city broker: batches of records from every school's
-gateway, stored once, acknowledged with the highest contiguous seq.
+gateway, stored once, acknowledged with the highest contiguous seq of the
+batch's epoch; missing seqs asked for once their gap lasts
+(`preau/v1/city/{school}/gaps`); telemetry forgotten after its retention.
 
 One asyncio loop owns the link (common.mqtt.MqttLink: paho driven by the
 loop, no network thread). The loop only queues what arrives; one writer
@@ -40,6 +42,7 @@ from protocol.citylink import (
     BatchError,
     city_topic,
     encode_city_ack,
+    encode_gaps,
     parse_batch,
     parse_city_topic,
     parse_gateway_state,
@@ -49,7 +52,7 @@ from .errors import BrokerRefused
 from .metrics import Metrics
 from .register import GatewayRegister
 from .settings import CitySettings
-from .store import INTERNAL_ERROR, CityStore, Stored, StoreWriteError, printable
+from .store import INTERNAL_ERROR, CityStore, GapRequest, Stored, StoreWriteError, printable
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,8 @@ RECORDS_FILTER = city_topic("+", "records")
 GATEWAY_FILTER = city_topic("+", "gateway")
 _BAD_RECORDS_LOGGED = 5
 DRAIN_TIMEOUT_S = 10.0
-Ack = tuple[str, int]  # (school, acked): what to publish once a batch is stored
+PRUNE_EVERY_S = 3600.0
+Ack = tuple[str, int, str]  # (school, acked, epoch): what to publish once a batch is stored
 
 
 class Ingest(MqttLink):
@@ -93,6 +97,7 @@ class Ingest(MqttLink):
         self._inbox: asyncio.Queue[tuple[mqtt.MQTTMessage, int] | None] = asyncio.Queue()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="city-writer")
         self._consumer: asyncio.Task | None = None
+        self._upkeep: asyncio.Task | None = None
         self._stopping = False
 
     @property
@@ -106,6 +111,7 @@ class Ingest(MqttLink):
         """Start on the running loop. The service starts even while the broker
         is down: the link retries with backoff for ever."""
         self._consumer = asyncio.create_task(self._consume(), name="city-ingest")
+        self._upkeep = asyncio.create_task(self._keep_up(), name="city-upkeep")
         self.connect_in_background()
 
     async def stop(self) -> None:
@@ -113,6 +119,10 @@ class Ingest(MqttLink):
         Messages arriving meanwhile are left unacknowledged: the broker
         delivers them again to our session at the next start."""
         self._stopping = True
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upkeep
         if self._consumer is not None:
             self._inbox.put_nowait(None)
             try:
@@ -187,15 +197,62 @@ class Ingest(MqttLink):
                 self.metrics.internal_errors.inc()
                 log.exception("city link: message dropped (a bug); payload %s", printable(msg.payload))
             if ack is not None:
-                school, acked = ack
+                school, acked, epoch = ack
                 # Link down meanwhile: the gateway resends after 10 s, and
                 # that copy is acked.
-                if self.publish(city_topic(school, "ack"), encode_city_ack(school, acked), qos=1):
+                if self.publish(city_topic(school, "ack"), encode_city_ack(school, acked, epoch), qos=1):
                     self.metrics.acks_published.inc()
             # After the commit and the ack. On a newer connection the broker
             # has sent it again already: that copy is acknowledged instead.
             if session == self._session:
                 self.ack(msg)
+
+    async def _keep_up(self) -> None:
+        """Beside the ingest: ask gateways for the records missing beyond
+        their ack once a gap has lasted `gap_after_s`, and forget telemetry
+        past its retention. Both on the writer thread (they write), between
+        batches."""
+        loop = asyncio.get_running_loop()
+        every = max(0.2, min(self.settings.gap_after_s / 3, 10.0))
+        pruned_at = 0.0
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if self.ready:
+                    for request in await loop.run_in_executor(self._writer, self.due_gaps):
+                        self.publish_gaps(request)
+                if self.now() - pruned_at >= PRUNE_EVERY_S:
+                    pruned_at = self.now()
+                    await loop.run_in_executor(self._writer, self.prune)
+            except StoreWriteError as e:
+                self.metrics.store_errors.inc()
+                log.error("city upkeep: %s", e)
+            except Exception:
+                self.metrics.internal_errors.inc()
+                log.exception("city upkeep failed (a bug)")
+
+    def due_gaps(self) -> list[GapRequest]:
+        """The gap requests due now (claimed in the database, so that of
+        several workers one asks). Runs on the writer thread (and in tests)."""
+        return self.store.gap_requests(self.now(), self.settings.gap_after_s)
+
+    def publish_gaps(self, request: GapRequest) -> bool:
+        missing = sum(last - first + 1 for first, last in request.ranges)
+        log.info("school %s: asking its gateway (epoch %r) for %d missing records in %d ranges, from seq %d",
+                 request.school, request.epoch, missing, len(request.ranges), request.ranges[0][0])
+        sent = self.publish(city_topic(request.school, "gaps"),
+                            encode_gaps(request.school, request.epoch, request.ranges), qos=1)
+        if sent:
+            self.metrics.gap_requests.inc()
+        return sent
+
+    def prune(self) -> int:
+        """Forget telemetry older than the retention; how many rows went."""
+        count = self.store.prune_telemetry(self.now() - self.settings.telemetry_retention_days * 86400)
+        if count:
+            log.info("telemetry: %d readings older than %g days forgotten", count,
+                     self.settings.telemetry_retention_days)
+        return count
 
     # ------------------------------------------------- the writer thread
 
@@ -251,11 +308,12 @@ class Ingest(MqttLink):
         log.warning("city link: refused %s (%s): %s; payload %s", topic, reason, why, printable(payload))
 
     def _ingest_batch(self, school: str, batch: Batch) -> Ack:
-        result = self.store.store_batch(batch, self.now())
+        # parse_batch checked every body against the contract's bounds.
+        result = self.store.store_batch(batch, self.now(), checked=True)
         self._count(school, result)
         log.debug("school %s: stored %d, duplicates %d, acked %d", school, result.stored, result.duplicates,
                   result.acked)
-        return school, result.acked
+        return school, result.acked, result.epoch
 
     def _count(self, school: str, result: Stored) -> None:
         fresh_conflicts = [c.seq for c in result.conflicts if c.new]
@@ -265,6 +323,11 @@ class Ingest(MqttLink):
                         "(seq %s%s): kept in conflicting_records, not applied; a forged batch, or a gateway whose "
                         "database was replaced", school, len(fresh_conflicts),
                         ", ".join(map(str, fresh_conflicts[:5])), "…" if len(fresh_conflicts) > 5 else "")
+        if result.dropped:
+            self.metrics.dropped.inc(result.dropped)
+            log.warning("city link: school %s: its gateway (epoch %r) dropped %d records it will never send",
+                        school, result.epoch, result.dropped)
+        self.metrics.telemetry.inc(result.telemetry)
         self.metrics.records_stored.inc(result.stored)
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.records_set_aside.inc(result.set_aside)

@@ -39,6 +39,11 @@ class Metrics:
             "Records whose seq was stored already with another content: kept in conflicting_records, never applied "
             "(a forged batch, or a gateway whose database was replaced).")
         self.unusable_bodies = counter("unusable_bodies", "Stored records whose body could not update the room view.")
+        self.telemetry = counter("telemetry", "Telemetry records stored (each also counts as a record stored).")
+        self.dropped = counter(
+            "records_dropped",
+            "Records a gateway said it will never send (telemetry evicted, or gone when a gap was asked for).")
+        self.gap_requests = counter("gap_requests", "Requests published to gateways for missing records.")
         self.gateway_states = counter("gateway_states", "Gateway online/offline messages applied.")
         self.acks_published = counter("acks_published", "Acks published to gateways.")
         self.store_errors = counter(

@@ -34,8 +34,9 @@ from .errors import CityError, CitySettingsError
 from .ingest import Ingest
 from .metrics import Metrics
 from .register import GatewayRegister
-from .settings import MQTT_PASSWORD_ENV, TOKEN_ENV, CitySettings, split_host_port
+from .settings import DATABASE_URL_ENV, MQTT_PASSWORD_ENV, TOKEN_ENV, CitySettings, split_host_port
 from .store import CityStore
+from .web import install as install_pages
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,16 @@ class City:
         else:
             log.warning("no gateway register (--gateways): batches' gateway ids are not checked against the "
                         "city CA's certificates")
-        store = CityStore(settings.db_path)
+        store = CityStore(settings.db_path, url=settings.database_url)
         metrics = metrics or Metrics()
         ingest = Ingest(settings, store, metrics, now, register=register)
-        return cls(settings, store, metrics, ingest, create_app(store, settings, metrics, ingest=ingest))
+        app = create_app(store, settings, metrics, ingest=ingest)
+        try:
+            install_pages(app, store, settings)  # the supervision pages, their accounts, the alerts
+        except BaseException:
+            store.close()
+            raise
+        return cls(settings, store, metrics, ingest, app)
 
     def listen(self) -> socket.socket:
         """The API's socket, bound now, so that port 0 gives the real port and
@@ -200,7 +207,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     f"(required), the MQTT password from ${MQTT_PASSWORD_ENV}.",
     )
     parser.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT", help="city MQTT broker")
-    parser.add_argument("--db", default="preau-city.db", metavar="PATH", help="SQLite database file")
+    parser.add_argument("--db", default="preau-city.db", metavar="PATH",
+                        help=f"SQLite database file (PostgreSQL: set ${DATABASE_URL_ENV} instead)")
     parser.add_argument("--http", default="127.0.0.1:8081", metavar="HOST:PORT", help="where the API listens")
     parser.add_argument("--username", help="MQTT username")
     parser.add_argument("--client-id", default="preau-city", help="MQTT client id (unique per worker)")
@@ -214,6 +222,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gateways", metavar="INDEX",
                         help="the city CA's index.json (or a copy): refuse batches from a gateway the CA "
                              "did not certify for that school")
+    parser.add_argument("--telemetry-days", type=float, default=CitySettings.telemetry_retention_days,
+                        metavar="DAYS", help="how long telemetry is kept")
+    parser.add_argument("--gap-after", type=float, default=CitySettings.gap_after_s, metavar="SECONDS",
+                        help="ask a gateway for missing records after they have been missing this long")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -225,6 +237,7 @@ def settings_from_args(args: argparse.Namespace) -> CitySettings:
         broker_host=broker_host, broker_port=broker_port, http_host=http_host, http_port=http_port,
         db_path=args.db, username=args.username, client_id=args.client_id, share_group=args.share_group,
         tls=args.tls, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file, gateways=args.gateways,
+        telemetry_retention_days=args.telemetry_days, gap_after_s=args.gap_after,
     ).check()
 
 
@@ -250,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         sock = city.listen()
         server = city.server(log_level=args.log_level)
         log.info("city service: API on %s, broker %s:%s, database %s", url_of(sock),
-                 city.settings.broker_host, city.settings.broker_port, city.settings.db_path)
+                 city.settings.broker_host, city.settings.broker_port, city.store.shown)
         try:
             asyncio.run(server.serve(sockets=[sock]))
         except SystemExit:

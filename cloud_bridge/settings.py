@@ -14,6 +14,9 @@ from .errors import CitySettingsError
 
 TOKEN_ENV = "PREAU_CITY_TOKEN"
 MQTT_PASSWORD_ENV = "PREAU_CITY_MQTT_PASSWORD"
+# A PostgreSQL URL may hold a password: from the environment only, never argv.
+DATABASE_URL_ENV = "PREAU_CITY_DATABASE_URL"
+DATABASE_SCHEMES = ("postgresql+psycopg://", "postgresql://", "sqlite:///")
 MIN_TOKEN_CHARS = 16
 _SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -45,9 +48,24 @@ class CitySettings:
     # The CA's index.json (or a copy): which gateway owns each school
     # (cloud_bridge/register.py). None: batches' gateway ids are not checked.
     gateways: str | None = None
+    # PostgreSQL for a city or a region (`postgresql+psycopg://user@host/db`,
+    # or a SQLite URL); None: the SQLite file `db_path`. A password in it
+    # is a secret: set it from PREAU_CITY_DATABASE_URL (or libpq's
+    # PGPASSWORD, ~/.pgpass), never on the command line.
+    database_url: str | None = None
+    # Telemetry older than this is forgotten (the city's GDPR register says how long).
+    telemetry_retention_days: float = 400.0
+    # Records stored beyond a missing seq: after this long the city asks the
+    # gateway for the missing ones (preau/v1/city/{school}/gaps), and again
+    # every as long while they stay missing.
+    gap_after_s: float = 30.0
 
     def __repr__(self) -> str:  # never a secret in a log line or a traceback
-        shown = {k: v for k, v in vars(self).items() if k not in ("token", "password")}
+        shown = {k: v for k, v in vars(self).items() if k not in ("token", "password", "database_url")}
+        if self.database_url:
+            from .store import redacted
+
+            shown["database_url"] = redacted(self.database_url)
         return f"CitySettings({', '.join(f'{k}={v!r}' for k, v in shown.items())}, token=***, password=***)"
 
     @classmethod
@@ -55,6 +73,8 @@ class CitySettings:
         """Secrets come from the environment, never from argv (`ps` shows argv)."""
         values.setdefault("token", os.environ.get(TOKEN_ENV))
         values.setdefault("password", os.environ.get(MQTT_PASSWORD_ENV))
+        if values.get("database_url") is None:
+            values["database_url"] = os.environ.get(DATABASE_URL_ENV) or None
         return cls(**values)
 
     @property
@@ -86,8 +106,16 @@ class CitySettings:
             raise CitySettingsError("an MQTT password is set without a username")
         if self.share_group is not None and not _SHARE_GROUP.fullmatch(self.share_group):
             raise CitySettingsError("share group: 1 to 64 of A-Z a-z 0-9 _ -")
-        if not self.db_path or self.db_path == ":memory:":
+        if self.database_url is not None:
+            if not self.database_url.startswith(DATABASE_SCHEMES):
+                raise CitySettingsError(f"{DATABASE_URL_ENV}: expected a URL starting with "
+                                        f"{' or '.join(DATABASE_SCHEMES)}")
+        elif not self.db_path or self.db_path == ":memory:":
             raise CitySettingsError("database: a file path is needed")
+        if not 0 < self.telemetry_retention_days <= 36500:
+            raise CitySettingsError("telemetry_retention_days: more than 0, at most 36500")
+        if not 0 < self.gap_after_s <= 86400:
+            raise CitySettingsError("gap_after_s: more than 0, at most 86400 seconds")
         if self.reconnect_max_s <= 0:
             raise CitySettingsError("reconnect_max_s: must be positive")
         if not 0 < self.keepalive_s <= 65535:

@@ -117,6 +117,10 @@ class LockedCity:
         values.setdefault("client_id", f"city-{uuid.uuid4().hex[:8]}")
         values.setdefault("reconnect_max_s", 1.0)
         values.setdefault("gateways", self.ca.index_file)
+        # The city's files (its SQLite database, or with PostgreSQL the pages'
+        # accounts and the alerts beside where it would be) in the city's
+        # folder, never in the working directory.
+        values.setdefault("db_path", str(self.dir / "workers" / name / "city.sqlite3"))
         return CitySettings(broker_host=self.host, broker_port=self.port, ca_file=self.ca.cert_file,
                             cert_file=identity.cert_file, key_file=identity.key_file, **values)
 

@@ -37,6 +37,7 @@ from devkit.sim.classroom import SimClassroom
 from devkit.sim.i2c import SCD4xModel, SimI2C, SimKit
 from devkit.sim.projector import EpsonSim
 from devkit.testing import school_clock
+from edge_gateway.accounts import AccountStore, default_path, new_password
 from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.config import Config
 from edge_gateway.fleet import write_private
@@ -185,6 +186,13 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
         "rooms": {room: {"wifi": wifi, "sessions": sessions} for room, (wifi, sessions) in ROOMS.items()},
     }, source="demo")
     gateway = await asyncio.to_thread(Gateway(config, resend_after_s=3, clock=school_clock(DEMO_TIME)).start)
+    # The pages' first account, as a school's first start makes it; its
+    # password in a 0600 file, never on the screen of a shared machine.
+    accounts = AccountStore(default_path(config.db))
+    pages_login = os.path.join(workdir, "pages-login.txt")
+    pages_password = new_password()
+    await asyncio.to_thread(accounts.add, "direction", "director", pages_password)
+    write_private(pages_login, f"login: direction\npassword: {pages_password}\n")
     gw_http = HttpThread(create_app(gateway, ApiSettings(token=gw_token)), "127.0.0.1", gateway_port,
                          any_port_if_taken=True, name="gateway-http")
     gw_port = gw_http.port
@@ -213,6 +221,7 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
     out(f"    read-only identity   {watcher} (subscribe to preau/v1/# with it to watch)")
     out(f"  city broker            mqtts://127.0.0.1:{city_broker.port} (Mosquitto, client certificates: "
         f"{city_broker.ca.dir})")
+    out(f"  school's pages         http://127.0.0.1:{gw_port}/ (log-in: {pages_login})")
     out(f"  gateway API            curl -H 'Authorization: Bearer {gw_token}' http://127.0.0.1:{gw_port}/api/rooms")
     out(f"  city API               curl -H 'Authorization: Bearer {city_token}' {city.url}/api/status")
     out(f"  data                   {workdir}")

@@ -1,11 +1,17 @@
 """The gateway's web API: rooms now, recent events, decisions explained,
-overrides, configuration reload, health and Prometheus metrics.
+overrides, configuration reload, health and Prometheus metrics; and the
+pages for people (edge_gateway/web/).
 
-Two roles, each a bearer token, neither with a default: the director's
-(`PREAU_GATEWAY_TOKEN` or `http.token`) reads and changes; the viewer's
-(`PREAU_GATEWAY_VIEWER_TOKEN` or `http.viewer_token`, optional) only reads.
-/healthz is open (systemd and the city's monitoring probe it); /metrics is
-open to the machine itself, a token from elsewhere.
+Who may call: a person logged in to the pages (an account, role director,
+technician or viewer: edge_gateway/accounts.py, a session cookie, CSRF on
+changes), or a machine with a bearer token, neither with a default: the
+director's (`PREAU_GATEWAY_TOKEN` or `http.token`) reads and changes; the
+viewer's (`PREAU_GATEWAY_VIEWER_TOKEN` or `http.viewer_token`, optional)
+only reads. Every route names the roles it admits (`Allow`,
+edge_gateway/web/auth.py), and the audit log names the caller's role and
+account id (`director:u-0001`, `director:token-director`), never a name
+typed in a form. /healthz is open (systemd and the city's monitoring probe
+it); /metrics is open to the machine itself, a role from elsewhere.
 
 Every handler is async and never blocks the event loop, which in
 production is the gateway's own (edge_gateway/main.py): the gateway's
@@ -20,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -27,24 +35,33 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.auth import BearerRoles
 from common.queries import refuse_unknown_query
+from common.web.http import BODY_MAX, BodyLimit, SecurityHeaders  # noqa: F401 - BODY_MAX: the tests read it here
 
+from .accounts import AccountStore, default_path, ensure_first
 from .config import Config, ConfigError
 from .gateway import Gateway, OverrideError
 from .history import read_audit, read_overrides, read_records
 from .overrides_input import OVERRIDE_ID_PATTERN, Moment, OverrideIn, RoomName, Text, to_unix
+from .web import pages, week
+from .web.auth import Access, Allow, NeedsLogin, PageForbidden, Principal, actor
+from .web.i18n import t
 
 TOKEN_ENV = "PREAU_GATEWAY_TOKEN"
 VIEWER_TOKEN_ENV = "PREAU_GATEWAY_VIEWER_TOKEN"
+# "0": session cookies without Secure (and without the __Host- prefix), for a
+# gateway reached over plain HTTP on the school LAN; see docs/security.md.
+COOKIE_SECURE_ENV = "PREAU_GATEWAY_COOKIE_SECURE"
+STATIC_DIR = os.path.join(os.path.dirname(__file__), "web", "static")
 LIMIT_MAX = 1000
 # The largest request body: an override is a few hundred bytes. uvicorn sets
 # no limit, and a handler reads its whole body into memory.
-BODY_MAX = 16 * 1024
+
 
 
 @dataclass(frozen=True)
@@ -52,16 +69,26 @@ class ApiSettings:
     token: str  # the director's: read and change
     viewer_token: str | None = None  # read only
     config_path: str | None = None  # what POST /api/config/reload reads again
+    accounts_file: str | None = None  # the pages' accounts; default: accounts.json beside the database
+    secure_cookies: bool = True
 
     @classmethod
     def from_config(cls, config: Config, environ: Mapping[str, str], config_path: str | None = None) -> ApiSettings:
+        """The service's settings; at the first start (no account yet) the
+        first director account is made (edge_gateway/accounts.py)."""
         token = environ.get(TOKEN_ENV) or config.http_token
         if not token:
             raise ConfigError(f"{config.source}: http.token: missing and {TOKEN_ENV} is not set; the API needs a bearer token")
         viewer = environ.get(VIEWER_TOKEN_ENV) or config.http_viewer_token
         if viewer and hmac.compare_digest(viewer.encode(), token.encode()):
             raise ConfigError(f"{config.source}: http.viewer_token: must differ from the director's token")
-        return cls(token=token, viewer_token=viewer or None, config_path=config_path)
+        secure = environ.get(COOKIE_SECURE_ENV, "1")
+        if secure not in ("0", "1"):
+            raise ConfigError(f"{COOKIE_SECURE_ENV}: expected 0 or 1, got {secure!r}")
+        accounts = default_path(config.db)
+        ensure_first(AccountStore(accounts), environ, sys.stderr)
+        return cls(token=token, viewer_token=viewer or None, config_path=config_path, accounts_file=accounts,
+                   secure_cookies=secure == "1")
 
 
 # output models -----------------------------------------------------------------------
@@ -142,8 +169,8 @@ class ReloadOut(BaseModel):
 class BoardCommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    who: Text = Field(default="technicien", description='a role ("technicien", "direction"), not a name',
-                      examples=["technicien"])
+    who: Text | None = Field(default=None, deprecated=True,
+                             description="ignored: the audit log names the caller's role and account")
     seconds: int = Field(default=10, ge=1, le=60, description="identify: how long the LED blinks")
 
 
@@ -186,23 +213,18 @@ def _settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-def _tokens(request: Request) -> dict[str, str | None]:
-    settings = _settings(request)
-    return {"director": settings.token, "viewer": settings.viewer_token}
-
-
-roles = BearerRoles(_tokens)
-_role = roles.dependency()
-
-
-_director = roles.require("director", why="this needs the director's token; the viewer's only reads")
-
+# Who may call what (edge_gateway/web/auth.py): every route has one of these.
+READERS = Allow("director", "technician", "viewer")
+DIRECTORS = Allow("director")
+TECHNICIANS = Allow("director", "technician")
 
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
 SettingsDep = Annotated[ApiSettings, Depends(_settings)]
-Reader = Depends(_role)
-DirectorOnly = Depends(_director)
-LocalOrReader = Depends(roles.loopback_or("director", "viewer"))
+ActorDep = Annotated[Principal, Depends(actor)]
+Reader = Depends(READERS)
+DirectorOnly = Depends(DIRECTORS)
+TechnicianOrDirector = Depends(TECHNICIANS)
+LocalOrReader = Depends(Allow("director", "technician", "viewer", loopback=True))
 # After the role: a query parameter the route does not know (`?al=true`) is
 # refused (422), since a filter with a typo would answer with everything.
 Strict = Depends(refuse_unknown_query)
@@ -210,8 +232,10 @@ Strict = Depends(refuse_unknown_query)
 RoomQuery = Annotated[RoomName, Query(examples=["cm2-b"])]
 RoomPath = Annotated[RoomName, Path(examples=["cm2-b"])]
 Limit = Annotated[int, Query(ge=1, le=LIMIT_MAX)]
-Who = Annotated[Text, Query(description='a role ("direction", "mairie"), not a name',
-                            examples=["direction"])]
+# Before accounts, callers typed who they were; what is audited now is the
+# caller's role and account. Still accepted (and bounded) for older clients.
+Who = Annotated[Text | None, Query(description="ignored: the audit log names the caller's role and account",
+                                   deprecated=True)]
 
 
 def _known_room(gateway: Gateway, room: str) -> None:
@@ -229,13 +253,13 @@ async def list_rooms(gateway: GatewayDep) -> list[dict]:
     return list(gateway.rooms().values())
 
 
-board_router = APIRouter(prefix="/api/rooms", tags=["boards"], dependencies=[DirectorOnly, Strict])
+board_router = APIRouter(prefix="/api/rooms", tags=["boards"], dependencies=[TechnicianOrDirector, Strict])
 BoardAction = Annotated[Literal["identify", "end", "reboot"], Path(examples=["identify"])]
 CommandId = Annotated[str, Path(max_length=32, pattern=r"^b-[0-9]{1,8}-[0-9]{1,12}$", examples=["b-95300000-1"])]
 
 
 @board_router.post("/{room}/board/{action}", response_model=BoardCommandOut, status_code=202)
-async def board_command(gateway: GatewayDep, room: RoomPath, action: BoardAction,
+async def board_command(gateway: GatewayDep, who: ActorDep, room: RoomPath, action: BoardAction,
                         body: BoardCommandIn | None = None) -> dict:
     """For the technician in the corridor: make the room's board blink its
     LED (`identify`), end its session (`end`) or restart (`reboot`). Sent at
@@ -243,7 +267,7 @@ async def board_command(gateway: GatewayDep, room: RoomPath, action: BoardAction
     ack with `GET .../board/commands/{id}`."""
     _known_room(gateway, room)
     body = body or BoardCommandIn()
-    return await gateway.board_command(room, action, body.who, body.seconds)
+    return await gateway.board_command(room, action, who.actor, body.seconds)
 
 
 @board_router.get("/{room}/board/commands/{command_id}", response_model=BoardResultOut)
@@ -307,9 +331,15 @@ async def list_overrides(
                                    now=gateway.clock(), limit=limit)
 
 
+class OverrideBody(OverrideIn):
+    who: Text | None = Field(default=None, deprecated=True,  # type: ignore[assignment]
+                             description="ignored: the audit log names the caller's role and account")
+
+
 @overrides_router.post("", status_code=201, response_model=OverrideOut, dependencies=[DirectorOnly, Strict])
-async def add_override(gateway: GatewayDep, body: OverrideIn) -> dict:
-    """A temporary allow or deny; 422 with the gateway's reason when refused."""
+async def add_override(gateway: GatewayDep, who: ActorDep, body: OverrideBody) -> dict:
+    """A temporary allow or deny; 422 with the gateway's reason when refused.
+    Its `who` is the caller's role and account (`director:u-0001`)."""
     timezone = gateway.config.policy.timezone
     starts = None if body.starts is None else to_unix(body.starts, timezone)
     if body.expires is not None:
@@ -319,7 +349,7 @@ async def add_override(gateway: GatewayDep, body: OverrideIn) -> dict:
         expires = (gateway.clock() if starts is None else starts) + 60 * body.minutes
     try:
         return await gateway.add_override(scope=body.scope, room=body.room, effect=body.effect, ap=body.ap,
-                                          ap_only=body.ap_only, starts=starts, expires=expires, who=body.who,
+                                          ap_only=body.ap_only, starts=starts, expires=expires, who=who.actor,
                                           why=body.why)
     except OverrideError as e:
         raise HTTPException(status_code=422, detail=str(e)) from None
@@ -329,9 +359,10 @@ async def add_override(gateway: GatewayDep, body: OverrideIn) -> dict:
 async def cancel_override(
     gateway: GatewayDep,
     override_id: Annotated[str, Path(pattern=OVERRIDE_ID_PATTERN, examples=["o-000001"])],
-    who: Who,
+    caller: ActorDep,
+    who: Who = None,
 ) -> dict:
-    if not await gateway.cancel_override(override_id, who):
+    if not await gateway.cancel_override(override_id, caller.actor):
         raise HTTPException(status_code=404, detail=f"no override {override_id!r} in force")
     return {"id": override_id, "cancelled": True}
 
@@ -348,17 +379,19 @@ async def audit(gateway: GatewayDep, limit: Limit = 100) -> list[dict]:
 class ReloadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    who: Text = Field(default="direction", examples=["direction"])
+    who: Text | None = Field(default=None, deprecated=True,
+                             description="ignored: the audit log names the caller's role and account")
 
 
 @admin_router.post("/config/reload", response_model=ReloadOut)
-async def reload_config(gateway: GatewayDep, settings: SettingsDep, body: ReloadIn | None = None) -> dict:
+async def reload_config(gateway: GatewayDep, settings: SettingsDep, who: ActorDep,
+                        body: ReloadIn | None = None) -> dict:
     """Read the configuration file again; a broken one is refused (422, with
     the file, key and what was expected) and the running one stays."""
     if not settings.config_path:
         raise HTTPException(status_code=409, detail="this gateway was not started from a configuration file")
     try:
-        return await gateway.reload(settings.config_path, who=(body or ReloadIn()).who)
+        return await gateway.reload(settings.config_path, who=who.actor)
     except ConfigError as e:
         raise HTTPException(status_code=422, detail=str(e)) from None
 
@@ -381,9 +414,9 @@ async def metrics(gateway: GatewayDep) -> Response:
     return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
-# the OpenAPI description: behind a token like the API it describes, and no
-# /docs page, which would load its scripts from a CDN the school network
-# may not reach
+# the OpenAPI description: behind a log-in or a token like the API it
+# describes; its reader is the /docs page (edge_gateway/web/pages.py), not
+# FastAPI's, which loads its scripts from a CDN the school network may not reach
 
 
 async def openapi(request: Request) -> JSONResponse:
@@ -419,41 +452,33 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-class BodyLimit:
-    """413 for a request body beyond `limit` bytes, announced or streamed."""
-
-    def __init__(self, app, limit: int = BODY_MAX) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.limit:
-            await JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, status_code=413)(
-                scope, receive, send)
-            return
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:  # chunked: FastAPI turns this into the 413 answer
-                raise HTTPException(status_code=413, detail=f"request body larger than {self.limit} bytes")
-            return message
-
-        await self.app(scope, limited, send)
+async def needs_login(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NeedsLogin)
+    return pages.login_redirect(exc.next_url)
 
 
-def create_app(gateway: Gateway, settings: ApiSettings) -> FastAPI:
+async def page_forbidden(request: Request, exc: Exception) -> Response:
+    lang = pages.lang_of(request)
+    from .web.render import layout
+
+    principal = request.app.state.access.principal(request)
+    return HTMLResponse(layout(lang, t(lang, "forbidden"), f"<p>{t(lang, 'forbidden_text')}</p>", principal=principal),
+                        status_code=403)
+
+
+def create_app(gateway: Gateway, settings: ApiSettings, access: Access | None = None) -> FastAPI:
+    """`access` (accounts, sessions, log-in limiter) is made from `settings`
+    when not given: tests give their own, with a cheap hash and a clock."""
     if not settings.token:
         raise ConfigError(f"API token missing: set {TOKEN_ENV} or http.token")
     app = FastAPI(title="Préau school gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
     app.state.settings = settings
+    if access is None:
+        access = Access(AccountStore(settings.accounts_file or default_path(gateway.config.db)),
+                        lambda: {"director": settings.token, "viewer": settings.viewer_token},
+                        secure_cookies=settings.secure_cookies)
+    app.state.access = access
     app.include_router(rooms_router)
     app.include_router(board_router)
     app.include_router(events_router)
@@ -462,6 +487,18 @@ def create_app(gateway: Gateway, settings: ApiSettings) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(ops_router)
     app.add_api_route("/openapi.json", openapi, include_in_schema=False, dependencies=[Reader, Strict])
+    app.include_router(pages.router)
+    app.include_router(week.router)
+    # The boards' over-the-air updates: no log-in (a board has no HTTP
+    # credentials); what they serve is authenticated end to end, the
+    # manifest by the room's board key, each file by its hash (docs/ota.md).
+    from .ota import router as ota_router
+
+    app.include_router(ota_router(gateway))
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(RequestValidationError, refused_input)
+    app.add_exception_handler(NeedsLogin, needs_login)
+    app.add_exception_handler(PageForbidden, page_forbidden)
     app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -27,6 +27,13 @@ class ConfigError(ValueError):
 DEFAULT_KEEP_DAYS = 365  # a school year and its summer: last year's history for the council
 MIN_KEEP_DAYS = 7
 MAX_KEEP_DAYS = 36_500
+# [city]: what the gateway sends the city, and how fast (docs/gateway.md, "City link").
+DEFAULT_TELEMETRY_INTERVAL_S = 300
+DEFAULT_UPLINK_KBIT_S = 256  # a quarter of a 1 Mbit/s ADSL uplink: the school keeps the rest
+MAX_UPLINK_KBIT_S = 1_000_000
+# Telemetry records waiting for the city: 48 hours of a 30-room school at
+# 5-minute intervals are 17,280; beyond the cap the oldest go first.
+DEFAULT_TELEMETRY_OUTBOX_MAX = 50_000
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,11 @@ class Config:
     # Records the city has acknowledged are deleted after this many days
     # (never those the dedup windows still need: edge_gateway/history.py).
     history_keep_days: int = DEFAULT_KEEP_DAYS
+    # [city]: one telemetry record per room and interval; the uplink's cap in
+    # kbit/s (0: none); unacknowledged telemetry records kept at most.
+    telemetry_interval_s: int = DEFAULT_TELEMETRY_INTERVAL_S
+    uplink_kbit_s: int = DEFAULT_UPLINK_KBIT_S
+    telemetry_outbox_max: int = DEFAULT_TELEMETRY_OUTBOX_MAX
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Config:
@@ -82,7 +94,7 @@ class Config:
         from .policy.config import POLICY_KEYS, ROOM_KEYS, PolicyConfigError, load_policy
 
         v.known(data, "", ("school", "gateway_id", "db", "fleet", "broker", "school_broker", "city_broker", "http",
-                           "rooms", "clock", "history") + POLICY_KEYS)
+                           "rooms", "clock", "history", "city") + POLICY_KEYS)
         school = v.name(data, "school")
         gateway_id = v.name(data, "gateway_id")
         db = v.string(data, "db")
@@ -142,6 +154,15 @@ class Config:
         v.known(history_table, "history", ("keep_days",))
         keep_days = v.integer(history_table, "keep_days", "history", MIN_KEEP_DAYS, MAX_KEEP_DAYS,
                               default=DEFAULT_KEEP_DAYS)
+        city = v.table(data, "city", required=False) or {}
+        v.known(city, "city", ("telemetry_interval_s", "uplink_kbit_s", "telemetry_outbox_max"))
+        telemetry_interval_s = v.integer(city, "telemetry_interval_s", "city", 60, 3600,
+                                         default=DEFAULT_TELEMETRY_INTERVAL_S)
+        uplink_kbit_s = v.integer(city, "uplink_kbit_s", "city", 0, MAX_UPLINK_KBIT_S, default=DEFAULT_UPLINK_KBIT_S)
+        if 0 < uplink_kbit_s < 16:
+            v.fail("city.uplink_kbit_s", f"expected 0 (no cap) or 16..{MAX_UPLINK_KBIT_S}, got {uplink_kbit_s}")
+        telemetry_outbox_max = v.integer(city, "telemetry_outbox_max", "city", 10, 10_000_000,
+                                         default=DEFAULT_TELEMETRY_OUTBOX_MAX)
         try:
             policy = load_policy(data, source=source, base_dir=base_dir, text=text)
         except PolicyConfigError as e:
@@ -162,6 +183,9 @@ class Config:
             broker=broker_files,
             clock_rtc=rtc,
             history_keep_days=keep_days,
+            telemetry_interval_s=telemetry_interval_s,
+            uplink_kbit_s=uplink_kbit_s,
+            telemetry_outbox_max=telemetry_outbox_max,
         )
 
 

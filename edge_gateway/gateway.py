@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 
 from common.mqtt import LinkError
+from protocol.citylink import GATEWAY_ROOM
 from protocol.codec import check_cmd
 
 from . import fleet, history
@@ -47,6 +48,7 @@ from .policy.model import Override
 from .registry import Registry
 from .rules import PolicyState, clock_unsynced
 from .school_link import SchoolLink
+from .telemetry import TelemetryAggregator
 
 BOARD_ACTIONS = ("identify", "end", "reboot")
 BOARD_RESULTS_KEPT = 1000
@@ -58,6 +60,7 @@ OVERRIDE_TIME_MIN = 946684800.0  # 2000-01-01: an override time before it is a t
 OVERRIDE_TIME_MAX = 4102444800.0  # 2100-01-01
 COMMIT_WAIT_S = 10.0
 PRUNE_EVERY_S = 86400.0  # the history is pruned once a day (and once after start)
+ACK_SAVE_EVERY_S = 1.0
 PRUNE_CHUNK = 5000  # records per transaction: a commit of the boards' messages never waits long behind one
 
 T = TypeVar("T")
@@ -124,7 +127,7 @@ class Gateway:
         self._counts: Counter = Counter()
         self._lock = threading.Lock()  # the counters: read by other threads (tests, the demo)
         self.metrics_registry = make_registry(GatewayCollector(self))
-        self.registry = Registry(config.rooms)
+        self.registry = _TelemetryRegistry(config.rooms)
         self.policy: PolicyState  # built once in _open(), with the overrides on disk
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None  # the loop's thread, when start() made one
@@ -137,6 +140,13 @@ class Gateway:
         self._committed_seq = 0
         self._override_count = 0
         self._acked = 0
+        self._acked_unsaved: int | None = None  # the city's last ack, not yet handed to the journal
+        self._acked_saved_at = float("-inf")
+        self.telemetry = TelemetryAggregator(config.telemetry_interval_s)
+        self._telemetry_unacked: deque[int] = deque()
+        self._telemetry_warned = 0.0
+        self.epoch = ""
+        self.registry.on_tele = self._on_tele
         self.intake = Intake(config.school, self.registry, decide=lambda room, at: self.policy.decide(room, at),
                              send_cmd=self._send_cmd, buckets=RoomBuckets(room_burst, room_rate_per_s))
         self._policy_day = None
@@ -226,6 +236,9 @@ class Gateway:
         self.intake.load(state)
         self._committed_seq = state.last_seq
         self._acked = state.acked
+        self.epoch = state.epoch
+        self._city_version = state.city_version
+        self._telemetry_unacked = deque(state.telemetry_unacked)
         self._override_count = state.override_count
         self.policy = PolicyState.build(self.config, self._overrides_from(state.overrides))
         self._policy_day = self._local_day(now)
@@ -255,7 +268,9 @@ class Gateway:
                                  clock_synced=lambda: self.clock_status.synced)
             self.forwarder = Forwarder(self.config.db, self.city, self.config, acked=self._acked,
                                        committed=self._committed_seq, clock=self.clock,
-                                       save_acked=self._save_acked, resend_after_s=self.resend_after_s)
+                                       save_acked=self._save_acked, resend_after_s=self.resend_after_s,
+                                       epoch=self.epoch, version=self._city_version,
+                                       save_version=self._save_city_version)
             self.city.connect_in_background()
         self._tick_task = asyncio.create_task(self._ticks(), name="gateway-ticks")
         self._clock_task = asyncio.create_task(self._watch_clock(), name="gateway-clock")
@@ -278,10 +293,13 @@ class Gateway:
         # and gives it to the next start. What was handled is committed and
         # acknowledged before the link goes, so nothing is handled twice.
         self._draining = True
+        self._flush_acked()
         deadline = loop.time() + self.stop_timeout_s
         while (self.journal.pending or self._pending) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         await self.school.stop()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         if self.city is not None:
             await self.city.stop()
         await asyncio.to_thread(self.journal.stop, self.stop_timeout_s)
@@ -344,7 +362,9 @@ class Gateway:
             "rate_limited": by("rate_limited"),
             **{name: c.get(name, 0) for name in ("duplicates", "conflicts", "history", "events_missing",
                                                  "internal_errors", "time_sent", "policies_published",
-                                                 "config_rejected", "logs_suppressed", "fleet_rejected")},
+                                                 "config_rejected", "logs_suppressed", "fleet_rejected",
+                                                 "telemetry_dropped")},
+            "telemetry_outbox": len(self._telemetry_unacked),
             "city_acks_ignored": self.forwarder.acks_ignored if self.forwarder else 0,
             "outbox": self.outbox_size(),
             "city_acked": self.forwarder.acked if self.forwarder else self._acked,
@@ -358,6 +378,12 @@ class Gateway:
             out["batches_sent"] = self.forwarder.batches_sent
             out["records_sent"] = self.forwarder.records_sent
             out["resends"] = self.forwarder.resends
+            out["live_batches"] = self.forwarder.live_batches
+            out["live_records"] = self.forwarder.live_records
+            out["repair_batches"] = self.forwarder.repair_batches
+            out["records_dropped_listed"] = self.forwarder.dropped_listed
+            out["uplink_bytes"] = self.forwarder.bytes_sent
+            out["city_batch_version"] = self.forwarder.version
         return out
 
     @property
@@ -460,7 +486,69 @@ class Gateway:
                                "(slow or failing disk): check /healthz") from None
 
     def _save_acked(self, seq: int) -> None:
-        self._submit([("acked", seq)])
+        """The city's ack, kept at most once a second: a drain brings an ack
+        per batch, and each would be a commit (an fsync) the boards' own
+        messages queue behind. One lost at a crash costs a resend of what
+        the city has (it stores each seq once), never a record."""
+        self._acked_unsaved = seq
+        assert self._loop is not None
+        if self._loop.time() - self._acked_saved_at >= ACK_SAVE_EVERY_S:
+            self._flush_acked()
+
+    def _flush_acked(self) -> None:
+        if self._acked_unsaved is not None and self.journal is not None:
+            self._submit([("acked", self._acked_unsaved)])
+            self._acked_unsaved = None
+            assert self._loop is not None
+            self._acked_saved_at = self._loop.time()
+
+    def _save_city_version(self, version: int) -> None:
+        self._submit([("identity", "city_version", str(version))])
+
+    def _audit(self, now: float, who: str, action: str, detail: dict) -> list[tuple]:
+        """The audit row and its record for the city (kind "audit", room
+        "gateway"), so supervision sees why a school's rooms were closed
+        or opened."""
+        self.intake.last_seq += 1
+        body = json.dumps({"v": 1, "who": who, "action": action,
+                           "detail": {k: (v[:500] if isinstance(v, str) else v) for k, v in detail.items()}},
+                          separators=(",", ":"), sort_keys=True)
+        return [("audit", now, who, action, _audit_json(detail)),
+                ("rec", self.intake.last_seq, GATEWAY_ROOM, "audit", round(now, 3), None, None, body, None)]
+
+    # telemetry for the city (edge_gateway/telemetry.py) ---------------------------
+
+    def _on_tele(self, room: str, obj: dict, now: float) -> None:
+        self.telemetry.add(room, obj, now)
+
+    def _telemetry_due(self, now: float) -> None:
+        """The records of the intervals that ended, then the oldest
+        telemetry the city has not acknowledged beyond `[city]
+        telemetry_outbox_max` evicted (counted; the city hears of it as
+        dropped seqs)."""
+        due = self.telemetry.due(now)
+        if not due:
+            return
+        ops: list[tuple] = []
+        for room, at, body in due:
+            self.intake.last_seq += 1
+            ops.append(("rec", self.intake.last_seq, room, "telemetry", at, None, None, body, None))
+            self._telemetry_unacked.append(self.intake.last_seq)
+        over = len(self._telemetry_unacked) - self.config.telemetry_outbox_max
+        if over > 0:
+            gone = [self._telemetry_unacked.popleft() for _ in range(over)]
+            ops.append(("evict", gone[0], gone[-1]))
+            self._count_now("telemetry_dropped", over)
+            if self._telemetry_warned + 3600 < now:
+                self._telemetry_warned = now
+                log.warning("city unreachable for long: %d telemetry record(s) waiting, the oldest evicted "
+                            "(%d so far); events are kept", len(self._telemetry_unacked),
+                            self._counts.get("telemetry_dropped", 0))
+        self._submit(ops)
+
+    def _telemetry_acked(self, acked: int) -> None:
+        while self._telemetry_unacked and self._telemetry_unacked[0] <= acked:
+            self._telemetry_unacked.popleft()
 
     # ticks: the city link's resends, the day's policies ---------------------------
 
@@ -472,8 +560,11 @@ class Gateway:
                 self._load_fleet()
                 if self.ota is not None:
                     self.ota.tick(now)  # the hour plays no part: not held back by the clock
+                self._telemetry_due(now)
                 if self.forwarder is not None:
                     self.forwarder.tick()
+                    if asyncio.get_running_loop().time() - self._acked_saved_at >= ACK_SAVE_EVERY_S:
+                        self._flush_acked()
                 if not self.clock_status.synced:
                     continue  # the day, the policies and the history's age all need the hour
                 loop = asyncio.get_running_loop()
@@ -537,21 +628,29 @@ class Gateway:
     @on_gateway_loop
     async def prune(self) -> int:
         """Delete the records the city has acknowledged that are older than
-        `[history] keep_days`, sparing what the next start reads (the dedup
-        windows); a few thousand per transaction. How many went."""
+        `[history] keep_days` (telemetry: TELEMETRY_KEEP_DAYS), sparing what
+        the next start reads (the dedup windows); a few thousand per
+        transaction. How many went."""
         if not self.clock_status.synced:
             return 0
+        self._flush_acked()  # what is deleted is below an ack on disk, before the deletion
         acked = self.forwarder.acked if self.forwarder is not None else self._acked
-        before = self.clock() - 86400.0 * self.config.history_keep_days
-        lo, hi, count = await asyncio.to_thread(history.prunable, self.config.db, acked, before)
-        if not count:
-            return 0
-        for start in range(lo - 1, hi, PRUNE_CHUNK):
-            await self._durable(self._submit([("prune", start, min(start + PRUNE_CHUNK, hi), before)]))
-        self._count_now("records_pruned", count)
-        log.info("history: %d record(s) older than %d days, acknowledged by the city, deleted (seq %d..%d)",
-                 count, self.config.history_keep_days, lo, hi)
-        return count
+        total = 0
+        for what, days, find, op in (
+                ("record(s)", self.config.history_keep_days, history.prunable, "prune"),
+                ("telemetry record(s)", min(history.TELEMETRY_KEEP_DAYS, self.config.history_keep_days),
+                 history.prunable_telemetry, "prune_telemetry")):
+            before = self.clock() - 86400.0 * days
+            lo, hi, count = await asyncio.to_thread(find, self.config.db, acked, before)
+            if not count:
+                continue
+            for start in range(lo - 1, hi, PRUNE_CHUNK):
+                await self._durable(self._submit([(op, start, min(start + PRUNE_CHUNK, hi), before)]))
+            total += count
+            log.info("history: %d %s older than %d days, acknowledged by the city, deleted (seq %d..%d)",
+                     count, what, days, lo, hi)
+        self._count_now("records_pruned", total)
+        return total
 
     def _on_city(self, item: tuple) -> None:
         if self.forwarder is None:
@@ -562,13 +661,18 @@ class Gateway:
             self.forwarder.on_down()
         elif item[0] == "city_ack":
             self.forwarder.on_ack(item[1])
+            self._telemetry_acked(self.forwarder.acked)
+        elif item[0] == "city_gaps":
+            self.forwarder.on_gaps(item[1])
 
     # board messages (on the loop) ---------------------------------------------------
 
     def _on_board(self, msg: mqtt.MQTTMessage) -> None:
         if self._draining:
             return
-        ops, counts = self.intake.handle(msg, self.clock())
+        # To the millisecond, as a version 2 batch carries it: the same record
+        # sent as version 1, then again as version 2, is the same to the city.
+        ops, counts = self.intake.handle(msg, round(self.clock(), 3))
         assert self.journal is not None
         ticket = self._submit(ops) if ops else self.journal.submitted
         self._after(ticket, msg, counts, receipt=self.intake.receipt)
@@ -659,7 +763,7 @@ class Gateway:
         self.policy = self.policy.with_overrides((*self.policy.overrides, _override(row)))
         self._publish_policies(now, [row["room"]] if row["scope"] == "room" else None)
         values = tuple(row[c] for c in history.OVERRIDE_COLUMNS[:-2]) + (now,)
-        ticket = self._submit([("override", values), ("audit", now, row["who"], "override.add", _audit_json(row))])
+        ticket = self._submit([("override", values), *self._audit(now, row["who"], "override.add", row)])
         log.info("override %s added by %s: %s %s (%s)", row["id"], row["who"], row["effect"], row["room"] or "school",
                  row["why"])
         await self._durable(ticket)
@@ -674,7 +778,7 @@ class Gateway:
         self.policy = self.policy.with_overrides(kept)
         self._publish_policies(now)
         ticket = self._submit([("cancel", now, override_id),
-                               ("audit", now, (who or "?")[:40], "override.cancel", _audit_json({"id": override_id}))])
+                               *self._audit(now, (who or "?")[:40], "override.cancel", {"id": override_id})])
         await self._durable(ticket)
         return True
 
@@ -698,16 +802,16 @@ class Gateway:
         while len(self._board_acks) > BOARD_RESULTS_KEPT:
             self._board_acks.popitem(last=False)
         self._send_cmd(room, cmd)
-        await self._durable(self._submit([("audit", now, (who or "?")[:40], f"board.{action}",
-                                           _audit_json({"room": room, "id": cmd["id"]}))]))
+        await self._durable(self._submit(self._audit(now, (who or "?")[:40], f"board.{action}",
+                                                     {"room": room, "id": cmd["id"]})))
         return {"room": room, "cmd": action, "id": cmd["id"], "online": bool(self.registry.row(room)["online"])}
 
     def _send_update(self, room: str, cmd: dict) -> None:
         check_cmd(cmd)
         self._send_cmd(room, cmd)
         assert self.ota is not None and self.ota.state is not None
-        self._submit([("audit", self.clock(), "ota", "board.update",
-                       _audit_json({"room": room, "id": cmd["id"], "version": self.ota.state["version"]}))])
+        self._submit(self._audit(self.clock(), "ota", "board.update",
+                                 {"room": room, "id": cmd["id"], "version": self.ota.state["version"]}))
 
     def board_key(self, room: str) -> bytes | None:
         """The room's board key, from the fleet file (for the OTA manifest)."""
@@ -739,7 +843,10 @@ class Gateway:
             for name, key in (("school", "school"), ("gateway_id", "gateway_id"), ("db", "db"), ("fleet_file", "fleet"),
                               ("school_broker", "school_broker"), ("city_broker", "city_broker"),
                               ("http_bind", "http.bind"), ("http_token", "http.token"),
-                              ("http_viewer_token", "http.viewer_token"), ("clock_rtc", "clock.rtc")):
+                              ("http_viewer_token", "http.viewer_token"), ("clock_rtc", "clock.rtc"),
+                              ("telemetry_interval_s", "city.telemetry_interval_s"),
+                              ("uplink_kbit_s", "city.uplink_kbit_s"),
+                              ("telemetry_outbox_max", "city.telemetry_outbox_max")):
                 if getattr(new, name) != getattr(self.config, name):
                     # the API's tokens are read at start: a changed token must not look applied
                     raise ConfigError(f"{new.source}: {key}: changed; this needs a gateway restart, "
@@ -747,7 +854,7 @@ class Gateway:
             state = await asyncio.to_thread(PolicyState.build, new, ())
         except ConfigError as e:
             now = self.clock()
-            await self._durable(self._submit([("audit", now, who, "config.rejected", _audit_json({"detail": str(e)}))]))
+            await self._durable(self._submit(self._audit(now, who, "config.rejected", {"detail": str(e)})))
             self._count_now("config_rejected")
             log.error("configuration reload refused, the running one stays: %s", e)
             raise
@@ -759,8 +866,8 @@ class Gateway:
         self._publish_policies(now)
         self._load_fleet()
         log.info("configuration reloaded from %s: %d rooms", new.source, len(new.rooms))
-        await self._durable(self._submit([("audit", now, who, "config.reload",
-                                           _audit_json({"detail": f"{len(new.rooms)} rooms"}))]))
+        await self._durable(self._submit(self._audit(now, who, "config.reload",
+                                                     {"detail": f"{len(new.rooms)} rooms"})))
         return {"ok": True, "rooms": sorted(new.rooms)}
 
     def explain(self, room: str, at: float | None = None):
@@ -786,6 +893,19 @@ def _override(row: dict) -> Override:
         ap_only=bool(row["ap_only"]), starts=datetime.fromtimestamp(row["starts"], UTC),
         expires=datetime.fromtimestamp(row["expires"], UTC), who=row["who"], why=row["why"],
     )
+
+
+class _TelemetryRegistry(Registry):
+    """The registry, with each live reading Intake applies handed to the
+    telemetry aggregator too (the board's `tele` is decoded and checked
+    once, by Intake; a reading from an older boot never gets here)."""
+
+    on_tele: Callable[[str, dict, float], None] | None = None
+
+    def apply_tele(self, room: str, obj: dict, now: float) -> None:
+        super().apply_tele(room, obj, now)
+        if self.on_tele is not None:
+            self.on_tele(room, obj, now)
 
 
 def _audit_json(detail: dict) -> str:

@@ -13,6 +13,7 @@ lets them read while the journal writes."""
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -84,6 +85,11 @@ CREATE TABLE IF NOT EXISTS audit (
     # the dedup window without parsing a body.
     Step(2, "events and decisions keyed, not unique, by (room, boot, seq); events carry their digest",
          lambda conn: _step2(conn)),
+    # The city link's second stage (docs/protocol.md, "City link"): records
+    # of kind telemetry (a room's readings per interval) and audit (the
+    # gateway's audit log, for the city's supervision), and the database's
+    # epoch, drawn once.
+    Step(3, "telemetry and audit records; the database's epoch", lambda conn: _step3(conn)),
 )
 
 
@@ -94,6 +100,46 @@ def _step2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE records ADD COLUMN digest BLOB")  # an event's digest(); NULL for other kinds
     rows = conn.execute("SELECT seq, body FROM records WHERE kind = 'evt'").fetchall()
     conn.executemany("UPDATE records SET digest = ? WHERE seq = ?", ((stored_digest(body), seq) for seq, body in rows))
+
+
+def _step3(conn: sqlite3.Connection) -> None:
+    # SQLite cannot change a CHECK: the table is rebuilt (its documented
+    # twelve steps, in the migration's transaction). sqlite_sequence goes
+    # with the old table and is put back, so a seq is never reused.
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+    last_seq = int(row[0]) if row else 0
+    conn.execute("""
+CREATE TABLE records_new (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    room    TEXT NOT NULL,
+    kind    TEXT NOT NULL CHECK (kind IN ('state', 'evt', 'ack', 'decision', 'telemetry', 'audit')),
+    at      REAL NOT NULL,
+    boot    INTEGER,
+    evt_seq INTEGER,
+    body    TEXT NOT NULL,
+    digest  BLOB
+)""")
+    conn.execute("INSERT INTO records_new (seq, room, kind, at, boot, evt_seq, body, digest) "
+                 "SELECT seq, room, kind, at, boot, evt_seq, body, digest FROM records")
+    conn.execute("DROP TABLE records")
+    conn.execute("ALTER TABLE records_new RENAME TO records")
+    conn.execute("DELETE FROM sqlite_sequence WHERE name IN ('records', 'records_new')")
+    if last_seq:
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('records', ?)", (last_seq,))
+    conn.execute("CREATE INDEX records_room ON records (room, seq)")
+    conn.execute("CREATE INDEX records_key ON records (room, boot, evt_seq) WHERE kind IN ('evt', 'decision')")
+    # The oldest telemetry waiting for the city goes first when its space runs out.
+    conn.execute("CREATE INDEX records_telemetry ON records (seq) WHERE kind = 'telemetry'")
+    conn.execute("CREATE TABLE identity (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # A database that already sent records keeps the empty epoch under which
+    # the city holds them (a new epoch would start its history again at a
+    # seq it never saw from 1); a fresh one, a new SD card, draws its own.
+    conn.execute("INSERT INTO identity (key, value) VALUES ('epoch', ?)", ("" if last_seq else new_epoch(),))
+
+
+def new_epoch() -> str:
+    """16 hex characters: two gateways' databases never draw the same."""
+    return secrets.token_hex(8)
 
 
 ROOM_COLUMNS = ("room", "online", "boot", "fw", "board", "session", "ap", "last_seen", "evt_seq", "state")
@@ -169,6 +215,9 @@ class StartState:
     acked: int = 0
     events: dict[tuple[str, int, int], list[bytes]] = field(default_factory=dict)  # (room, boot, seq) -> digests
     decisions: dict[tuple[str, int, int], str] = field(default_factory=dict)  # (room, boot, req) -> cmd sent
+    epoch: str = ""
+    city_version: int = 1  # the batch version the city's last ack let us send
+    telemetry_unacked: list[int] = field(default_factory=list)  # seqs of the telemetry the city has not acknowledged
 
 
 def load_state(conn: sqlite3.Connection, now: float) -> StartState:
@@ -182,6 +231,11 @@ def load_state(conn: sqlite3.Connection, now: float) -> StartState:
     s.last_seq = int(row[0]) if row else 0
     row = conn.execute("SELECT value FROM meta WHERE key = 'city_acked'").fetchone()
     s.acked = int(row[0]) if row else 0
+    identity = dict(conn.execute("SELECT key, value FROM identity"))
+    s.epoch = identity.get("epoch", "")
+    s.city_version = int(identity.get("city_version", "1"))
+    s.telemetry_unacked = [seq for (seq,) in conn.execute(
+        "SELECT seq FROM records WHERE kind = 'telemetry' AND seq > ? ORDER BY seq", (s.acked,))]
     # The newest DEDUP_WINDOW of each, oldest first (the windows drop their oldest).
     for kind in ("evt", "decision"):
         rows = conn.execute("SELECT room, boot, evt_seq, digest, body FROM records WHERE kind = ? ORDER BY seq DESC LIMIT ?",
@@ -213,17 +267,38 @@ SET_ACKED = ("INSERT INTO meta (key, value) VALUES ('city_acked', ?) "
              "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)")
 # One chunk of a prune (see prunable): (after seq, up to seq, stored before).
 PRUNE_RECORDS = "DELETE FROM records WHERE seq > ? AND seq <= ? AND at < ?"
+# Telemetry evicted when its space runs out: (first seq, last seq); only
+# telemetry goes, the events between stay.
+EVICT_TELEMETRY = "DELETE FROM records WHERE kind = 'telemetry' AND seq >= ? AND seq <= ?"
+# One chunk of the telemetry's prune (see prunable_telemetry): (after seq, up to seq, stored before).
+PRUNE_TELEMETRY = "DELETE FROM records WHERE kind = 'telemetry' AND seq > ? AND seq <= ? AND at < ?"
+# Acknowledged telemetry stays at the school this long: the city keeps the
+# series; a year of 30 rooms at 5 minutes would be some 3 million records
+# on the SD card.
+TELEMETRY_KEEP_DAYS = 7
+SET_IDENTITY = "INSERT OR REPLACE INTO identity (key, value) VALUES (?, ?)"
 
 
 # readers (any thread; the web API calls them through asyncio.to_thread) ----------
 
 
 def unacked(path: str, after: int, upto: int, limit: int) -> list[StoredRecord]:
-    """Committed records after `after`, at most up to `upto`, for the city link."""
+    """Committed records after `after`, at most up to `upto`, for the city
+    link, in seq order. A seq missing between them was evicted (telemetry)
+    or pruned: the city link lists it as dropped."""
     with closing(_reader(path)) as conn:
         rows = conn.execute("SELECT seq, room, kind, at, body FROM records WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
                             (after, upto, limit)).fetchall()
     return [StoredRecord(*r) for r in rows]
+
+
+def newest(path: str, after: int, upto: int, limit: int) -> list[StoredRecord]:
+    """The newest `limit` committed records in (after, upto], in seq order:
+    the city link's live lane."""
+    with closing(_reader(path)) as conn:
+        rows = conn.execute("SELECT seq, room, kind, at, body FROM records WHERE seq > ? AND seq <= ? "
+                            "ORDER BY seq DESC LIMIT ?", (after, upto, limit)).fetchall()
+    return [StoredRecord(*r) for r in reversed(rows)]
 
 
 def read_overrides(path: str, include_past: bool = False, now: float | None = None, limit: int = 200) -> list[dict]:
@@ -278,6 +353,16 @@ def prunable(path: str, acked: int, before: float) -> tuple[int, int, int]:
                 upto = min(upto, oldest_needed - 1)
         lo, hi, count = conn.execute("SELECT MIN(seq), MAX(seq), COUNT(*) FROM records WHERE seq <= ? AND at < ?",
                                      (upto, before)).fetchone()
+    return int(lo or 0), int(hi or 0), int(count)
+
+
+def prunable_telemetry(path: str, acked: int, before: float) -> tuple[int, int, int]:
+    """(lowest seq, highest seq, count) of the telemetry records that may be
+    deleted: acknowledged by the city and stored before `before`. The
+    dedup windows hold no telemetry."""
+    with closing(_reader(path)) as conn:
+        lo, hi, count = conn.execute("SELECT MIN(seq), MAX(seq), COUNT(*) FROM records WHERE kind = 'telemetry' "
+                                     "AND seq <= ? AND at < ?", (acked, before)).fetchone()
     return int(lo or 0), int(hi or 0), int(count)
 
 

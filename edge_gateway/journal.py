@@ -158,14 +158,24 @@ class Journal:
     def _apply(self, ops: list[Op]) -> int:
         conn = self.conn
         seq = 0
+        # A burst of 30 rooms' messages is a handful of statements, not a few
+        # per message: consecutive records go in one executemany, and a
+        # room's row, which each of its events rewrites whole, is written
+        # once per commit, its last value (docs/gateway.md, "Durability").
+        records: list[tuple] = []
+        rooms: dict[str, tuple] = {}
         conn.execute("BEGIN IMMEDIATE")
         for op in ops:
             kind = op[0]
             if kind == "rec":
-                conn.execute(history.INSERT_RECORD, op[1:])
-                seq = max(seq, op[1])
-            elif kind == "room":
-                conn.execute(history.UPSERT_ROOM, op[1])
+                records.append(op[1:])
+                continue
+            if records:
+                conn.executemany(history.INSERT_RECORD, records)
+                seq = max(seq, records[-1][0])
+                records = []
+            if kind == "room":
+                rooms[op[1][0]] = op[1]
             elif kind == "override":
                 conn.execute(history.INSERT_OVERRIDE, op[1])
             elif kind == "cancel":
@@ -176,7 +186,18 @@ class Journal:
                 conn.execute(history.SET_ACKED, op[1:])
             elif kind == "prune":
                 conn.execute(history.PRUNE_RECORDS, op[1:])
+            elif kind == "prune_telemetry":
+                conn.execute(history.PRUNE_TELEMETRY, op[1:])
+            elif kind == "evict":
+                conn.execute(history.EVICT_TELEMETRY, op[1:])
+            elif kind == "identity":
+                conn.execute(history.SET_IDENTITY, op[1:])
             else:  # a bug: said loudly, never retried for ever
                 raise AssertionError(f"journal: unknown operation {kind!r}")
+        if records:
+            conn.executemany(history.INSERT_RECORD, records)
+            seq = max(seq, records[-1][0])
+        if rooms:
+            conn.executemany(history.UPSERT_ROOM, rooms.values())
         conn.execute("COMMIT")
         return seq

@@ -27,6 +27,9 @@ _COUNTERS = (
      "City acks beyond what the gateway sent or committed: forged or stale, ignored."),
     ("records_pruned", "preau_gateway_records_pruned",
      "History records deleted: acknowledged by the city and older than history.keep_days."),
+    ("telemetry_dropped", "preau_gateway_telemetry_dropped",
+     "Telemetry records evicted unsent: the city unreachable past city.telemetry_outbox_max (listed to it as dropped)."),
+    ("uplink_bytes", "preau_gateway_uplink_bytes", "Bytes of record batches sent to the city, MQTT and TLS framing included."),
 )
 _LABELLED = (
     ("accepted", "preau_gateway_messages_accepted", "Board messages that passed validation, by topic leaf.", "leaf"),
@@ -52,6 +55,9 @@ class GatewayCollector(Collector):
             yield CounterMetricFamily(name, help_, value=m.get(key, 0))
         yield GaugeMetricFamily("preau_gateway_outbox_records", "Records not yet acknowledged by the city.",
                                 value=m["outbox"])
+        yield GaugeMetricFamily("preau_gateway_telemetry_outbox_records",
+                                "Telemetry records waiting for the city (bounded by city.telemetry_outbox_max).",
+                                value=m["telemetry_outbox"])
         yield GaugeMetricFamily("preau_gateway_last_seq", "Sequence number of the last record committed.",
                                 value=m["last_seq"])
         yield GaugeMetricFamily("preau_gateway_journal_pending", "Writes handed to the database, not yet committed.",

@@ -4,7 +4,11 @@
     preau gateway   the school gateway service (--config school.toml)
     preau gateway install|backup|clock --config school.toml ...
                     its systemd units and files, a database copy, its clock (docs/install.md)
+    preau gateway account add|reset|remove|list [LOGIN] --config school.toml [--role ROLE]
+                    the accounts of the gateway's pages (docs/security.md, "Accounts")
     preau city      the city supervision service
+    preau city account add|reset|remove|list [LOGIN] [--db PATH | --accounts FILE] [--role ROLE]
+                    the accounts of the city's pages (docs/security.md, "City accounts")
     preau provision --config school.toml init|add|list|revoke|rekey|replace ...
                     the boards' identities and the school broker's files
     preau city-ca --dir CA_DIR init|issue-gateway|issue-worker|issue-server|broker-files|renew|revoke|list|crl ...
@@ -45,8 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         command, rest = "policy explain", rest[1:]
     if command == "demo":
         from devkit.demo import main as run
+    elif command == "gateway" and rest[:1] == ["account"]:
+        from edge_gateway.accounts import main as run
+
+        rest = rest[1:]
     elif command == "gateway":
         from edge_gateway.main import main as run
+    elif command == "city" and rest[:1] == ["account"]:
+        from cloud_bridge.web.accounts import main as run
+
+        rest = rest[1:]
     elif command == "city":
         from cloud_bridge.service import main as run
     elif command == "provision":

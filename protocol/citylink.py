@@ -6,7 +6,11 @@ sentence naming the field (for the log)."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -38,6 +42,7 @@ BATCH_REASONS = (
     "school_mismatch",
     "bad_field",
     "too_many_records",
+    "bad_frame",  # a version 2 batch whose compression or layout cannot be read
 )
 RECORD_REASONS = (
     "record_not_object",
@@ -64,6 +69,10 @@ class Record:
     kind: str
     at: float
     body: dict
+    # The body's JSON text as the gateway stored it (a version 2 batch
+    # carries it so): the city may store it without encoding it again.
+    # None from a version 1 batch. Not part of a record's identity.
+    raw: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,10 @@ class BadRecord:
 
 
 # Wire versions of a records batch: 1 is the JSON envelope of
-# docs/protocol.md "City link". The city lists the versions it reads in each
-# ack; a gateway sends version 1 until an ack lists a newer one it speaks.
-SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+# docs/protocol.md "City link", 2 the compact, compressed one (below). The
+# city lists the versions it reads in each ack; a gateway sends version 1
+# until an ack lists a newer one it speaks.
+SUPPORTED_VERSIONS: tuple[int, ...] = (1, 2)
 MAX_EPOCH = 32  # characters
 
 
@@ -219,13 +229,33 @@ def defuse(raw: bytes, depth: int = CUT_DEPTH, digits: int = MAX_NUMBER_CHARS) -
     return b"".join(pieces)
 
 
+def _envelope(topic_school: str, obj: dict, version: int) -> Batch:
+    """The batch's own fields, version 1's object or version 2's header."""
+    school = obj.get("school")
+    if not isinstance(school, str):
+        raise BatchError("bad_field", "field school: expected a string, got %s" % _shown(school))
+    if school != topic_school:
+        raise BatchError("school_mismatch", "field school: %s is not the topic's school %r" % (_shown(school), topic_school))
+    gateway = obj.get("gateway")
+    if not isinstance(gateway, str) or not 1 <= len(gateway) <= MAX_GATEWAY_ID or value_fault(gateway):
+        raise BatchError("bad_field", "field gateway: expected a string of 1 to %d characters, got %s" % (MAX_GATEWAY_ID, _shown(gateway)))
+    epoch = obj.get("epoch", "")
+    if not isinstance(epoch, str) or len(epoch) > MAX_EPOCH or (epoch and not valid_name(epoch)):
+        raise BatchError("bad_field", "field epoch: expected [a-z0-9-]{1,%d}, got %s" % (MAX_EPOCH, _shown(epoch)))
+    dropped = _ranges(obj.get("dropped", []), "dropped")
+    return Batch(school, gateway, epoch=epoch, version=version, dropped=dropped)
+
+
 def parse_batch(topic_school: str, raw: bytes) -> Batch:
-    """Check a batch received on `preau/v1/city/{topic_school}/records`.
+    """Check a batch received on `preau/v1/city/{topic_school}/records`,
+    version 1 (JSON, its first byte `{`) or 2 (compact, its first byte 0x02).
 
     A fault in the envelope refuses the whole batch (BatchError); a fault in
     one record refuses only that record (Batch.bad), the others are kept."""
     if len(raw) > MAX_BATCH_BYTES:
         raise BatchError("too_large", "payload: %d bytes, limit %d" % (len(raw), MAX_BATCH_BYTES))
+    if raw[:1] == V2_MAGIC:
+        return _parse_v2(topic_school, bytes(raw))
     try:
         obj = _decode(raw, None)  # the records are checked one by one, below
     except BatchError as e:
@@ -238,30 +268,331 @@ def parse_batch(topic_school: str, raw: bytes) -> Batch:
         if readable is None:
             raise
         obj = _decode(readable, None)
-    school = obj.get("school")
-    if not isinstance(school, str):
-        raise BatchError("bad_field", "field school: expected a string, got %s" % _shown(school))
-    if school != topic_school:
-        raise BatchError("school_mismatch", "field school: %s is not the topic's school %r" % (_shown(school), topic_school))
-    gateway = obj.get("gateway")
-    if not isinstance(gateway, str) or not 1 <= len(gateway) <= MAX_GATEWAY_ID or value_fault(gateway):
-        raise BatchError("bad_field", "field gateway: expected a string of 1 to %d characters, got %s" % (MAX_GATEWAY_ID, _shown(gateway)))
+    batch = _envelope(topic_school, obj, 1)
     records = obj.get("records")
     if not isinstance(records, list):
         raise BatchError("bad_field", "field records: expected a list, got %s" % type(records).__name__)
     if len(records) > MAX_BATCH_RECORDS:
         raise BatchError("too_many_records", "field records: %d records, limit %d" % (len(records), MAX_BATCH_RECORDS))
-    epoch = obj.get("epoch", "")
-    if not isinstance(epoch, str) or len(epoch) > MAX_EPOCH or (epoch and not valid_name(epoch)):
-        raise BatchError("bad_field", "field epoch: expected [a-z0-9-]{1,%d}, got %s" % (MAX_EPOCH, _shown(epoch)))
-    dropped = _ranges(obj.get("dropped", []), "dropped")
-    batch = Batch(school, gateway, epoch=epoch, dropped=dropped)
     for item in records:
         checked = parse_record(item)
         if isinstance(checked, Record):
             batch.records.append(checked)
         else:
             batch.bad.append(checked)
+    return batch
+
+
+# Version 2: the compact batch ----------------------------------------------------
+#
+# One byte 0x02 (a version 1 batch is JSON, so its first byte is `{`), one
+# byte naming the compression, then the compressed content:
+#
+#   varint n, header: n bytes of JSON {"v": 2, "school", "gateway",
+#       "epoch"?, "dropped"?, "rooms": [...], "kinds": [...],
+#       "seq": first seq, "at": first at in milliseconds}
+#   varint count (<= MAX_BATCH_RECORDS), then one column after another:
+#   count varints: seq - previous seq (the first: - header seq)
+#   count varints: index into rooms
+#   count varints: index into kinds
+#   count zigzag varints: at - previous at, in milliseconds
+#   count varints: body length in bytes
+#   the bodies, UTF-8 JSON as the gateway stored them, one after another
+#
+# Columns compress better than rows: the deltas are small and alike, the
+# bodies sit next to each other. The content is never more than
+# MAX_BATCH_BYTES once decompressed, as a version 1 batch: a small payload
+# that would inflate beyond it (a compression bomb) is refused unread.
+
+V2_MAGIC = b"\x02"
+COMPRESSION_NONE = 0
+COMPRESSION_ZLIB = 1
+COMPRESSION_ZSTD = 2
+COMPRESSION_ZSTD_DICT1 = 3  # zstd with protocol/citylink-v2-d1.zdict
+COMPRESSIONS = (COMPRESSION_NONE, COMPRESSION_ZLIB, COMPRESSION_ZSTD, COMPRESSION_ZSTD_DICT1)
+# What a gateway sends (docs/benchmarks.md, "Uplink"): the trained dictionary
+# halves what zlib leaves of a small live batch and still wins on a full one.
+DEFAULT_COMPRESSION = COMPRESSION_ZSTD_DICT1
+ZSTD_LEVEL = 9  # a 200-record batch encodes in about 0.4 ms on the bench machine (docs/benchmarks.md)
+MAX_DECOMPRESSED = MAX_BATCH_BYTES
+_VARINT_BYTES = 10
+# The dictionary is part of the contract: a new one is a new compression
+# code (and file), never an edit of this one.
+DICT1_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "citylink-v2-d1.zdict")
+_dict1 = None
+
+
+def zstd_dict1():
+    """The trained dictionary of compression 3 (zstandard.ZstdCompressionDict)."""
+    global _dict1
+    if _dict1 is None:
+        import zstandard
+
+        with open(DICT1_PATH, "rb") as f:
+            _dict1 = zstandard.ZstdCompressionDict(f.read())
+    return _dict1
+
+
+def _compress(data: bytes, compression: int) -> bytes:
+    if compression == COMPRESSION_NONE:
+        return data
+    if compression == COMPRESSION_ZLIB:
+        return zlib.compress(data, 9)
+    import zstandard
+
+    if compression == COMPRESSION_ZSTD:
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+    if compression == COMPRESSION_ZSTD_DICT1:
+        return _zstd_dict1_compressor().compress(data)
+    raise ValueError("unknown compression %r" % (compression,))
+
+
+_dict1_cctx = None
+
+
+def _zstd_dict1_compressor():
+    global _dict1_cctx
+    if _dict1_cctx is None:
+        import zstandard
+
+        # no content size or checksum in the frame: MQTT and TLS keep the bytes whole
+        _dict1_cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=zstd_dict1(), write_content_size=False,
+                                               write_checksum=False, write_dict_id=False)
+    return _dict1_cctx
+
+
+def _decompress(data: bytes, compression: int) -> bytes:
+    """At most MAX_DECOMPRESSED bytes out, whatever the input claims."""
+    if compression == COMPRESSION_NONE:
+        return data if len(data) <= MAX_DECOMPRESSED else data[:MAX_DECOMPRESSED + 1]
+    if compression == COMPRESSION_ZLIB:
+        d = zlib.decompressobj()
+        try:
+            out = d.decompress(data, MAX_DECOMPRESSED + 1)
+        except zlib.error as e:
+            raise BatchError("bad_frame", "zlib content: %s" % e) from None
+        if not d.eof and len(out) <= MAX_DECOMPRESSED:
+            raise BatchError("bad_frame", "zlib content: truncated")
+    else:
+        import zstandard
+
+        dctx = zstandard.ZstdDecompressor(dict_data=zstd_dict1() if compression == COMPRESSION_ZSTD_DICT1 else None)
+        try:
+            # A stream reader, read to a bound: a frame that claims (or holds)
+            # gigabytes costs this many bytes, never what it claims.
+            with dctx.stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
+                out = reader.read(MAX_DECOMPRESSED + 1)
+        except zstandard.ZstdError as e:
+            raise BatchError("bad_frame", "zstd content: %s" % e) from None
+    if len(out) > MAX_DECOMPRESSED:
+        raise BatchError("too_large", "version 2 batch: more than %d bytes once decompressed" % MAX_DECOMPRESSED)
+    return out
+
+
+def _put_varint(out: bytearray, n: int) -> None:
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def varint(self) -> int:
+        n = shift = 0
+        data, pos = self.data, self.pos
+        for i in range(_VARINT_BYTES):
+            if pos + i >= len(data):
+                raise BatchError("bad_frame", "version 2 batch: truncated at byte %d" % (pos + i))
+            b = data[pos + i]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                self.pos = pos + i + 1
+                return n
+            shift += 7
+        raise BatchError("bad_frame", "version 2 batch: a number longer than %d bytes at byte %d" % (_VARINT_BYTES, pos))
+
+    def varints(self, n: int) -> list[int]:
+        """n varints: a column. Most are one byte, read without a call each."""
+        data, pos, out = self.data, self.pos, []
+        end = len(data)
+        for _ in range(n):
+            if pos < end and data[pos] < 0x80:
+                out.append(data[pos])
+                pos += 1
+            else:
+                self.pos = pos
+                out.append(self.varint())
+                pos = self.pos
+        self.pos = pos
+        return out
+
+    def take(self, n: int) -> bytes:
+        if n > len(self.data) - self.pos:
+            raise BatchError("bad_frame", "version 2 batch: %d bytes wanted at byte %d, %d left"
+                             % (n, self.pos, len(self.data) - self.pos))
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+
+def _zigzag(n: int) -> int:
+    return n * 2 if n >= 0 else -n * 2 - 1
+
+
+def _unzigzag(n: int) -> int:
+    return (n >> 1) ^ -(n & 1)
+
+
+def _body_text(body: str | bytes | dict) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogatepass")
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass")
+
+
+def _at_ms(at: float) -> int:
+    return int(round(at * 1000))
+
+
+def _json(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def encode_batch(school: str, gateway: str, records: Sequence, *, epoch: str = "",
+                 dropped: Iterable[tuple[int, int]] = (), version: int = 1,
+                 compression: int = DEFAULT_COMPRESSION) -> bytes:
+    """A records batch, as a gateway publishes it. `records` have `seq`,
+    `room`, `kind`, `at` and `body`: the JSON text as stored (str or bytes),
+    spliced in as it is, or an object. In seq order. `at` goes on the wire
+    as it is in version 1, to the millisecond in version 2 (a gateway stores
+    it so)."""
+    ranges = [list(r) for r in dropped]
+    if version == 1:
+        head = {"v": 1, "school": school, "gateway": gateway}
+        if epoch:
+            head["epoch"] = epoch
+        if ranges:
+            head["dropped"] = ranges
+        parts = []
+        for r in records:
+            # `at` as stored, to the digit: a record resent after an upgrade
+            # is the same record the city holds, not a conflict.
+            parts.append('{"seq":%d,"room":%s,"kind":%s,"at":%s,"body":%s}' % (
+                r.seq, _json(r.room), _json(r.kind), _json(r.at),
+                r.body if isinstance(r.body, str) else _body_text(r.body).decode("utf-8", "surrogatepass")))
+        return (_json(head)[:-1] + ',"records":[' + ",".join(parts) + "]}").encode("utf-8", "surrogatepass")
+    if version != 2:
+        raise ValueError("unknown batch version %r" % (version,))
+    rooms: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    seqs = bytearray()
+    room_col = bytearray()
+    kind_col = bytearray()
+    ats = bytearray()
+    lengths = bytearray()
+    bodies = []
+    first_seq = records[0].seq if records else 0
+    first_at = _at_ms(records[0].at) if records else 0
+    prev_seq, prev_at = first_seq, first_at
+    for r in records:
+        if r.seq < prev_seq:
+            raise ValueError("records must be in seq order")
+        _put_varint(seqs, r.seq - prev_seq)
+        prev_seq = r.seq
+        _put_varint(room_col, rooms.setdefault(r.room, len(rooms)))
+        _put_varint(kind_col, kinds.setdefault(r.kind, len(kinds)))
+        at = _at_ms(r.at)
+        _put_varint(ats, _zigzag(at - prev_at))
+        prev_at = at
+        body = _body_text(r.body)
+        _put_varint(lengths, len(body))
+        bodies.append(body)
+    head: dict = {"v": 2, "school": school, "gateway": gateway}
+    if epoch:
+        head["epoch"] = epoch
+    if ranges:
+        head["dropped"] = ranges
+    head |= {"rooms": list(rooms), "kinds": list(kinds), "seq": first_seq, "at": first_at}
+    header = _json(head).encode("utf-8", "surrogatepass")
+    content = bytearray()
+    _put_varint(content, len(header))
+    content += header
+    _put_varint(content, len(records))
+    content += seqs + room_col + kind_col + ats + lengths
+    content += b"".join(bodies)
+    return V2_MAGIC + bytes([compression]) + _compress(bytes(content), compression)
+
+
+def _parse_v2(topic_school: str, raw: bytes) -> Batch:
+    if len(raw) < 2:
+        raise BatchError("bad_frame", "version 2 batch: %d bytes, no compression byte" % len(raw))
+    compression = raw[1]
+    if compression not in COMPRESSIONS:
+        raise BatchError("version", "version 2 batch: unknown compression %d" % compression)
+    content = _decompress(raw[2:], compression)
+    reader = _Reader(content)
+    header_raw = reader.take(reader.varint())
+    try:
+        head = json.loads(header_raw)
+    except (ValueError, RecursionError) as e:
+        raise BatchError("bad_frame", "version 2 batch: header not JSON (%s)" % truncate(str(e), 80)) from None
+    if not isinstance(head, dict):
+        raise BatchError("bad_frame", "version 2 batch: header not an object")
+    if head.get("v") != 2:
+        raise BatchError("version", "version 2 batch: header v is %s" % _shown(head.get("v")))
+    try:
+        check_values(head, 3)  # the header, its lists, a dropped range
+    except ProtocolError as e:
+        raise BatchError("bad_field", "version 2 batch: header: %s" % e) from None
+    batch = _envelope(topic_school, head, 2)
+    rooms, kinds = head.get("rooms"), head.get("kinds")
+    if not isinstance(rooms, list) or not isinstance(kinds, list):
+        raise BatchError("bad_field", "version 2 batch: header rooms and kinds: expected lists")
+    seq = head.get("seq")
+    at = head.get("at")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_RECORD_SEQ:
+        raise BatchError("bad_field", "version 2 batch: header seq: expected an integer 0..%d, got %s"
+                         % (MAX_RECORD_SEQ, _shown(seq)))
+    if not isinstance(at, int) or isinstance(at, bool) or not 0 <= at <= MAX_TIME * 1000:
+        raise BatchError("bad_field", "version 2 batch: header at: expected milliseconds 0..%d, got %s"
+                         % (MAX_TIME * 1000, _shown(at)))
+    count = reader.varint()
+    if count > MAX_BATCH_RECORDS:
+        raise BatchError("too_many_records", "version 2 batch: %d records, limit %d" % (count, MAX_BATCH_RECORDS))
+    seq_deltas, room_ix, kind_ix, at_deltas, lengths = (reader.varints(count) for _ in range(5))
+    texts = [reader.take(n) for n in lengths]
+    for i in range(count):
+        seq += seq_deltas[i]
+        at += _unzigzag(at_deltas[i])
+        text = texts[i]
+        item: dict = {"seq": seq if seq <= MAX_RECORD_SEQ else None,
+                      "room": rooms[room_ix[i]] if room_ix[i] < len(rooms) else None,
+                      "kind": kinds[kind_ix[i]] if kind_ix[i] < len(kinds) else None,
+                      "at": at / 1000}
+        try:
+            body_text = text.decode("utf-8")
+            item["body"] = json.loads(body_text)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            # The envelope's faults first, as version 1 reports them; then the body's.
+            checked = parse_record(item | {"body": {}})
+            if isinstance(checked, Record):
+                checked = BadRecord(checked.seq, "record_body", "record %d: body: not JSON (%s)"
+                                    % (checked.seq, truncate(str(e), 80)), item | {"body": truncate(text)})
+        else:
+            checked = parse_record(item)
+            if isinstance(checked, Record):
+                checked = Record(checked.seq, checked.room, checked.kind, checked.at, checked.body, body_text)
+        if isinstance(checked, Record):
+            batch.records.append(checked)
+        else:
+            batch.bad.append(checked)
+    if reader.pos != len(content):
+        raise BatchError("bad_frame", "version 2 batch: %d bytes after the last body" % (len(content) - reader.pos))
     return batch
 
 

@@ -60,3 +60,27 @@ def broker(request):
     b = Mosquitto().start() if request.param == "mosquitto" else ThreadedAmqtt().start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL for the session (devkit/postgres.py): a fresh
+    cluster in a temporary folder on a free port, stopped at the end."""
+    from devkit.postgres import Postgres, PostgresError, available
+
+    if not available():
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql: initdb, pg_ctl)")
+    try:
+        pg = Postgres(fsync=False).start()
+    except PostgresError as e:
+        pytest.fail(f"PostgreSQL did not start: {e}")
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def city_database(request, tmp_path):
+    """Where a city store lives, once per backend: CityStore(**city_database)."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "city.db")}
+    return {"url": request.getfixturevalue("postgres").new_database()}

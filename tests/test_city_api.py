@@ -1,4 +1,4 @@
-"""City API (cloud_bridge.api) over a real SQLite store: the token guards
+"""City API (cloud_bridge.api) over a real SQLite store and a real PostgreSQL: the token guards
 /api, the status and records say what the store holds, health and metrics
 are open to loopback only."""
 
@@ -25,8 +25,8 @@ BIRTH = {"v": 1, "online": True, "boot": 7, "fw": "0.1.0", "board": "olimex-esp3
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = CityStore(str(tmp_path / "city.db"))
+def store(city_database):
+    s = CityStore(**city_database)
     records = [
         {"seq": 1, "room": "cm2-b", "kind": "state", "at": 100.0, "body": BIRTH},
         {"seq": 2, "room": "cm2-b", "kind": "evt", "at": 101.0, "body": {
@@ -70,7 +70,7 @@ def test_status(client):
     assert response.json() == {
         "schools": [{
             "school": SCHOOL, "gateway": "gw-1", "online": True, "last_seen": 104.0, "acked": 3,
-            "rooms": [{"room": "cm2-b", "online": True, "boot": 7, "session": "active", "ap": False,
+            "epoch": "", "dropped": 0, "gaps": 0, "rooms": [{"room": "cm2-b", "online": True, "boot": 7, "session": "active", "ap": False,
                        "last_seen": 101.0, "fw": "0.1.0", "board": "olimex-esp32-poe"}],
         }],
         "records": 3,
@@ -80,7 +80,7 @@ def test_status(client):
 def test_records_and_their_filters(client):
     response = client.get("/api/records", headers=AUTH)
     assert [r["seq"] for r in response.json()] == [3, 2, 1]
-    assert response.json()[0] == {"school": SCHOOL, "seq": 3, "room": "gateway", "kind": "decision", "at": 102.0,
+    assert response.json()[0] == {"school": SCHOOL, "epoch": "", "seq": 3, "room": "gateway", "kind": "decision", "at": 102.0,
                                   "body": {"grant": True}, "received_at": 103.0}
     query = {"school": SCHOOL, "room": "cm2-b", "kind": "evt", "limit": 5}
     assert [r["seq"] for r in client.get("/api/records", params=query, headers=AUTH).json()] == [2]
@@ -113,6 +113,8 @@ def test_health_and_metrics_are_open_on_loopback_only(store, metrics):
 
 
 def test_a_database_that_cannot_be_read_answers_503_not_500(store, metrics):
+    if not store.path:
+        pytest.skip("a file removed under the service: SQLite's case")
     os.remove(store.path)  # under the running service: readers find no tables
     app = create_app(store, CitySettings(token=TOKEN), metrics)
     with TestClient(app, client=("127.0.0.1", 40000)) as client:
@@ -139,3 +141,80 @@ def test_no_app_without_a_real_token(store, token):
 def test_no_unauthenticated_documentation_pages(client):
     # FastAPI's pages load their scripts from a CDN and need no token
     assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+
+
+def telemetry(seq, room, at, co2, lamp_h=1234, epoch_room=None):
+    return {"seq": seq, "room": room, "kind": "telemetry", "at": at, "body": {
+        "v": 1, "interval_s": 300, "n": 10, "co2_ppm": [co2 - 100, co2, co2 + 100], "temp_c": [20.0, 20.5, 21.0],
+        "projector": "on", "lamp_h": lamp_h, "ap": True}}
+
+
+@pytest.fixture
+def readings_client(store, metrics):
+    records = [telemetry(4, "cm2-b", 1000.0, 700), telemetry(5, "ce1", 1000.0, 500),
+               telemetry(6, "cm2-b", 1300.0, 900, lamp_h=1235), telemetry(7, "cm2-b", 1600.0, 1100, lamp_h=1236),
+               {"seq": 8, "room": "gateway", "kind": "audit", "at": 1700.0,
+                "body": {"v": 1, "action": "override.set", "scope": "school", "wifi": "never", "until": 2000}},
+               {"seq": 9, "room": "gateway", "kind": "audit", "at": 1800.0,
+                "body": {"v": 1, "action": "override.cleared", "scope": "school"}}]
+    raw = json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-1", "records": records}).encode()
+    result = store.store_batch(parse_batch(SCHOOL, raw), received_at=1900.0)
+    assert (result.stored, result.telemetry, result.acked) == (6, 4, 9)
+    with TestClient(create_app(store, CitySettings(token=TOKEN), metrics)) as c:
+        yield c
+
+
+def test_a_rooms_telemetry_series(readings_client):
+    url = f"/api/schools/{SCHOOL}/rooms/cm2-b/telemetry"
+    series = readings_client.get(url, headers=AUTH).json()
+    assert [r["at"] for r in series] == [1000.0, 1300.0, 1600.0]  # oldest first
+    assert series[0] == {"school": SCHOOL, "room": "cm2-b", "at": 1000.0, "interval_s": 300.0, "n": 10, "readings": {
+        "co2_ppm": {"min": 600, "mean": 700, "max": 800}, "temp_c": {"min": 20.0, "mean": 20.5, "max": 21.0},
+        "projector": "on", "lamp_h": 1234, "ap": True}}
+    window = readings_client.get(url, params={"since": 1300, "until": 1600}, headers=AUTH).json()
+    assert [r["at"] for r in window] == [1300.0]
+    assert [r["at"] for r in readings_client.get(url, params={"limit": 2}, headers=AUTH).json()] == [1300.0, 1600.0]
+    assert readings_client.get(f"/api/schools/{SCHOOL}/rooms/cp/telemetry", headers=AUTH).json() == []
+    # Telemetry is stored as records too: acked, listed, never a room's live state.
+    assert [r["seq"] for r in readings_client.get("/api/records", params={"kind": "telemetry"}, headers=AUTH).json()] == [
+        7, 6, 5, 4]
+
+
+def test_the_latest_reading_of_each_room(readings_client):
+    latest = readings_client.get("/api/telemetry/latest", headers=AUTH).json()
+    assert [(r["room"], r["at"], r["readings"]["lamp_h"]) for r in latest] == [("ce1", 1000.0, 1234),
+                                                                              ("cm2-b", 1600.0, 1236)]
+    assert readings_client.get("/api/telemetry/latest", params={"school": "other"}, headers=AUTH).json() == []
+    assert len(readings_client.get("/api/telemetry/latest", params={"school": SCHOOL}, headers=AUTH).json()) == 2
+
+
+def test_the_schools_audit_log(readings_client):
+    audit = readings_client.get(f"/api/schools/{SCHOOL}/audit", headers=AUTH).json()
+    assert [(a["seq"], a["body"]["action"]) for a in audit] == [(9, "override.cleared"), (8, "override.set")]
+    assert audit[1]["body"]["wifi"] == "never" and audit[1]["epoch"] == ""
+    assert [a["seq"] for a in readings_client.get(f"/api/schools/{SCHOOL}/audit", params={"until": 1750},
+                                                  headers=AUTH).json()] == [8]
+
+
+@pytest.mark.parametrize("path, query", [
+    (f"/api/schools/{SCHOOL}/rooms/cm2-b/telemetry", {"since": -1}),
+    (f"/api/schools/{SCHOOL}/rooms/cm2-b/telemetry", {"until": "noon"}),
+    (f"/api/schools/{SCHOOL}/rooms/cm2-b/telemetry", {"limit": 0}),
+    (f"/api/schools/{SCHOOL}/rooms/cm2-b/telemetry", {"sinec": 5}),
+    ("/api/schools/UPPER/rooms/cm2-b/telemetry", {}),
+    (f"/api/schools/{SCHOOL}/rooms/CM2/telemetry", {}),
+    ("/api/telemetry/latest", {"room": "cm2-b"}),
+    ("/api/telemetry/latest", {"school": "NOT A SCHOOL"}),
+    (f"/api/schools/{SCHOOL}/audit", {"limit": 1001}),
+    (f"/api/schools/{SCHOOL}/audit", {"kind": "audit"}),
+    ("/api/schools/x%20y/audit", {}),
+])
+def test_the_new_routes_refuse_bad_and_unknown_queries(readings_client, path, query):
+    assert readings_client.get(path, params=query, headers=AUTH).status_code == 422
+
+
+@pytest.mark.parametrize("path", [f"/api/schools/{SCHOOL}/rooms/cm2-b/telemetry", "/api/telemetry/latest",
+                                  f"/api/schools/{SCHOOL}/audit"])
+def test_the_new_routes_need_the_token(readings_client, path):
+    assert readings_client.get(path).status_code == 401
+    assert readings_client.get(path, headers={"Authorization": "Bearer wrong-token-wrong-token"}).status_code == 401

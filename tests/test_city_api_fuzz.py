@@ -8,6 +8,7 @@ answer 422; every answer matches the schema."""
 
 import json
 import secrets
+import sqlite3
 
 import pytest
 import schemathesis
@@ -52,12 +53,15 @@ def fill(store: CityStore) -> None:
         {"seq": 1, "room": "cm2-b", "kind": "state", "at": 100.0, "body": BIRTH},
         {"seq": 2, "room": "cm2-b", "kind": "evt", "at": 101.0, "body": ATTACH},
         {"seq": 3, "room": "gateway", "kind": "decision", "at": 102.0, "body": {"grant": True}},
+        {"seq": 4, "room": "cm2-b", "kind": "telemetry", "at": 103.0, "body": {
+            "v": 1, "interval_s": 300, "n": 10, "co2_ppm": [612, 745.5, 903], "projector": "on", "odd": [1, "x", None]}},
+        {"seq": 5, "room": "gateway", "kind": "audit", "at": 104.0, "body": {"override": "closed", "room": "cm2-b"}},
     ]
     raw = json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-1", "records": records}).encode()
     store.store_batch(parse_batch(SCHOOL, raw), received_at=103.0)
     store.set_gateway_state(SCHOOL, True, "gw-1", 104.0)
     # Straight into the file, as an older version or another program left it.
-    db = store._db
+    db = sqlite3.connect(store.path, isolation_level=None)
     for i, body in enumerate(OLD_BODIES, start=10):
         db.execute("INSERT INTO records (school, seq, room, kind, at, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                    (SCHOOL, i, "ce1", "evt", 200.0 + i, body, 300.0))
@@ -71,6 +75,7 @@ def fill(store: CityStore) -> None:
                "VALUES ('weather', '0679999z', 'ce1', 1, '{not a list', 1.0, 2.0, NULL)")
     db.execute("INSERT INTO kits (kit, school, room, attached, sensors, since, last_seen, boot) "
                "VALUES ('light-01', '0679999z', 'ce1', 0, '[1, \"bh1750\", null]', 1.0, 2.0, 3)")
+    db.close()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +87,8 @@ def city_app(tmp_path_factory):
 
 
 ROUTES = [("GET", "/api/status"), ("GET", "/api/records"), ("GET", "/api/kits"), ("GET", "/healthz"),
-          ("GET", "/metrics")]
+          ("GET", "/metrics"), ("GET", "/api/schools/{school}/rooms/{room}/telemetry"),
+          ("GET", "/api/telemetry/latest"), ("GET", "/api/schools/{school}/audit")]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +106,10 @@ def test_every_route_is_fuzzed(city_schema):
 
 # Valid queries everywhere; invalid ones where there is a parameter to break.
 CASES = [(method, path, GenerationMode.POSITIVE) for method, path in ROUTES] + [
-    ("GET", "/api/records", GenerationMode.NEGATIVE), ("GET", "/api/kits", GenerationMode.NEGATIVE)]
+    ("GET", "/api/records", GenerationMode.NEGATIVE), ("GET", "/api/kits", GenerationMode.NEGATIVE),
+    ("GET", "/api/schools/{school}/rooms/{room}/telemetry", GenerationMode.NEGATIVE),
+    ("GET", "/api/telemetry/latest", GenerationMode.NEGATIVE),
+    ("GET", "/api/schools/{school}/audit", GenerationMode.NEGATIVE)]
 
 
 @pytest.mark.parametrize("method, path, mode", CASES, ids=[f"{path}-{mode.value}" for _, path, mode in CASES])

@@ -4,11 +4,10 @@ bits, NaN, a lone surrogate, a body nested 40,000 deep, an integer of 5,000
 digits) refuses that record alone, counted by reason and logged once; the
 other records of its batch are stored, the ack passes it, no room or kit
 is pinned, and nothing counts as a bug. The ingest's writer function
-(`Ingest.handle`) is driven directly, on real SQLite files, no broker."""
+(`Ingest.handle`) is driven directly, on real SQLite files and a real PostgreSQL, no broker."""
 
 import json
 import logging
-import sqlite3
 
 import pytest
 
@@ -39,9 +38,10 @@ def payload(*records: str) -> bytes:
 
 
 @pytest.fixture
-def city(tmp_path):
-    store = CityStore(str(tmp_path / "city.db"))
-    ingest = Ingest(CitySettings(token="t" * 24, db_path=store.path), store, Metrics(), now=lambda: 5000.0)
+def city(city_database, tmp_path):
+    store = CityStore(**city_database)
+    ingest = Ingest(CitySettings(token="t" * 24, db_path=str(tmp_path / "city.db")), store, Metrics(),
+                    now=lambda: 5000.0)
     yield ingest
     store.close()
 
@@ -69,7 +69,7 @@ def test_a_record_the_city_cannot_store_costs_only_itself(city, body, caplog):
     caplog.set_level(logging.WARNING, logger="cloud_bridge")
     bad = '{"seq": 2, "room": "cm2-b", "kind": "state", "at": 1002.0, "body": ' + body + "}"
     raw = payload(record(1, "state", BIRTH), bad, record(3, "evt", ap_changed(3, True)))
-    assert city.handle(TOPIC, raw) == (SCHOOL, 3)  # the ack passes it
+    assert city.handle(TOPIC, raw) == (SCHOOL, 3, "")  # the ack passes it
     store, metrics = city.store, city.metrics
     assert store.seqs(SCHOOL) == [1, 3]
     assert [(r["seq"], r["reason"]) for r in store.rejected(SCHOOL)] == [(2, "record_body")]
@@ -83,7 +83,7 @@ def test_a_record_the_city_cannot_store_costs_only_itself(city, body, caplog):
     assert len(refusals) == 1 and all(len(r.getMessage()) < 800 for r in caplog.records)
     # The gateway sends the batch again (it missed the ack): a repeat, not a
     # second refusal, and not logged again.
-    assert city.handle(TOPIC, raw) == (SCHOOL, 3)
+    assert city.handle(TOPIC, raw) == (SCHOOL, 3, "")
     assert nonzero(metrics) == {"record_body": 1}
     assert metrics.snapshot()["duplicates"] == 3
     assert len([r for r in caplog.records if "(record_body)" in r.getMessage()]) == 1
@@ -93,7 +93,7 @@ def test_a_record_the_city_cannot_store_costs_only_itself(city, body, caplog):
 
 def test_a_seq_beyond_64_bits_is_refused_alone(city):
     raw = payload(record(1), record(2**63), record(2), record(3))
-    assert city.handle(TOPIC, raw) == (SCHOOL, 3)
+    assert city.handle(TOPIC, raw) == (SCHOOL, 3, "")
     assert city.store.seqs(SCHOOL) == [1, 2, 3]
     assert nonzero(city.metrics) == {"record_seq": 1}
     assert city.store.rejected(SCHOOL) == []  # no seq to set it aside under
@@ -162,14 +162,10 @@ def test_a_failure_while_applying_a_record_rolls_back_that_record_only(city, mon
     monkeypatch.setattr(CityStore, "_apply_to_room", failing)
     raw = payload(record(1, "state", BIRTH), record(2, "evt", ap_changed(2, True)),
                   record(3, "evt", ap_changed(3, False)))
-    assert city.handle(TOPIC, raw) == (SCHOOL, 3)
+    assert city.handle(TOPIC, raw) == (SCHOOL, 3, "")
     assert city.store.seqs(SCHOOL) == [1, 3]
     assert [(r["seq"], r["reason"]) for r in city.store.rejected(SCHOOL)] == [(2, "record_body")]
-    db = sqlite3.connect(city.store.path)
-    try:
-        assert db.execute("SELECT live_seq, ap FROM rooms").fetchall() == [(3, 0)]
-    finally:
-        db.close()
+    assert city.store._read("SELECT live_seq, ap FROM rooms") == [{"live_seq": 3, "ap": 0}]
 
 
 def test_a_bug_on_one_record_is_counted_as_a_bug_and_holds_nothing_back(city, monkeypatch, caplog):
@@ -181,7 +177,7 @@ def test_a_bug_on_one_record_is_counted_as_a_bug_and_holds_nothing_back(city, mo
         return apply(self, db, school, rec)
 
     monkeypatch.setattr(CityStore, "_apply_to_room", buggy)
-    assert city.handle(TOPIC, payload(record(1), record(2), record(3))) == (SCHOOL, 3)
+    assert city.handle(TOPIC, payload(record(1), record(2), record(3))) == (SCHOOL, 3, "")
     assert city.store.seqs(SCHOOL) == [1, 3]
     assert [(r["seq"], r["reason"]) for r in city.store.rejected(SCHOOL)] == [(2, INTERNAL_ERROR)]
     assert city.metrics.snapshot()["internal_errors"] == 1 and nonzero(city.metrics) == {}
@@ -189,7 +185,7 @@ def test_a_bug_on_one_record_is_counted_as_a_bug_and_holds_nothing_back(city, mo
 
 
 def test_a_database_failure_is_not_acked(city, monkeypatch):
-    def broken(batch, received_at):
+    def broken(batch, received_at, checked=False):
         raise StoreWriteError("disk I/O error")
 
     monkeypatch.setattr(city.store, "store_batch", broken)

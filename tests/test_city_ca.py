@@ -242,10 +242,12 @@ def test_the_broker_files_lock_everything_down(ca, tmp_path):
         "pattern write preau/v1/city/%u/records",
         "pattern write preau/v1/city/%u/gateway",
         "pattern read preau/v1/city/%u/ack",
+        "pattern read preau/v1/city/%u/gaps",
         "user worker.1",
         "topic read preau/v1/city/+/records",
         "topic read preau/v1/city/+/gateway",
         "topic write preau/v1/city/+/ack",
+        "topic write preau/v1/city/+/gaps",
     ]
 
 

@@ -34,23 +34,31 @@ class Gateway:
     def __init__(self, broker, school=SCHOOL):
         self.school = school
         self.acks: list[dict] = []
+        self.gaps: list[dict] = []
         self.ready = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{school}-{uuid.uuid4().hex[:8]}")
         if isinstance(broker, LockedCity):
             tls = broker.gateway(school, GATEWAY_ID)
             self.client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
         self.client.reconnect_delay_set(0.1, 1)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"preau/v1/city/{school}/ack", 1)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            [(f"preau/v1/city/{school}/ack", 1), (f"preau/v1/city/{school}/gaps", 1)])
         self.client.on_subscribe = lambda *a: self.ready.set()
         self.client.on_disconnect = lambda *a: self.ready.clear()
-        self.client.on_message = lambda c, u, m: self.acks.append(json.loads(m.payload))
+        self.client.on_message = lambda c, u, m: (self.gaps if m.topic.endswith("/gaps") else self.acks).append(
+            json.loads(m.payload))
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         assert self.ready.wait(WAIT_S), "gateway not subscribed"
 
-    def send(self, seqs, room="cm2-b", kind="decision", school=None):
+    def send(self, seqs, room="cm2-b", kind="decision", school=None, epoch=None, dropped=None):
         records = [{"seq": s, "room": room, "kind": kind, "at": 1000.0 + s, "body": {"v": 1, "n": s}} for s in seqs]
-        self.publish(json.dumps({"v": 1, "school": school or self.school, "gateway": GATEWAY_ID, "records": records}))
+        envelope = {"v": 1, "school": school or self.school, "gateway": GATEWAY_ID, "records": records}
+        if epoch:
+            envelope["epoch"] = epoch
+        if dropped:
+            envelope["dropped"] = dropped
+        self.publish(json.dumps(envelope))
 
     def publish(self, payload, topic=None):
         info = self.client.publish(topic or f"preau/v1/city/{self.school}/records", payload, qos=1)
@@ -255,6 +263,30 @@ def test_shared_subscription_workers_split_the_batches(locked_city, tmp_path):
         gateway.close()
         second.stop()
         first.stop()
+
+
+def test_a_lasting_gap_is_asked_for_and_the_ack_carries_the_epoch(locked_city, tmp_path):
+    city = start_service(locked_city, tmp_path, gap_after_s=0.5)
+    gateway = Gateway(locked_city)
+    try:
+        gateway.send([1, 2], epoch="e7")
+        gateway.wait_ack(2)
+        assert gateway.acks[-1] == {"v": 1, "school": SCHOOL, "acked": 2, "versions": gateway.acks[-1]["versions"],
+                                    "epoch": "e7"}
+        gateway.send([5, 6, 9], epoch="e7", dropped=[[7, 8]])  # 3 and 4 lost on the way
+        gateway.wait_ack(2, count=2)
+        wait_for(lambda: gateway.gaps, timeout=WAIT_S, what="a gap request")
+        assert gateway.gaps[0] == {"v": 1, "school": SCHOOL, "epoch": "e7", "ranges": [[3, 4]]}
+        gateway.send([3, 4], epoch="e7")  # what a gateway resends
+        gateway.wait_ack(9, count=3)
+        snap = city.metrics.snapshot()
+        assert snap["gap_requests"] >= 1 and snap["records_dropped"] == 2
+        requests = len(gateway.gaps)
+        assert city.store.status()["schools"][0]["gaps"] == 0
+        assert city.city.ingest.due_gaps() == [] and len(gateway.gaps) == requests
+    finally:
+        gateway.close()
+        city.stop()
 
 
 def test_cli_refuses_to_start_without_a_token(monkeypatch, capsys, tmp_path):

@@ -1,18 +1,17 @@
 """Where each shared kit is (cloud_bridge.store `kits`, GET /api/kits), on a
-real SQLite file: each kit by its own id (type and number), the newest event
+real SQLite file and a real PostgreSQL: each kit by its own id (type and number), the newest event
 wins by when it happened across schools, a late old batch never moves a kit
 back, a detach counts only in the kit's room and keeps the last place, only
 live events count, and no kit data, however broken, stops a batch from being
 stored."""
 
+import itertools
 import json
-import os
 import secrets
-import tempfile
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud_bridge.api import create_app
@@ -26,8 +25,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = CityStore(str(tmp_path / "city.db"))
+def store(city_database):
+    s = CityStore(**city_database)
     yield s
     s.close()
 
@@ -297,22 +296,25 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.sampled_from(["kit.attached", "kit.detached"]),
-       st.fixed_dictionaries({}, optional={"kit": json_values | st.sampled_from(["climate-01", "climate", "unknown", "a-1"]),
-                                           "sensors": json_values | st.lists(st.text(max_size=40), max_size=20)}))
-def test_any_kit_data_never_crashes_ingest(kind, data):
-    with tempfile.TemporaryDirectory() as folder:
-        store = CityStore(os.path.join(folder, "city.db"))
-        try:
-            body = {"v": 1, "boot": 7, "seq": 1, "uptime_ms": 1, "time": None, "type": kind, "data": data}
-            result = store.store_batch(batch(A, [{"seq": 1, "room": "cm2-b", "kind": "evt", "at": 1.0, "body": body}]), 1.0)
-            # Stored, or (a value beyond the contract's bounds) set aside: acked either way.
-            assert (result.stored + result.set_aside, result.acked) == (1, 1)
-            for kit in store.kits():
-                assert kit["kit"] not in ("unknown", "") and all(isinstance(s, str) for s in kit["sensors"])
-        finally:
-            store.close()
+def test_any_kit_data_never_crashes_ingest(store):
+    # One database, a school of its own for each example.
+    schools = (f"s{n:07d}" for n in itertools.count())
+
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(["kit.attached", "kit.detached"]),
+           st.fixed_dictionaries({}, optional={
+               "kit": json_values | st.sampled_from(["climate-01", "climate", "unknown", "a-1"]),
+               "sensors": json_values | st.lists(st.text(max_size=40), max_size=20)}))
+    def check(kind, data):
+        body = {"v": 1, "boot": 7, "seq": 1, "uptime_ms": 1, "time": None, "type": kind, "data": data}
+        result = store.store_batch(batch(next(schools), [{"seq": 1, "room": "cm2-b", "kind": "evt", "at": 1.0,
+                                                          "body": body}]), 1.0)
+        # Stored, or (a value beyond the contract's bounds) set aside: acked either way.
+        assert (result.stored + result.set_aside, result.acked) == (1, 1)
+        for kit in store.kits():
+            assert kit["kit"] not in ("unknown", "") and all(isinstance(s, str) for s in kit["sensors"])
+
+    check()
 
 
 @pytest.fixture

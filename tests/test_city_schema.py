@@ -1,16 +1,17 @@
-"""The city's schema migrations (common.migrate, cloud_bridge.store.STEPS):
-a database written by the city before its schema had a version (0.1.0,
+"""The city's schema migrations (Alembic, cloud_bridge/migrations): a
+database written by the city before its schema had a version (0.1.0,
 user_version 0) is recognised as it is, its rows kept and read, and brought
 to the current version; one from before rooms.live_uptime gets the column;
-one written by a newer city is refused with a clear sentence."""
+one written by the city before Alembic (user_version 2 or 3, by
+common.migrate) is carried on from its version without losing a row; one
+written by a newer city is refused with a clear sentence."""
 
 import json
 import sqlite3
 
 import pytest
 
-from cloud_bridge.store import SCHEMA_VERSION, STEPS, CityStore, StoreError
-from common.migrate import migrate
+from cloud_bridge.store import SCHEMA_VERSION, CityStore, StoreError
 from protocol.citylink import parse_batch
 
 SCHOOL = "0341234a"
@@ -184,7 +185,8 @@ def test_a_database_of_version_2_gets_the_conflicts_table_and_keeps_its_rows(tmp
     # As the city wrote it before step 3: steps 1 and 2, one record stored.
     path = str(tmp_path / "city.db")
     db = sqlite3.connect(path, isolation_level=None)
-    assert migrate(db, STEPS[:2]) == 2
+    db.executescript(SCHEMA_0_1)
+    db.execute("PRAGMA user_version = 2")
     db.execute("INSERT INTO records (school, seq, room, kind, at, body, received_at) "
                "VALUES (?, 1, 'cm2-b', 'decision', 100.0, '{\"n\":1}', 101.0)", (SCHOOL,))
     db.execute("INSERT INTO schools (school, gateway, acked) VALUES (?, 'gw-1', 1)", (SCHOOL,))
@@ -192,7 +194,7 @@ def test_a_database_of_version_2_gets_the_conflicts_table_and_keeps_its_rows(tmp
     db.close()
     store = CityStore(path)
     try:
-        assert store.schema_version == SCHEMA_VERSION == user_version(path) == 3
+        assert store.schema_version == SCHEMA_VERSION == user_version(path) == 4
         assert store.seqs(SCHOOL) == [1] and store.acked(SCHOOL) == 1
         # The same seq with another content is kept aside now, not dropped.
         raw = json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-1", "records": [
@@ -206,3 +208,96 @@ def test_a_database_of_version_2_gets_the_conflicts_table_and_keeps_its_rows(tmp
     fresh = str(tmp_path / "fresh.db")
     CityStore(fresh).close()
     assert schema_of(path) == schema_of(fresh)
+
+
+# As the city before Alembic (common.migrate, user_version 3) made it: the
+# schema of 0.1.0 plus conflicting_records.
+CONFLICTS_V3 = """
+CREATE TABLE IF NOT EXISTS conflicting_records (
+    school      TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    digest      TEXT NOT NULL,
+    gateway     TEXT,
+    room        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    at          DOUBLE PRECISION NOT NULL,
+    body        TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (school, seq, digest)
+);
+"""
+
+
+def test_a_database_of_version_3_keeps_every_row_and_learns_epochs(tmp_path):
+    path = str(tmp_path / "city.db")
+    write_0_1(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(CONFLICTS_V3)
+    db.execute("INSERT INTO conflicting_records (school, seq, digest, gateway, room, kind, at, body, received_at) "
+               "VALUES (?, 2, 'abc', 'gw-x', 'cm2-b', 'evt', 101.0, '{\"v\":1}', 103.0)", (SCHOOL,))
+    db.executemany("INSERT INTO records (school, seq, room, kind, at, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   [(SCHOOL, seq, "ce1", "decision", 200.0 + seq, compact({"n": seq}), 300.0) for seq in range(4, 1004)])
+    db.execute("UPDATE schools SET acked = 1003")
+    db.execute("PRAGMA user_version = 3")
+    db.close()
+    store = CityStore(path)
+    try:
+        assert store.schema_version == SCHEMA_VERSION == user_version(path)
+        assert store.record_count() == 1002 and store.seqs(SCHOOL) == [1, 2, *range(4, 1004)]
+        assert store.records(room="ce1", limit=1)[0]["body"] == {"n": 1003}
+        assert [(r["seq"], r["reason"]) for r in store.rejected(SCHOOL)] == [(3, "record_kind")]
+        assert [(c["seq"], c["gateway"], c["body"]) for c in store.conflicts(SCHOOL)] == [(2, "gw-x", {"v": 1})]
+        assert [(k["kit"], k["attached"]) for k in store.kits()] == [("air-co2-01", True)]
+        # The rows of before are the legacy epoch "", with their ack.
+        assert [(e["epoch"], e["n"], e["acked"]) for e in store.epochs(SCHOOL)] == [("", 1, 1003)]
+        assert store.acked(SCHOOL) == 1003
+        # A legacy gateway carries on; a fresh one (an epoch, seq from 1) is stored beside it.
+        legacy = parse_batch(SCHOOL, json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-1", "records": [
+            {"seq": 1004, "room": "ce1", "kind": "decision", "at": 1.0, "body": {"n": 1004}}]}).encode())
+        assert store.store_batch(legacy, 400.0).acked == 1004
+        fresh = parse_batch(SCHOOL, json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-2", "epoch": "e2", "records": [
+            {"seq": 1, "room": "cm2-b", "kind": "state", "at": 500.0, "body": BIRTH | {"boot": 1}}]}).encode())
+        result = store.store_batch(fresh, 501.0)
+        assert (result.stored, result.acked, result.epoch) == (1, 1, "e2")
+        assert store.seqs(SCHOOL, "e2") == [1] and store.acked(SCHOOL, "") == 1004
+        # The fresh gateway's birth is the room's present, whatever the old seqs.
+        [room] = store.status()["schools"][0]["rooms"]
+        assert room["boot"] == 1
+    finally:
+        store.close()
+    fresh_db = str(tmp_path / "fresh.db")
+    CityStore(fresh_db).close()
+    assert schema_of(path) == schema_of(fresh_db)
+
+
+def test_a_postgresql_database_of_revision_3_is_upgraded_in_place(postgres):
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from cloud_bridge.store import MIGRATIONS
+
+    url = postgres.new_database()
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        config = Config()
+        config.set_main_option("script_location", MIGRATIONS)
+        config.attributes["connection"] = conn
+        command.upgrade(config, "r0003")
+        conn.commit()
+        conn.execute(sa.text("INSERT INTO records (school, seq, room, kind, at, body, received_at) "
+                             "VALUES (:s, 1, 'cm2-b', 'state', 100.0, :b, 101.0)"), {"s": SCHOOL, "b": compact(BIRTH)})
+        conn.execute(sa.text("INSERT INTO schools (school, gateway, acked) VALUES (:s, 'gw-1', 1)"), {"s": SCHOOL})
+        conn.commit()
+    engine.dispose()
+    store = CityStore(url=url)
+    try:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.seqs(SCHOOL) == [1] and store.acked(SCHOOL) == 1
+        assert store.records()[0]["body"] == BIRTH and store.records()[0]["epoch"] == ""
+        fresh = parse_batch(SCHOOL, json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-2", "epoch": "e2", "records": [
+            {"seq": 1, "room": "cm2-b", "kind": "decision", "at": 1.0, "body": {"n": 1}}]}).encode())
+        assert (store.store_batch(fresh, 2.0).stored, store.seqs(SCHOOL, "e2")) == (1, [1])
+    finally:
+        store.close()
+    CityStore(url=url).close()  # at the head: nothing to do

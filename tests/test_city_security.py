@@ -10,6 +10,7 @@ allowed one from the same sender on the same path; once the sentinel has
 arrived, the forbidden one would have arrived before it (one publisher,
 QoS 1: Mosquitto keeps the order)."""
 
+import asyncio
 import json
 import logging
 import secrets
@@ -65,10 +66,13 @@ def connected(city, clients, who, client_id=None):
     return c
 
 
-def batch(school, gateway, seqs, tag="real"):
-    return json.dumps({"v": 1, "school": school, "gateway": gateway, "records": [
+def batch(school, gateway, seqs, tag="real", epoch=""):
+    envelope = {"v": 1, "school": school, "gateway": gateway, "records": [
         {"seq": s, "room": "cm2-b", "kind": "decision", "at": 1000.0 + s, "body": {"v": 1, "n": s, "tag": tag}}
-        for s in seqs]})
+        for s in seqs]}
+    if epoch:
+        envelope["epoch"] = epoch  # a forger copies the real gateway's
+    return json.dumps(envelope)
 
 
 # ------------------------------------------------------------- who gets in
@@ -150,6 +154,24 @@ def test_a_gateway_reads_only_its_own_acks_and_publishes_none(city, clients):
     wait_for(lambda: len(a.received(city_topic(A, "ack"))) == 2, WAIT_S, "the worker's second ack to A")
     assert [json.loads(p)["acked"] for p in b.received(city_topic(B, "ack"))] == [7, 8]
     assert [json.loads(p)["acked"] for p in a.received(city_topic(A, "ack"))] == [1, 2]
+
+
+@pytest.mark.broker
+def test_gap_requests_come_from_workers_only_and_reach_their_school_only(city, clients):
+    a = connected(city, clients, A)
+    b = connected(city, clients, B)
+    worker = connected(city, clients, "worker.1")
+    a.subscribe(city_topic(A, "gaps"), city_topic(B, "gaps"))
+    b.subscribe(city_topic(B, "gaps"))
+    # A gateway asking another for records, or faking the city's request to itself: dropped.
+    a.publish(city_topic(B, "gaps"), {"v": 1, "school": B, "epoch": "", "ranges": [[1, 9]]})
+    b.publish(city_topic(B, "gaps"), {"v": 1, "school": B, "epoch": "", "ranges": [[1, 8]]})
+    worker.publish(city_topic(B, "gaps"), {"v": 1, "school": B, "epoch": "", "ranges": [[3, 4]]})
+    worker.publish(city_topic(A, "gaps"), {"v": 1, "school": A, "epoch": "", "ranges": [[5, 6]]})  # the sentinel
+    wait_for(lambda: a.received(city_topic(A, "gaps")) and b.received(city_topic(B, "gaps")), WAIT_S,
+             "the worker's requests")
+    assert [t for t, _ in a.messages] == [city_topic(A, "gaps")]
+    assert [json.loads(p)["ranges"] for p in b.received(city_topic(B, "gaps"))] == [[[3, 4]]]
 
 
 @pytest.mark.broker
@@ -326,7 +348,7 @@ def test_a_forged_batch_does_not_make_the_city_drop_the_real_records(city, schoo
         from paho.mqtt.client import MQTTMessage
 
         msg = MQTTMessage(topic=city_topic(A, "records").encode())
-        msg.payload = batch(A, GW_A, range(2, 21), tag="forged").encode()
+        msg.payload = batch(A, GW_A, range(2, 21), tag="forged", epoch=getattr(gateway, "epoch", "")).encode()
         ingest = service.city.ingest
         ingest._loop.call_soon_threadsafe(ingest.on_message, msg)
         wait_for(lambda: service.store.acked(A) == 20, WAIT_S, "the forgery stored")
@@ -375,10 +397,10 @@ def test_the_city_takes_a_schools_batches_only_from_its_certified_gateway(tmp_pa
         assert store.seqs(A) == [] and store.seqs(B) == [] and store.status()["schools"] == []
         rejected = ingest.metrics.snapshot()["rejected"]
         assert (rejected["gateway_mismatch"], rejected["gateway_unknown"]) == (2, 1)
-        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, [1]).encode()) == (A, 1)
+        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, [1]).encode()) == (A, 1, "")
         # A new gateway for the school (replace): the register follows the CA's index.
         ca.issue_gateway(A, "gw-new", str(tmp_path / "a2"), replace_gateway=True)
-        assert ingest.handle(city_topic(A, "records"), batch(A, "gw-new", [2]).encode()) == (A, 2)
+        assert ingest.handle(city_topic(A, "records"), batch(A, "gw-new", [2]).encode()) == (A, 2, "")
         assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, [3]).encode()) is None
         assert any("gw-rogue" in r.getMessage() and "gateway_mismatch" in r.getMessage() for r in caplog.records)
     finally:
@@ -388,14 +410,14 @@ def test_the_city_takes_a_schools_batches_only_from_its_certified_gateway(tmp_pa
 def test_a_forged_record_first_keeps_the_real_one_and_acks_only_what_was_sent(tmp_path):
     ingest, store = _ingest(tmp_path)
     try:
-        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, [1]).encode()) == (A, 1)
+        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, [1]).encode()) == (A, 1, "")
         # Forged 2..20 first: stored, acked (the gateway ignores an ack beyond what it sent).
-        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, range(2, 21), "forged").encode()) == (A, 20)
+        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, range(2, 21), "forged").encode()) == (A, 20, "")
         # The real 2..5: kept beside, and acked up to 5 only, so the gateway deletes only what it sent.
-        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, range(2, 6)).encode()) == (A, 5)
+        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, range(2, 6)).encode()) == (A, 5, "")
         # Sent again (no ack seen): nothing new kept, still 5.
-        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, range(2, 6)).encode()) == (A, 5)
-        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, range(6, 23)).encode()) == (A, 22)
+        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, range(2, 6)).encode()) == (A, 5, "")
+        assert ingest.handle(city_topic(A, "records"), batch(A, GW_A, range(6, 23)).encode()) == (A, 22, "")
         assert [c["seq"] for c in store.conflicts(A)] == list(range(2, 21))
         assert {c["body"]["tag"] for c in store.conflicts(A)} == {"real"}
         assert store.seqs(A) == list(range(1, 23))
@@ -414,11 +436,11 @@ def test_a_forged_record_after_the_real_one_changes_nothing(tmp_path):
     forged = json.loads(json.dumps(real))
     forged["records"][0]["body"]["boot"] = 99
     try:
-        assert ingest.handle(city_topic(A, "records"), json.dumps(real).encode()) == (A, 1)
-        assert ingest.handle(city_topic(A, "records"), json.dumps(forged).encode()) == (A, 1)
+        assert ingest.handle(city_topic(A, "records"), json.dumps(real).encode()) == (A, 1, "")
+        assert ingest.handle(city_topic(A, "records"), json.dumps(forged).encode()) == (A, 1, "")
         # Keys in another order are the same record: a repeat, not a conflict.
         reordered = {**real, "records": [dict(reversed(list(real["records"][0].items())))]}
-        assert ingest.handle(city_topic(A, "records"), json.dumps(reordered).encode()) == (A, 1)
+        assert ingest.handle(city_topic(A, "records"), json.dumps(reordered).encode()) == (A, 1, "")
         [room] = store.status()["schools"][0]["rooms"]
         assert room["boot"] == 3  # the forgery never applied
         [conflict] = store.conflicts(A)
@@ -437,14 +459,21 @@ def test_the_gateway_ignores_an_ack_beyond_what_it_sent():
     config = Config.from_dict({"school": A, "gateway_id": GW_A, "db": ":memory:",
                                "school_broker": {"host": "127.0.0.1"}, "rooms": {"cm2-b": {}},
                                "policy": {"zone": "C"}})
-    forwarder = Forwarder(":memory:", Link(), config, acked=4, committed=50,  # type: ignore[arg-type]
-                          clock=lambda: 0.0, save_acked=saved.append)
-    forwarder.sent_max = 10
-    forwarder.on_ack(11)  # within what was committed, beyond what was sent: forged or stale
-    forwarder.on_ack(60)  # beyond what was committed
-    assert (forwarder.acked, saved, forwarder.acks_ignored) == (4, [], 2)
-    forwarder.on_ack(10)
-    assert (forwarder.acked, saved) == (10, [10])
+
+    async def scenario():  # on the gateway's loop, as in the gateway
+        forwarder = Forwarder(":memory:", Link(), config, acked=4, committed=50,  # type: ignore[arg-type]
+                              clock=lambda: 0.0, save_acked=saved.append)
+        forwarder.sent_max = 10
+        forwarder.on_ack(11)  # within what was committed, beyond what was sent: forged or stale
+        forwarder.on_ack(60)  # beyond what was committed
+        assert (forwarder.acked, saved, forwarder.acks_ignored) == (4, [], 2)
+        forwarder.on_ack(10)
+        assert forwarder.acked == 10
+        await forwarder.close()
+        return forwarder
+
+    forwarder = asyncio.run(scenario())
+    assert forwarder.acked == 10
 
 
 @pytest.mark.broker

@@ -1,16 +1,16 @@
-"""City storage (cloud_bridge.store) on a real SQLite file: each (school, seq)
+"""City storage (cloud_bridge.store) on a real SQLite file and a real
+PostgreSQL (tests/conftest.py `city_database`): each (school, seq)
 once whatever the replays, the ack is the highest seq with no gap below it,
 the live room view never goes back to history (by boot, then by the
 board's uptime and the gateway's seq within a boot), and older databases get
 the columns added since."""
 
+import itertools
 import json
-import os
 import sqlite3
-import tempfile
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud_bridge.store import CityStore, StoreError
@@ -34,8 +34,8 @@ def rec(seq, room="cm2-b", kind="decision", body=None, at=None):
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = CityStore(str(tmp_path / "city.db"))
+def store(city_database):
+    s = CityStore(**city_database)
     yield s
     s.close()
 
@@ -56,29 +56,31 @@ def replays(n):
     return st.one_of(slices, st.lists(st.sampled_from(seqs), max_size=25))
 
 
-@settings(max_examples=120, deadline=None)
-@given(st.integers(1, 40).flatmap(lambda n: st.lists(replays(n), min_size=1, max_size=10)))
-def test_each_seq_is_stored_once_and_the_ack_never_passes_a_gap(batches):
-    with tempfile.TemporaryDirectory() as folder:
-        store = CityStore(os.path.join(folder, "city.db"))
-        try:
-            delivered: set[int] = set()
-            last_ack = 0
-            for seqs in batches:
-                result = store.store_batch(batch([rec(s) for s in seqs]), received_at=5000.0)
-                fresh = set(seqs) - delivered
-                delivered |= set(seqs)
-                assert result.stored == len(fresh)
-                assert result.stored + result.duplicates == len(seqs)
-                assert result.acked == contiguous(delivered) >= last_ack
-                last_ack = result.acked
-            assert store.seqs(SCHOOL) == sorted(delivered)
-            assert store.record_count() == len(delivered)
-            assert store.acked(SCHOOL) == contiguous(delivered)
-            stored = {r["seq"]: r["body"] for r in store.records(school=SCHOOL, limit=1000)}
-            assert stored == {s: body_for(s) for s in delivered}
-        finally:
-            store.close()
+def test_each_seq_is_stored_once_and_the_ack_never_passes_a_gap(store):
+    # One database, a school of its own for each example.
+    schools = (f"s{n:07d}" for n in itertools.count())
+
+    @settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.integers(1, 40).flatmap(lambda n: st.lists(replays(n), min_size=1, max_size=10)))
+    def check(batches):
+        school = next(schools)
+        delivered: set[int] = set()
+        last_ack = 0
+        for seqs in batches:
+            result = store.store_batch(batch([rec(s) for s in seqs], school), received_at=5000.0)
+            fresh = set(seqs) - delivered
+            delivered |= set(seqs)
+            assert result.stored == len(fresh)
+            assert result.stored + result.duplicates == len(seqs)
+            assert result.acked == contiguous(delivered) >= last_ack
+            last_ack = result.acked
+        assert store.seqs(school) == sorted(delivered)
+        assert store.record_count(school) == len(delivered)
+        assert store.acked(school) == contiguous(delivered)
+        stored = {r["seq"]: r["body"] for r in store.records(school=school, limit=1000)}
+        assert stored == {s: body_for(s) for s in delivered}
+
+    check()
 
 
 def test_schools_are_counted_apart(store):
@@ -172,11 +174,7 @@ def test_a_late_record_of_the_same_boot_does_not_go_back(store):
 
 
 def live_uptime(store, name="cm2-b"):
-    db = sqlite3.connect(store.path)
-    try:
-        return db.execute("SELECT live_uptime FROM rooms WHERE room = ?", (name,)).fetchone()[0]
-    finally:
-        db.close()
+    return store._read("SELECT live_uptime FROM rooms WHERE room = :room", {"room": name})[0]["live_uptime"]
 
 
 def test_events_a_board_kept_in_its_outbox_are_not_the_present(store):
@@ -277,3 +275,26 @@ def test_a_database_that_cannot_open_is_a_clear_error(tmp_path):
         CityStore(str(tmp_path / "missing-folder" / "city.db"))
     with pytest.raises(StoreError):
         CityStore(":memory:")
+    # Nobody listens there; the password never reaches the message.
+    with pytest.raises(StoreError, match="cannot open") as caught:
+        CityStore(url="postgresql+psycopg://city:s3cret-word@127.0.0.1:1/city")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_the_database_url_comes_from_the_environment_and_never_shows_its_password(monkeypatch, capsys):
+    from cloud_bridge.errors import CitySettingsError
+    from cloud_bridge.service import main
+    from cloud_bridge.settings import CitySettings
+
+    url = "postgresql+psycopg://city:s3cret-word@127.0.0.1:1/city"
+    monkeypatch.setenv("PREAU_CITY_DATABASE_URL", url)
+    settings = CitySettings.from_env(token="t" * 24)
+    assert settings.database_url == url
+    assert "s3cret" not in repr(settings) and "127.0.0.1:1/city" in repr(settings)
+    with pytest.raises(CitySettingsError, match="PREAU_CITY_DATABASE_URL"):
+        CitySettings(token="t" * 24, database_url="mysql://x/y").check()
+    # Nobody listens there: a clear sentence, exit 1, no password.
+    monkeypatch.setenv("PREAU_CITY_TOKEN", "t" * 24)
+    assert main(["--http", "127.0.0.1:0", "--log-level", "ERROR"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot open the city database" in err and "s3cret" not in err

@@ -98,7 +98,7 @@ def test_a_first_release_database_is_upgraded_in_place(tmp_path):
     evt = first_release_db(path)
     journal = Journal(path, lambda ticket, seq: None)
     try:
-        assert history.schema_version(journal.conn) == len(history.STEPS) == 2
+        assert history.schema_version(journal.conn) == len(history.STEPS) == 3
         state = history.load_state(journal.conn, now=10.0)
     finally:
         journal.stop()

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devkit.http import HttpThread
@@ -121,10 +122,7 @@ def test_a_canary_rollout_end_to_end(mosquitto, tmp_path):
     config = Config.from_dict(mosquitto.config(str(tmp_path)) | {
         "rooms": {"cm2-b": {"wifi": "allowed"}, "cp-a": {"wifi": "allowed"}}, "policy": {"zone": "C"}})
     gateway = Gateway(config, clock=school_clock(), reconnect_max_s=1).start()
-    app = create_app(gateway, ApiSettings(token="director-token-0123456789"))
-    if not any(getattr(r, "path", "") == "/ota/blobs/{digest}" for r in app.routes):
-        app.include_router(ota.router(gateway))
-    http = HttpThread(app, "127.0.0.1", 0, name="gw-http")
+    http = HttpThread(create_app(gateway, ApiSettings(token="director-token-0123456789")), "127.0.0.1", 0, name="gw-http")
     folder = ota.ota_dir(config.db)
     bundle = ota.build_bundle(folder, release(tmp_path / "release", "0.2.0"))
     try:
@@ -172,6 +170,12 @@ def test_a_canary_rollout_end_to_end(mosquitto, tmp_path):
             await other.stop()
 
         asyncio.run(asyncio.wait_for(scenario(), 120))
+        # open routes, but nothing beyond what an order names
+        base = f"http://127.0.0.1:{http.port}"
+        assert httpx.get(f"{base}/ota/cm2-b/u-0-0/manifest").status_code == 404  # no such order
+        assert httpx.get(f"{base}/ota/cp-a/u-1/manifest").status_code == 404  # another room's
+        assert httpx.get(f"{base}/ota/blobs/{'0' * 64}").status_code == 404
+        assert httpx.get(f"{base}/ota/blobs/..%2F..%2Fgw.sqlite").status_code == 404
         audit = [a for a in read_audit(config.db, 50) if a["action"] == "board.update"]
         assert [json.loads(a["detail"]) if isinstance(a["detail"], str) else a["detail"] for a in audit][0]["room"] == "cm2-b"
     finally:

@@ -1,0 +1,110 @@
+"""The supervision pages' words, in French (the default: the city's
+language) and English; the mechanism is common/web/i18n.py's."""
+
+from __future__ import annotations
+
+from common.web.i18n import LANGS, duration, local_time, translate, word_of  # noqa: F401 - the pages take them here
+
+ROLE_WORDS = {"fr": {"supervisor": "supervision", "technician": "technicien", "viewer": "lecture seule"},
+              "en": {"supervisor": "supervisor", "technician": "technician", "viewer": "viewer"}}
+
+RULE_WORDS = {
+    "fr": {"gateway_offline": "passerelle hors ligne", "board_offline": "carte de classe hors ligne",
+           "projector_error": "vidéoprojecteur en erreur", "lamp_hours": "lampe en fin de vie",
+           "ap_outside_session": "Wi-Fi allumé hors séance", "co2": "CO₂ élevé",
+           "records_dropped": "enregistrements perdus par la passerelle"},
+    "en": {"gateway_offline": "gateway offline", "board_offline": "classroom board offline",
+           "projector_error": "projector error", "lamp_hours": "lamp near its end",
+           "ap_outside_session": "Wi-Fi on outside a session", "co2": "high CO₂",
+           "records_dropped": "records dropped by the gateway"},
+}
+
+WORDS: dict[str, dict[str, str]] = {
+    "fr": {
+        "app": "Préau — supervision de la ville", "login": "Connexion", "login_title": "Connexion à la supervision",
+        "user": "Identifiant", "password": "Mot de passe", "sign_in": "Se connecter", "logout": "Se déconnecter",
+        "bad_login": "Identifiant ou mot de passe incorrect.",
+        "too_many": "Trop d'essais : réessayez dans {s} secondes.",
+        "main_nav": "Navigation principale", "lang_other": "English", "you": "Connecté : {login} ({role})",
+        "forbidden": "Accès refusé", "forbidden_text": "Votre rôle ne permet pas de voir cette page.",
+        "nav_schools": "Écoles", "nav_equipment": "Équipement", "nav_usage": "Utilisation", "nav_alerts": "Alertes",
+        "schools_title": "Les écoles maintenant", "school": "École", "gateway": "Passerelle",
+        "online": "en ligne", "offline": "hors ligne", "never_seen": "jamais vue", "offline_since": "depuis le {t}",
+        "rooms_online": "Classes en ligne", "open_alerts": "Alertes ouvertes", "search": "Rechercher une école",
+        "filter": "Afficher", "f_all": "toutes", "f_online": "en ligne", "f_offline": "hors ligne",
+        "f_alerts": "avec une alerte", "apply": "Filtrer", "no_school": "Aucune école ne correspond.",
+        "school_title": "École {school}", "rooms_title": "Les classes", "room": "Classe", "status": "État",
+        "session": "Séance", "s_idle": "pas de séance", "s_requesting": "demande en cours", "s_active": "en cours",
+        "ap": "Wi-Fi", "ap_on": "allumé", "ap_off": "éteint", "firmware": "Logiciel", "board": "Carte",
+        "last_seen": "Vue", "kits_here": "Malles dans cette école", "outages": "Coupures de la passerelle",
+        "no_outage": "Aucune coupure enregistrée.", "from": "Depuis", "until": "Jusqu'à",
+        "equipment_title": "Équipement", "projectors": "Vidéoprojecteurs", "model": "Modèle",
+        "projector_state": "État", "lamp_hours": "Heures de lampe", "boards": "Cartes et logiciels",
+        "kits": "Malles d'objets connectés", "kit": "Malle", "kit_type": "Type", "where": "Où",
+        "attached": "branchée", "detached": "débranchée", "since": "Depuis", "not_reported": "non signalé",
+        "versions": "Versions du logiciel", "count": "Nombre", "none": "Aucune.",
+        "usage_title": "Utilisation du trimestre", "quarter": "Trimestre", "show": "Afficher",
+        "csv": "Télécharger le CSV", "month": "Mois", "sessions": "Séances", "session_minutes": "Minutes de séance",
+        "projector_hours": "Heures de vidéoprojecteur", "ap_minutes": "Minutes de Wi-Fi", "total": "Total",
+        "usage_note": "Heures de vidéoprojecteur et minutes de Wi-Fi d'après la télémétrie des classes "
+                      "(par intervalle) ; séances d'après les événements des cartes.",
+        "alerts_title": "Alertes", "open_title": "Alertes ouvertes", "history_title": "Historique",
+        "rules_title": "Règles en vigueur", "rule": "Règle", "opened": "Ouverte", "detail": "Détail",
+        "acked": "Acquittée", "closed": "Close", "cleared": "Condition terminée", "by": "Par",
+        "ack": "Acquitter", "close": "Clore", "no_alert": "Aucune alerte ouverte.", "no_history": "Aucune alerte close.",
+        "mail": "Courriel", "mail_sent": "envoyé", "mail_pending": "en attente", "mail_off": "pas de serveur SMTP",
+        "mail_test": "Envoyer un courriel d'essai", "mail_test_done": "Courriel d'essai envoyé.",
+        "mail_test_failed": "Courriel d'essai non envoyé : {why}", "acked_notice": "Alerte {id} acquittée.",
+        "closed_notice": "Alerte {id} close.", "gone": "Alerte {id} : déjà traitée ou inconnue.",
+        "parameters": "Paramètres", "no_rules": "Aucune règle.", "actions": "Actions", "yes": "oui", "no": "non",
+    },
+    "en": {
+        "app": "Préau — city supervision", "login": "Log in", "login_title": "Log in to the supervision",
+        "user": "Login", "password": "Password", "sign_in": "Log in", "logout": "Log out",
+        "bad_login": "Wrong login or password.", "too_many": "Too many tries: try again in {s} seconds.",
+        "main_nav": "Main navigation", "lang_other": "Français", "you": "Logged in: {login} ({role})",
+        "forbidden": "Forbidden", "forbidden_text": "Your role may not see this page.",
+        "nav_schools": "Schools", "nav_equipment": "Equipment", "nav_usage": "Usage", "nav_alerts": "Alerts",
+        "schools_title": "Schools now", "school": "School", "gateway": "Gateway",
+        "online": "online", "offline": "offline", "never_seen": "never seen", "offline_since": "since {t}",
+        "rooms_online": "Classrooms online", "open_alerts": "Open alerts", "search": "Search a school",
+        "filter": "Show", "f_all": "all", "f_online": "online", "f_offline": "offline", "f_alerts": "with an alert",
+        "apply": "Filter", "no_school": "No school matches.",
+        "school_title": "School {school}", "rooms_title": "Classrooms", "room": "Classroom", "status": "Status",
+        "session": "Session", "s_idle": "no session", "s_requesting": "requesting", "s_active": "running",
+        "ap": "Wi-Fi", "ap_on": "on", "ap_off": "off", "firmware": "Firmware", "board": "Board",
+        "last_seen": "Seen", "kits_here": "Kits in this school", "outages": "Gateway outages",
+        "no_outage": "No outage recorded.", "from": "From", "until": "Until",
+        "equipment_title": "Equipment", "projectors": "Projectors", "model": "Model",
+        "projector_state": "State", "lamp_hours": "Lamp hours", "boards": "Boards and firmware",
+        "kits": "Connected-object kits", "kit": "Kit", "kit_type": "Type", "where": "Where",
+        "attached": "plugged in", "detached": "unplugged", "since": "Since", "not_reported": "not reported",
+        "versions": "Firmware versions", "count": "Count", "none": "None.",
+        "usage_title": "Usage for the quarter", "quarter": "Quarter", "show": "Show",
+        "csv": "Download the CSV", "month": "Month", "sessions": "Sessions", "session_minutes": "Session minutes",
+        "projector_hours": "Projector hours", "ap_minutes": "Wi-Fi minutes", "total": "Total",
+        "usage_note": "Projector hours and Wi-Fi minutes from the classrooms' telemetry (per interval); sessions "
+                      "from the boards' events.",
+        "alerts_title": "Alerts", "open_title": "Open alerts", "history_title": "History",
+        "rules_title": "Rules in force", "rule": "Rule", "opened": "Opened", "detail": "Detail",
+        "acked": "Acknowledged", "closed": "Closed", "cleared": "Condition over", "by": "By",
+        "ack": "Acknowledge", "close": "Close", "no_alert": "No open alert.", "no_history": "No closed alert.",
+        "mail": "E-mail", "mail_sent": "sent", "mail_pending": "pending", "mail_off": "no SMTP server",
+        "mail_test": "Send a test e-mail", "mail_test_done": "Test e-mail sent.",
+        "mail_test_failed": "Test e-mail not sent: {why}", "acked_notice": "Alert {id} acknowledged.",
+        "closed_notice": "Alert {id} closed.", "gone": "Alert {id}: already handled or unknown.",
+        "parameters": "Parameters", "no_rules": "No rule.", "actions": "Actions", "yes": "yes", "no": "no",
+    },
+}
+
+
+def t(lang: str, key: str, **values: object) -> str:
+    return translate(WORDS, lang, key, **values)
+
+
+def role_word(lang: str, role: str) -> str:
+    return word_of(ROLE_WORDS, lang, role)
+
+
+def rule_word(lang: str, rule: str) -> str:
+    return word_of(RULE_WORDS, lang, rule)
