@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.queries import refuse_unknown_query
 from common.web.http import BODY_MAX, BodyLimit, SecurityHeaders  # noqa: F401 - BODY_MAX: the tests read it here
+from common.web.render import COMMON_STATIC
 
 from .accounts import AccountStore, default_path, ensure_first
 from .config import Config, ConfigError
@@ -495,6 +496,7 @@ def create_app(gateway: Gateway, settings: ApiSettings, access: Access | None = 
     from .ota import router as ota_router
 
     app.include_router(ota_router(gateway))
+    app.mount("/static/common", StaticFiles(directory=COMMON_STATIC), name="static-common")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(RequestValidationError, refused_input)
     app.add_exception_handler(NeedsLogin, needs_login)

@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from common.web.auth import Access, LoginLimiter, NeedsLogin, PageForbidden, Sessions
 from common.web.http import BodyLimit, SecurityHeaders
 from common.web.login import lang_of, login_redirect
+from common.web.render import COMMON_STATIC
 
 from ..alerts import ALERTS_FILE, RULES_ENV, RULES_FILE, AlertBook, Alerts, AlertsError, Rules
 from ..errors import CitySettingsError
@@ -107,6 +108,7 @@ def install(app: FastAPI, store, settings: CitySettings, pages: PagesSettings | 
     alerts = Alerts(store, book, pages.rules, timezone=pages.timezone, now=now)
     app.state.supervision = routes.Supervision(store, accounts, book, alerts, pages.rules, pages.timezone)
     app.include_router(routes.router)
+    app.mount("/static/common", StaticFiles(directory=COMMON_STATIC), name="static-common")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(NeedsLogin, _needs_login)
     app.add_exception_handler(PageForbidden, _page_forbidden)

@@ -7,6 +7,7 @@ install. The words come from the service (its `t(lang, key)`: keys
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,10 @@ e = escape
 Words = Callable[..., str]  # t(lang, key, **values)
 # (href, the word's key, the roles that see the link)
 NavLink = tuple[str, str, tuple[str, ...]]
+
+
+# The look both services share, mounted at /static/common by each (before its /static).
+COMMON_STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
 def layout(t: Words, role_word: Callable[[str, str], str], lang: str, title: str, body: str | Markup, *,
@@ -40,7 +45,8 @@ def layout(t: Words, role_word: Callable[[str, str], str], lang: str, title: str
     return (
         f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">{csrf_meta}'
-        f'<title>{e(title)} — Préau</title><link rel="stylesheet" href="/static/app.css">'
+        f'<title>{e(title)} — Préau</title><link rel="stylesheet" href="/static/common/base.css">'
+        f'<link rel="stylesheet" href="/static/app.css">'
         f'<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">{script_tags}</head><body>'
         f'<header><p class="brand">{e(t(lang, "app"))}</p>{nav}'
         f'<a class="lang" href="{e(path)}?lang={other}" lang="{other}">{e(t(lang, "lang_other"))}</a></header>'
