@@ -334,13 +334,11 @@ def test_the_command_line_adds_resets_removes_and_lists(tmp_path, capsys, monkey
 # in a real browser, on the real city ---------------------------------------------------------------------
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+from tests.browser import ARTIFACTS, AXE, CHROMIUM, WAIT_MS, check, launch, new_page  # noqa: E402
+
 expect = playwright_api.expect
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-ARTIFACTS = ROOT / "artifacts" / "city-pages"
-WAIT_MS = 30_000
+SHOTS = ARTIFACTS / "city-pages"
 browser_only = pytest.mark.skipif(not os.path.exists(CHROMIUM) or not AXE.exists(),
                                   reason="needs Debian's chromium and node_modules/axe-core")
 
@@ -401,40 +399,12 @@ def school_gateway(locked_city, city):
 
 @pytest.fixture(scope="module")
 def chromium():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
+    yield from launch()
 
 
 @pytest.fixture
 def page(chromium, request):
-    context = chromium.new_context(locale="fr-FR", timezone_id="Europe/Paris", viewport={"width": 1280, "height": 900},
-                                   accept_downloads=True)
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
-    page.shots = ARTIFACTS / request.node.name
-    page.shots.mkdir(parents=True, exist_ok=True)
-    yield page
-    context.close()
-    assert not problems, problems  # any error in the browser's console fails the test
-
-
-def check(page, name: str) -> None:
-    """A screenshot, then axe-core on the page: no serious or critical violation."""
-    page.screenshot(path=str(page.shots / f"{name}.png"), full_page=True)
-    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
-        page.evaluate(AXE.read_text())
-    violations = page.evaluate("""async () => {
-        const result = await axe.run(document, {resultTypes: ["violations"]});
-        return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                            nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}));
-    }""")
-    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
-    assert not bad, (name, bad)
+    yield from new_page(chromium, SHOTS / request.node.name, accept_downloads=True)
 
 
 def send(gateway, seq0: int, records: list[dict]) -> None:

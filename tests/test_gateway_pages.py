@@ -29,17 +29,15 @@ from tests.helpers import await_for
 from tests.test_gateway_auth import DIRECTOR_TOKEN, PASSWORDS, VIEWER_TOKEN, make_access, school_gateway
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+from tests.browser import ARTIFACTS, AXE, CHROMIUM, WAIT_MS, check, launch, new_page  # noqa: E402
+
 expect = playwright_api.expect
 
 pytestmark = pytest.mark.broker
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-ARTIFACTS = ROOT / "artifacts" / "pages"
-WAIT_MS = 30_000
+SHOTS = ARTIFACTS / "pages"
 SITES: dict = {}  # url -> its app, for a test that reaches behind the pages
-expect.set_options(timeout=WAIT_MS)  # every expect(...) waits on its condition this long at most  # a busy 2-core machine: generous bounds, but always on a condition
+expect.set_options(timeout=WAIT_MS)  # every expect(...) waits on its condition this long at most (a busy 2-core machine)
 
 if not os.path.exists(CHROMIUM) or not AXE.exists():
     pytest.skip("needs Debian's chromium and node_modules/axe-core", allow_module_level=True)
@@ -64,10 +62,7 @@ class BoardLoop:
 
 @pytest.fixture(scope="module")
 def chromium():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+    yield from launch()
 
 
 @pytest.fixture
@@ -99,32 +94,7 @@ def boards():
 # streams with it), then the servers stop.
 @pytest.fixture
 def page(chromium, request):
-    context = chromium.new_context(locale="fr-FR", timezone_id="Europe/Paris", viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
-    page.shots = ARTIFACTS / request.node.name
-    page.shots.mkdir(parents=True, exist_ok=True)
-    yield page
-    context.close()
-    assert not problems, problems  # any error in the browser's console fails the test
-
-
-def check(page, name: str) -> None:
-    """A screenshot, then axe-core on the page: no serious or critical violation."""
-    page.screenshot(path=str(page.shots / f"{name}.png"), full_page=True)
-    # evaluated through the DevTools protocol, so the page's own CSP (no inline script) stays on
-    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
-        page.evaluate(AXE.read_text())
-    violations = page.evaluate("""async () => {
-        const result = await axe.run(document, {resultTypes: ["violations"]});
-        return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                            nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}));
-    }""")
-    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
-    assert not bad, (name, bad)
+    yield from new_page(chromium, SHOTS / request.node.name)
 
 
 def log_in(page, site: str, login: str = "direction") -> None:
