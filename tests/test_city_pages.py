@@ -36,9 +36,10 @@ from cloud_bridge.store import CityStore
 from cloud_bridge.web import PagesSettings, install
 from cloud_bridge.web.accounts import CityAccountStore, ensure_first
 from cloud_bridge.web.accounts import main as account_main
-from common.web.auth import Allow, LoginLimiter, Sessions
+from common.web.auth import LoginLimiter, Sessions
 from devkit.testing import wait_for
 from protocol.citylink import parse_batch
+from tests.routes import allow_of, routes_of
 
 SCHOOL = "0341234a"
 GATEWAY_ID = "gw-0341234a"
@@ -179,30 +180,6 @@ OPEN = {("/login", "GET"), ("/login", "POST")}
 # the only exception, and so that this test fails the day it moves behind a check, to be removed.
 OPEN_IN_THE_API = {"/openapi.json"}
 SAMPLES = {"school": SCHOOL, "room": "cm2-b", "alert_id": "1", "action": "ack"}
-
-
-def allow_of(route: APIRoute) -> Allow | None:
-    def walk(dependant):
-        for sub in dependant.dependencies:
-            if isinstance(sub.call, Allow):
-                return sub.call
-            found = walk(sub)
-            if found is not None:
-                return found
-        return None
-
-    return walk(route.dependant)
-
-
-def routes_of(app):
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # an older FastAPI: app.routes is flat
-        for route in app.routes:
-            yield route.path, getattr(route, "methods", None), route
-        return
-    for context in iter_route_contexts(app.routes):
-        yield context.path, context.methods, context.original_route
 
 
 def test_every_route_refuses_without_a_session_and_with_the_wrong_role(app):

@@ -26,7 +26,8 @@ from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.config import Config
 from edge_gateway.gateway import Gateway
 from edge_gateway.history import read_audit
-from edge_gateway.web.auth import Access, Allow, LoginLimiter, Sessions
+from edge_gateway.web.auth import Access, LoginLimiter, Sessions
+from tests.routes import allow_of, routes_of
 
 pytestmark = pytest.mark.broker
 
@@ -237,32 +238,6 @@ OPEN = {("/healthz", "GET"), ("/login", "GET"), ("/login", "POST"),
 SAMPLES = {"room": "cm2-b", "action": "identify", "command_id": "b-1-1", "override_id": "o-000001",
            "order_id": "u-1-1", "digest": "0" * 64}
 STREAMING = {"/live"}  # answers for ever once admitted: only its refusals are tried
-
-
-def allow_of(route: APIRoute) -> Allow | None:
-    def walk(dependant):
-        for sub in dependant.dependencies:
-            if isinstance(sub.call, Allow):
-                return sub.call
-            found = walk(sub)
-            if found is not None:
-                return found
-        return None
-
-    return walk(route.dependant)
-
-
-def routes_of(app):
-    """(full path, methods, the APIRoute or Mount) of every route of the app,
-    those of included routers too (FastAPI >= 0.150 keeps them as routers)."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # an older FastAPI: app.routes is flat
-        for route in app.routes:
-            yield route.path, getattr(route, "methods", None), route
-        return
-    for context in iter_route_contexts(app.routes):
-        yield context.path, context.methods, context.original_route
 
 
 def test_every_route_refuses_without_a_session_and_with_the_wrong_role(app):
