@@ -103,6 +103,21 @@ REJECTED_TEXT_CHARS = 4000
 INTERNAL_ERROR = "internal_error"
 # Telemetry fields that describe the aggregate, not a reading.
 _TELEMETRY_META = ("v", "interval_s", "n")
+# The records' order for reading and paging, newest first: a unique key of
+# the table (school, epoch, seq are), so a page boundary is never ambiguous.
+RECORD_ORDER = ("at", "school", "epoch", "seq")
+_RECORDS = sa.table("records", *(sa.column(name) for name in (
+    "school", "epoch", "seq", "room", "kind", "at", "body", "received_at")))
+
+
+@dataclass(frozen=True)
+class RecordKey:
+    """Where a page of records ends (RECORD_ORDER): the next starts after it."""
+
+    at: float
+    school: str
+    epoch: str
+    seq: int
 
 class StoreError(CityError):
     """The database cannot be opened: the service cannot run."""
@@ -1189,24 +1204,44 @@ class CityStore:
     def records(self, school: str | None = None, room: str | None = None, kind: str | None = None,
                 limit: int = 100, epoch: str | None = None, since: float | None = None,
                 until: float | None = None) -> list[dict]:
-        """Newest first (by the gateway's time, then seq)."""
-        where, params = [], {}
+        """Newest first (RECORD_ORDER), within [since, until) of the gateway's time."""
+        return self.records_page(school=school, room=room, kind=kind, limit=limit, epoch=epoch, since=since,
+                                 until=until)[0]
+
+    def records_page(self, school: str | None = None, room: str | None = None, kind: str | None = None,
+                     limit: int = 100, epoch: str | None = None, since: float | None = None,
+                     until: float | None = None, after: RecordKey | None = None) -> tuple[list[dict], RecordKey | None]:
+        """One page of records, newest first: by the gateway's time, then
+        school, epoch and seq, all descending (RECORD_ORDER, a unique key
+        of the table), starting after the record `after`. Returns the rows
+        and the key of the last one when more follow (else None): the next
+        page starts after it. Records never change once stored, so paging
+        by key returns each record present at the first page once,
+        whatever is stored between pages (a record stored meanwhile shows
+        on a later page if its key falls after the position reached)."""
+        r = _RECORDS
+        query = sa.select(r.c.school, r.c.epoch, r.c.seq, r.c.room, r.c.kind, r.c.at, r.c.body, r.c.received_at)
         for column, value in (("school", school), ("room", room), ("kind", kind), ("epoch", epoch)):
             if value is not None:
-                where.append(f"{column} = :{column}")
-                params[column] = value
+                query = query.where(r.c[column] == value)
         if since is not None:
-            where.append("at >= :since")
-            params["since"] = since
+            query = query.where(r.c.at >= since)
         if until is not None:
-            where.append("at < :until")
-            params["until"] = until
-        sql = "SELECT school, epoch, seq, room, kind, at, body, received_at FROM records"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY at DESC, school, seq DESC LIMIT :limit"
-        rows = self._read(sql, {**params, "limit": limit})
-        return [{**r, "body": readable_body(r["body"])} for r in rows]
+            query = query.where(r.c.at < until)
+        if after is not None:
+            # The row value (SQLite >= 3.15, PostgreSQL) is the exact rule;
+            # `at <=` beside it lets either planner range-scan records_by_at.
+            query = query.where(r.c.at <= after.at,
+                                sa.tuple_(r.c.at, r.c.school, r.c.epoch, r.c.seq) < sa.tuple_(
+                                    sa.literal(after.at, sa.Float), sa.literal(after.school),
+                                    sa.literal(after.epoch), sa.literal(after.seq, sa.BigInteger)))
+        query = query.order_by(*(r.c[name].desc() for name in RECORD_ORDER)).limit(limit + 1)
+        with self._reading() as conn:
+            rows = [dict(row) for row in conn.execute(query).mappings()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = RecordKey(rows[-1]["at"], rows[-1]["school"], rows[-1]["epoch"], rows[-1]["seq"]) if more else None
+        return [{**row, "body": readable_body(row["body"])} for row in rows], last
 
     def audit(self, school: str, limit: int = 100, since: float | None = None,
               until: float | None = None) -> list[dict]:

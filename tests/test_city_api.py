@@ -77,20 +77,65 @@ def test_status(client):
     }
 
 
+def records(client, **query):
+    response = client.get("/api/records", params=query, headers=AUTH)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def seqs(client, **query):
+    return [r["seq"] for r in records(client, **query)["records"]]
+
+
 def test_records_and_their_filters(client):
-    response = client.get("/api/records", headers=AUTH)
-    assert [r["seq"] for r in response.json()] == [3, 2, 1]
-    assert response.json()[0] == {"school": SCHOOL, "epoch": "", "seq": 3, "room": "gateway", "kind": "decision", "at": 102.0,
-                                  "body": {"grant": True}, "received_at": 103.0}
-    query = {"school": SCHOOL, "room": "cm2-b", "kind": "evt", "limit": 5}
-    assert [r["seq"] for r in client.get("/api/records", params=query, headers=AUTH).json()] == [2]
-    assert client.get("/api/records", params={"school": "other"}, headers=AUTH).json() == []
+    page = records(client)
+    assert [r["seq"] for r in page["records"]] == [3, 2, 1] and page["next"] is None
+    assert page["records"][0] == {"school": SCHOOL, "epoch": "", "seq": 3, "room": "gateway", "kind": "decision",
+                                  "at": 102.0, "body": {"grant": True}, "received_at": 103.0}
+    assert seqs(client, school=SCHOOL, room="cm2-b", kind="evt", limit=5) == [2]
+    assert records(client, school="other") == {"records": [], "next": None}
+    # [since, until) of the gateway's time: Unix seconds, or ISO 8601 with its offset
+    assert seqs(client, since=101, until=102) == [2]
+    assert seqs(client, since="1970-01-01T00:01:41Z", until="1970-01-01T01:01:42+01:00") == [2]
+    assert seqs(client, since="101.5") == [3]
+
+
+def test_records_come_in_pages_behind_a_cursor(client):
+    first = records(client, limit=2)
+    assert [r["seq"] for r in first["records"]] == [3, 2] and isinstance(first["next"], str)
+    second = records(client, limit=2, cursor=first["next"])
+    assert [r["seq"] for r in second["records"]] == [1] and second["next"] is None
+    # the cursor belongs to its filters: under others it would mean nothing
+    other = client.get("/api/records", params={"limit": 2, "kind": "evt", "cursor": first["next"]}, headers=AUTH)
+    assert other.status_code == 422 and other.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+def test_paging_over_http_while_records_arrive(client, store):
+    more = json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-1", "records": [
+        {"seq": s, "room": "cm2-b", "kind": "decision", "at": at, "body": {"grant": False}}
+        for s, at in ((4, 500.0), (5, 101.0), (6, 50.0))]}).encode()
+    first = records(client, limit=1)
+    store.store_batch(parse_batch(SCHOOL, more), received_at=600.0)
+    seen = [r["seq"] for r in first["records"]]
+    cursor = first["next"]
+    while cursor:
+        page = records(client, limit=1, cursor=cursor)
+        seen += [r["seq"] for r in page["records"]]
+        cursor = page["next"]
+    # 4 is newer than the first page: not seen; 5 and 6 fall after the position reached: seen once
+    assert seen == [3, 5, 2, 1, 6]
 
 
 @pytest.mark.parametrize("query", [{"limit": 1001}, {"limit": 0}, {"kind": "tele"}, {"room": "CM2"},
-                                   {"school": "x" * 33}])
+                                   {"school": "x" * 33}, {"since": "noon"}, {"since": "2026-12-03T09:00:00"},
+                                   {"until": "2026-13-03T09:00:00+01:00"}, {"since": -1}, {"until": 2**33},
+                                   {"since": "1900-01-01T00:00:00Z"}, {"cursor": "not a cursor"},
+                                   {"cursor": "bm90LWpzb24"}, {"cursor": "WzEsMSwiYSIsIiIsMS41LCJ4Il0"},
+                                   {"cursor": "x" * 401}])
 def test_records_refuses_bad_queries(client, query):
-    assert client.get("/api/records", params=query, headers=AUTH).status_code == 422
+    response = client.get("/api/records", params=query, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", next(iter(query))]
 
 
 def test_health_and_metrics_are_open_on_loopback_only(store, metrics):
@@ -138,9 +183,17 @@ def test_no_app_without_a_real_token(store, token):
         create_app(store, CitySettings(token=token))
 
 
-def test_no_unauthenticated_documentation_pages(client):
-    # FastAPI's pages load their scripts from a CDN and need no token
+def test_no_unauthenticated_documentation(client):
+    # FastAPI's pages load their scripts from a CDN and need no token; the
+    # description needs the operator's token (or a log-in: tests/test_city_pages.py)
     assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/openapi.json", headers={"Authorization": "Bearer wrong-token-wrong-token"}).status_code == 401
+    schema = client.get("/openapi.json", headers=AUTH).json()
+    assert "/api/records" in schema["paths"] and "/openapi.json" not in schema["paths"]
+    names = {p["name"] for p in schema["paths"]["/api/records"]["get"]["parameters"]}
+    assert names == {"school", "room", "kind", "since", "until", "limit", "cursor"}
+    assert client.get("/openapi.json", params={"x": 1}, headers=AUTH).status_code == 422
 
 
 def telemetry(seq, room, at, co2, lamp_h=1234, epoch_room=None):
@@ -176,8 +229,7 @@ def test_a_rooms_telemetry_series(readings_client):
     assert [r["at"] for r in readings_client.get(url, params={"limit": 2}, headers=AUTH).json()] == [1300.0, 1600.0]
     assert readings_client.get(f"/api/schools/{SCHOOL}/rooms/cp/telemetry", headers=AUTH).json() == []
     # Telemetry is stored as records too: acked, listed, never a room's live state.
-    assert [r["seq"] for r in readings_client.get("/api/records", params={"kind": "telemetry"}, headers=AUTH).json()] == [
-        7, 6, 5, 4]
+    assert seqs(readings_client, kind="telemetry") == [7, 6, 5, 4]
 
 
 def test_the_latest_reading_of_each_room(readings_client):

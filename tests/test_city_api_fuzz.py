@@ -96,7 +96,7 @@ def city_schema(city_app):
     # The token is given with every call (below), so the security header is
     # not one of the generated (or broken) parameters.
     config = schemathesis.Config.from_dict({"generation": {"with-security-parameters": False}})
-    return schemathesis.openapi.from_asgi("/openapi.json", city_app, config=config)
+    return schemathesis.openapi.from_asgi("/openapi.json", city_app, config=config, headers=AUTH)
 
 
 def test_every_route_is_fuzzed(city_schema):
@@ -123,6 +123,10 @@ def test_no_generated_request_makes_a_route_fail(city_schema, method, path, mode
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
     def run(case):
+        if mode is GenerationMode.POSITIVE and case.query:
+            # An opaque cursor is only valid as the API gave it: a generated one
+            # is refused (422), as tests/test_city_api.py checks.
+            case.query.pop("cursor", None)
         response = case.call_and_validate(headers=AUTH)
         assert response.status_code != 500
 
@@ -133,7 +137,7 @@ def test_the_stored_oddities_are_answered_not_failed(city_app):
     with TestClient(city_app) as client:
         records = client.get("/api/records", params={"limit": 1000}, headers=AUTH)
         assert records.status_code == 200
-        bodies = {r["seq"]: r["body"] for r in records.json()}
+        bodies = {r["seq"]: r["body"] for r in records.json()["records"]}
         assert bodies[1] == BIRTH
         assert all(set(bodies[seq]) == {"unreadable"} for seq in range(10, 10 + len(OLD_BODIES)))
         assert bodies[99] == {"x": "\ufffd"}  # bytes that are not UTF-8, replaced

@@ -175,10 +175,9 @@ def test_roles_on_alerts(app):
 # every route, from the route table -----------------------------------------------------------------------
 
 OPEN = {("/login", "GET"), ("/login", "POST")}
-# FastAPI's own description of the API, served unauthenticated by cloud_bridge/api.py's create_app
-# (issue 12 wants it behind log-in: that is api.py's change to make). Listed here so that it is
-# the only exception, and so that this test fails the day it moves behind a check, to be removed.
-OPEN_IN_THE_API = {"/openapi.json"}
+# The API's description: the operator's token, as the API it describes, or a person's log-in
+# (the /docs page reads it); refused as JSON (401), not sent to the log-in form.
+FOR_THE_OPERATOR_OR_A_PERSON = {"/openapi.json"}
 SAMPLES = {"school": SCHOOL, "room": "cm2-b", "alert_id": "1", "action": "ack"}
 
 
@@ -190,8 +189,19 @@ def test_every_route_refuses_without_a_session_and_with_the_wrong_role(app):
         if isinstance(route, Mount):
             assert full_path in ("/static", "/static/common"), full_path  # the pages' CSS: nothing else is open
             continue
-        if full_path in OPEN_IN_THE_API:
-            assert browser(app).get(full_path).status_code == 200
+        if full_path in FOR_THE_OPERATOR_OR_A_PERSON:
+            assert allow_of(route) is None and methods == {"GET"}
+            anonymous = browser(app).get(full_path)
+            assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+            forged = browser(app)
+            forged.cookies.set(COOKIE, "forged-" + "x" * 40, domain="city.test")
+            assert forged.get(full_path).status_code == 401
+            assert browser(app).get(full_path, headers={"Authorization": "Bearer " + "x" * 30}).status_code == 401
+            for _role, (client, _csrf) in sessions.items():
+                assert client.get(full_path).status_code == 200
+            bearer = browser(app).get(full_path, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert bearer.status_code == 200 and "/api/records" in bearer.json()["paths"]
+            seen.add(("GET", full_path))
             continue
         assert isinstance(route, APIRoute), route  # a plain Starlette route would escape the checks below
         path = full_path.format(**SAMPLES)
@@ -207,8 +217,8 @@ def test_every_route_refuses_without_a_session_and_with_the_wrong_role(app):
             if allow is None:
                 # the API (cloud_bridge/api.py): the operator's bearer token, which no session replaces;
                 # health and metrics open to loopback only
-                assert route.include_in_schema or full_path == "/openapi.json" or full_path in (
-                    "/healthz", "/metrics"), f"{method} {full_path}: a page without Allow"
+                assert route.include_in_schema or full_path in ("/healthz", "/metrics"), \
+                    f"{method} {full_path}: a page without Allow"
                 assert anonymous.status_code == 401, (method, path, anonymous.status_code)
                 for _role, (client, _csrf) in sessions.items():
                     assert client.request(method, path).status_code == 401, (method, path)
@@ -234,8 +244,22 @@ def test_every_route_refuses_without_a_session_and_with_the_wrong_role(app):
                 else:
                     r = client.request(method, path)
                     assert r.status_code == 200, (method, path, role, r.status_code)
-    assert pages >= 9 and {("GET", "/"), ("GET", "/usage.csv"), ("POST", "/alerts/{alert_id}/{action}"),
-                            ("POST", "/alerts/mail-test"), ("GET", "/api/status")} <= seen
+    assert pages >= 10 and {("GET", "/"), ("GET", "/usage.csv"), ("POST", "/alerts/{alert_id}/{action}"),
+                            ("POST", "/alerts/mail-test"), ("GET", "/api/status"), ("GET", "/docs"),
+                            ("GET", "/openapi.json")} <= seen
+
+
+def test_the_api_description_page_is_ours_and_shipped(app):
+    # FastAPI's /docs would load Swagger UI from a CDN, with no log-in: ours reads
+    # /openapi.json with a script of the package (common/web/static/docs.js)
+    client, _csrf = session_for(app, "lecture")
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and '<script src="/static/common/docs.js"' in docs.text
+    assert 'data-src="/openapi.json"' in docs.text and "cdn" not in docs.text.lower()
+    script = client.get("/static/common/docs.js")
+    assert script.status_code == 200 and "fetch(" in script.text and "http" not in script.text
+    assert client.get("/openapi.json").json()["info"]["title"] == "Préau city supervision"
+    assert client.get("/redoc").status_code == 404
 
 
 # accounts -----------------------------------------------------------------------------------------------
@@ -467,6 +491,12 @@ def test_a_supervisor_sees_the_school_acknowledges_the_fault_and_downloads_the_u
     assert lines[0] == "school,room,month,sessions,session_minutes,projector_hours,ap_minutes"
     [cm2b] = [x for x in lines[1:] if x.startswith(f"{SCHOOL},cm2-b,")]
     assert cm2b.split(",")[3:] == ["1", "30.0", "0.08", "5.0"]
+    # the API's description, read by the shipped script behind the same log-in
+    page.get_by_role("link", name="API").click()
+    expect(page.locator("#api")).to_contain_text("GET /api/records")
+    expect(page.locator("#api")).to_contain_text("cursor (query)")
+    check(page, "docs")
+    page.get_by_role("link", name="Utilisation").click()
     page.get_by_role("link", name="English").click()
     expect(page.locator("html")).to_have_attribute("lang", "en")
     check(page, "usage-en")

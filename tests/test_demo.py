@@ -17,3 +17,4 @@ def test_demo_story_reaches_the_city():
     assert "[ok] cm1-c: request denied with its reason" in text
     assert "[ok] cp-a: request at lunch time denied" in text  # the policy engine, not a fixed rule
     assert "MISSING" not in text and "FAIL" not in text
+    assert "school's pages" in text and "city's pages" in text

@@ -140,8 +140,8 @@ def test_docs_of_our_own_and_the_schema_behind_a_token(client):
     # FastAPI's /docs and /redoc load their scripts from a CDN the school network may not reach:
     # /docs is a page of ours, its script shipped in the package, behind the log-in
     docs = client.get("/docs", headers=AUTH)
-    assert docs.status_code == 200 and '<script src="/static/docs.js"' in docs.text and "cdn" not in docs.text.lower()
-    assert client.get("/static/docs.js").status_code == 200
+    assert docs.status_code == 200 and '<script src="/static/common/docs.js"' in docs.text and "cdn" not in docs.text.lower()
+    assert client.get("/static/common/docs.js").status_code == 200
     assert client.get("/docs", follow_redirects=False).status_code == 303  # to the log-in form
     assert client.get("/redoc", headers=AUTH).status_code == 404
     assert client.get("/openapi.json").status_code == 401

@@ -25,6 +25,7 @@ from markupsafe import Markup
 from common.web import render as _render
 from common.web.auth import Allow, Principal, actor
 from common.web.login import add_login_routes, lang_of, page, see_other
+from common.web.render import API_DOCS_SCRIPT, api_docs
 
 from ..alerts import AlertBook, Alerts, Rules, mail_for, send_mail
 from . import usage as _usage
@@ -36,7 +37,8 @@ EVERYONE = Allow("supervisor", "technician", "viewer", page=True)
 HANDLERS = Allow("supervisor", "technician", page=True)  # acknowledge and close alerts
 SUPERVISOR = Allow("supervisor", page=True)
 LINKS = (("/", "nav_schools", EVERYONE.roles), ("/equipment", "nav_equipment", EVERYONE.roles),
-         ("/usage", "nav_usage", EVERYONE.roles), ("/alerts", "nav_alerts", EVERYONE.roles))
+         ("/usage", "nav_usage", EVERYONE.roles), ("/alerts", "nav_alerts", EVERYONE.roles),
+         ("/docs", "nav_docs", EVERYONE.roles))
 
 router = APIRouter(include_in_schema=False)
 Actor = Annotated[Principal, Depends(actor)]
@@ -399,3 +401,16 @@ async def alert_action(request: Request, alert_id: int, action: str, who: Actor)
     if not done:
         return see_other(f"/alerts?gone={alert_id}")
     return see_other(f"/alerts?{'acked' if action == 'ack' else 'closed'}={alert_id}")
+
+
+# the API's description ------------------------------------------------------------------------------------
+
+
+@router.get("/docs", dependencies=[Depends(EVERYONE)])
+async def docs_page(request: Request, who: Actor) -> Response:
+    """The API's routes from /openapi.json (behind this log-in too), read by
+    a script shipped in the package: FastAPI's /docs takes Swagger UI from
+    a CDN and needs no log-in."""
+    lang = lang_of(request)
+    return page(request, layout(lang, t(lang, "docs_title"), api_docs(), principal=who, active="/docs",
+                                path="/docs", scripts=(API_DOCS_SCRIPT,)))

@@ -25,6 +25,16 @@ NavLink = tuple[str, str, tuple[str, ...]]
 COMMON_STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
+# The /docs page of each service: its OpenAPI description read by a small
+# script of ours (FastAPI's pages load Swagger UI from a CDN, and need no log-in).
+API_DOCS_SCRIPT = "common/docs.js"
+
+
+def api_docs(spec: str = "/openapi.json") -> str:
+    """The /docs page's body: API_DOCS_SCRIPT fills it from `spec`."""
+    return f'<div id="api" data-src="{e(spec)}"><p>…</p></div>'
+
+
 def layout(t: Words, role_word: Callable[[str, str], str], lang: str, title: str, body: str | Markup, *,
            principal: Principal | None = None, links: Sequence[NavLink] = (), active: str = "", path: str = "/",
            scripts: tuple[str, ...] = ()) -> str:

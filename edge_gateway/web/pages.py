@@ -19,6 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic_core import PydanticCustomError
 
 from common.web.login import add_login_routes, lang_of, login_redirect, page, see_other  # noqa: F401 - api.py uses them
+from common.web.render import API_DOCS_SCRIPT, api_docs
 
 from .. import fleet
 from ..gateway import Gateway, GatewayError, OverrideError
@@ -380,6 +381,5 @@ async def docs_page(request: Request, who: Actor) -> Response:
     may not reach, and no installed package ships it: this page lists the
     routes from /openapi.json with a small script of our own."""
     lang = lang_of(request)
-    body = '<div id="api" data-src="/openapi.json"><p>…</p></div>'
-    return page(request, layout(lang, t(lang, "docs_title"), body, principal=who, active="/docs", path="/docs",
-                                scripts=("docs.js",)))
+    return page(request, layout(lang, t(lang, "docs_title"), api_docs(), principal=who, active="/docs",
+                                path="/docs", scripts=(API_DOCS_SCRIPT,)))

@@ -1,5 +1,6 @@
-// A small reader of the gateway's OpenAPI description (/openapi.json, behind
-// the same log-in): Swagger UI would come from a CDN a school may not reach.
+// A small reader of a service's OpenAPI description (/openapi.json, behind
+// the same log-in), for the school gateway and the city alike: Swagger UI
+// would come from a CDN a school may not reach.
 "use strict";
 (function () {
   const holder = document.getElementById("api");
