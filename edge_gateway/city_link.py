@@ -55,6 +55,11 @@ BATCH_MAX = MAX_BATCH_RECORDS
 BATCH_MAX_BYTES = MAX_BATCH_BYTES
 WINDOW_BATCHES = 5  # in flight before waiting for an ack: enough to drain a 2-day backlog quickly
 LIVE_MAX = 20  # the newest records a live batch carries; older ones are the history lane's
+# At most one live batch this often, and only with a backlog of more than a
+# batch: under a steady stream the history lane keeps up in full batches (a
+# live batch for every commit cut a 1,000-events/s stream into batches of a
+# few records, and the city's per-batch commit became the limit).
+LIVE_EVERY_S = 0.25
 REPAIR_RANGES_MAX = 256  # gap ranges queued; a city asking for more asks again
 # The batch versions this gateway can send; it sends the highest one the
 # city's last ack listed (1 until an ack says more: an old city stays on 1).
@@ -179,6 +184,7 @@ class Forwarder:
         self.sent_max = acked
         self.live_upto = committed  # the live lane: every seq up to here was seen by it
         self._live_sent: list[tuple[int, int]] = []  # ranges the live lane sent above sent_upto
+        self._next_live = 0.0  # the loop's time of the next live batch allowed
         self._repair: list[tuple[int, int]] = []
         # What we send: the newest both speak, from the city's last ack (kept
         # in the database, so a restart does not send its backlog as version 1).
@@ -337,9 +343,11 @@ class Forwarder:
         """One batch of the lane whose turn it is: 0 when there may be more
         at once, the seconds to wait for the bucket, None when idle."""
         if self.committed > self.live_upto:
-            if self.sent_upto >= self.live_upto:
+            now = asyncio.get_running_loop().time()
+            if self.sent_upto >= self.live_upto or self.committed - self.sent_upto <= BATCH_MAX:
                 self.live_upto = self.committed  # no backlog: the history lane sends them at once
-            else:
+            elif now >= self._next_live:
+                self._next_live = now + LIVE_EVERY_S
                 await self._live()
                 return 0.0
         wait = self.bucket.wait_s()
