@@ -49,6 +49,7 @@ MAX_MANIFEST = 4096
 MAX_FILES = 40
 MAX_FILE = 64 * 1024
 CHUNK = 512
+UPLINK_WAIT_S = 30  # for the board's uplink to come up before the download
 
 
 class UpdateError(Exception):
@@ -370,6 +371,14 @@ def main():
                 with open("board.json") as f:
                     board = Board(json.loads(f.read()))  # the relay off first, as at every boot
                 board.start_uplink(cfg.get("wifi_ssid"), cfg.get("wifi_password"))
+                # Ethernet's link and DHCP, or a Wi-Fi station's association,
+                # take seconds after a reset: the download waits for them.
+                import time
+
+                for _ in range(UPLINK_WAIT_S * 10):
+                    if board.uplink_up():
+                        break
+                    time.sleep_ms(100)  # pyright: ignore[reportAttributeAccessIssue]  # MicroPython's time
             except Exception as e:  # the download then fails, and says why
                 print("preau: update: uplink:", repr(e))
         return run(cfg, http_get, machine.reset)
