@@ -68,12 +68,14 @@ def preau(workdir: str, rooms: list[str], events: int, boot: int) -> float:
         "rooms": {room: {"wifi": "allowed"} for room in rooms}})
     gateway = Gateway(config, clock=school_clock()).start()
     boards = [Board(school.host, school.port, SCHOOL, room, boot=boot).connect() for room in rooms]
+    store = city.store
+    assert store is not None, "the city service started without its store"
     try:
-        wait(lambda: city.wait_ready(0.01) and city.store.record_count(SCHOOL) >= len(rooms), 60, "the births at the city")
-        base = city.store.record_count(SCHOOL)
+        wait(lambda: city.wait_ready(0.01) and store.record_count(SCHOOL) >= len(rooms), 60, "the births at the city")
+        base = store.record_count(SCHOOL)
         t0 = time.perf_counter()
         publish_all(boards, events)
-        wait(lambda: city.store.record_count(SCHOOL) >= base + len(rooms) * events, 300, "every event at the city")
+        wait(lambda: store.record_count(SCHOOL) >= base + len(rooms) * events, 300, "every event at the city")
         return len(rooms) * events / (time.perf_counter() - t0)
     finally:
         for board in boards:

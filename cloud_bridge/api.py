@@ -1,7 +1,11 @@
 """The city's supervision API: schools and rooms now, the stored records,
 rooms' telemetry series and latest readings, each school's gateway audit
 log, where each shared kit is, health and metrics. Reads only; every route under
-/api needs the operator's bearer token.
+/api needs the operator's bearer token; the description (/openapi.json) takes
+it too, or a person's log-in to the pages (cloud_bridge/web's /docs reads it).
+The records come in pages behind an opaque cursor, keyed on a unique order
+(store.RECORD_ORDER), so paging while batches arrive never repeats or skips
+a record.
 
 Bad query values, and unknown query parameters, answer 422 with the field
 and the rule; a database that

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from common.auth import BearerRoles, Credentials
-from common.web.auth import Access, Allow
 from common.queries import refuse_unknown_query  # noqa: F401 - the city's routes take it from here
+from common.web.auth import Access, Allow
 
 from .metrics import Metrics
 from .settings import CitySettings
