@@ -29,8 +29,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_bridge.errors import CityError
 from cloud_bridge.service import CityService
+from cloud_bridge.web.accounts import default_path as city_accounts_path
 from common.mqtt import tcp_nodelay
-from common.web.accounts import FIRST_PASSWORD_FILE
+from common.web.accounts import first_password_path
 from devkit.citybroker import LockedCity
 from devkit.http import HttpThread
 from devkit.school import OBSERVER, LockedSchool
@@ -224,7 +225,7 @@ async def run_demo(duration: float, gateway_port: int, city_port: int, keep: boo
         f"{city_broker.ca.dir})")
     out(f"  school's pages         http://127.0.0.1:{gw_port}/ (log-in: {pages_login})")
     out(f"  gateway API            curl -H 'Authorization: Bearer {gw_token}' http://127.0.0.1:{gw_port}/api/rooms")
-    city_login = os.path.join(workdir, FIRST_PASSWORD_FILE)  # the city's first start wrote it (0600)
+    city_login = first_password_path(city_accounts_path(city_settings.db_path))  # the city's first start wrote it (0600)
     out(f"  city's pages           {city.url}/ (log-in: {city_login})")
     out(f"  city API               curl -H 'Authorization: Bearer {city_token}' {city.url}/api/status")
     out(f"  data                   {workdir}")

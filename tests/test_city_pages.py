@@ -277,7 +277,9 @@ def test_the_first_start_makes_the_first_supervisor_no_default_password(tmp_path
     other = CityAccountStore(str(tmp_path / "other" / "city-accounts.json"), hasher=CHEAP)
     out = io.StringIO()
     ensure_first(other, {}, out)
-    where = tmp_path / "other" / "accounts.first-password"
+    # named after the city's accounts file: a school gateway's beside it is another file
+    where = tmp_path / "other" / "city-accounts.first-password"
+    assert not (tmp_path / "other" / "accounts.first-password").exists()
     password = where.read_text().split("password: ")[1].strip()
     assert stat.S_IMODE(os.stat(where).st_mode) == 0o600 and password not in out.getvalue()
     assert other.verify("supervision", password)

@@ -39,7 +39,15 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from common.files import write_private
 
-FIRST_PASSWORD_FILE = "accounts.first-password"
+FIRST_PASSWORD_FILE = "accounts.first-password"  # the school gateway's (beside accounts.json)
+
+
+def first_password_path(accounts_path: str) -> str:
+    """Where a service with no terminal writes its first account's password
+    (0600): beside its accounts file, named after it, so that the school's
+    and the city's never meet in one folder (accounts.first-password,
+    city-accounts.first-password)."""
+    return os.path.splitext(os.path.abspath(accounts_path))[0] + ".first-password"
 LOGIN_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,39}$"
 PASSWORD_MIN = 12
 PASSWORD_MAX = 256  # argon2 takes any length; a bound keeps a log-in request small
@@ -235,7 +243,7 @@ def ensure_first(store: AccountStore, environ: Mapping[str, str], out: TextIO | 
         print(f"{program}: first account created: login \"{login}\" ({role}), password {password}\n"
               f"  shown once: note it now, or reset it with `{program} account reset {login}`", file=say)
     else:
-        where = os.path.join(os.path.dirname(os.path.abspath(store.path)), FIRST_PASSWORD_FILE)
+        where = first_password_path(store.path)
         write_private(where, f"login: {login}\npassword: {password}\n")
         print(f"{program}: first account created: login \"{login}\" ({role}); its password is in {where} "
               "(mode 0600): read it, then delete the file", file=say)
