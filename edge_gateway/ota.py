@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from common.files import write_atomic
+from protocol.codec import topic
 from protocol.mac import sign
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,6 @@ class OtaError(ValueError):
 
 def ota_dir(db: str) -> Path:
     return Path(db).resolve().parent / "ota"
-
-
-def topic(school: str, room: str) -> str:
-    return "preau/v1/%s/%s/ota" % (school, room)
 
 
 # -- bundles -----------------------------------------------------------------------------------
@@ -120,7 +117,7 @@ def bundles(folder: Path) -> dict[str, dict]:
 def manifest(bundle: dict, key: bytes, school: str, room: str, order_id: str, base_url: str) -> bytes:
     body = json.dumps({"v": 1, "id": order_id, "version": bundle["version"], "base": base_url.rstrip("/") + "/ota/blobs/",
                        "files": bundle["files"]}, separators=(",", ":")).encode()
-    return sign(key, topic(school, room), body)
+    return sign(key, topic(school, room, "ota"), body)
 
 
 # -- the rollout ---------------------------------------------------------------------------------
@@ -131,7 +128,6 @@ class Order:
     id: str
     version: str
     sent_at: float
-    boot: int | None  # the board's boot when it was sent
 
 
 def load_rollout(folder: Path) -> dict | None:
@@ -249,7 +245,7 @@ class Rollout:
             order_id = "u-%d-%d" % (int(now) % 100_000_000, self._n)
             cmd = {"v": 1, "id": order_id, "cmd": "update",
                    "manifest_url": f"{self.state['url']}/ota/{room}/{order_id}/manifest"}
-            self.orders[room] = Order(order_id, version, now, row.get("boot"))
+            self.orders[room] = Order(order_id, version, now)
             self._send(room, cmd)
             sent.append(room)
         return sent
@@ -257,18 +253,6 @@ class Rollout:
     def order_version(self, room: str, order_id: str) -> str | None:
         order = self.orders.get(room)
         return order.version if order is not None and order.id == order_id else None
-
-    def status(self) -> dict:
-        rooms = self._rooms()
-        state = self.state
-        out: dict[str, Any] = {"rollout": state, "rooms": {}}
-        for room, row in sorted(rooms.items()):
-            info: dict[str, Any] = {"fw": row.get("fw"), "online": bool(row.get("online"))}
-            if state is not None:
-                info["target"] = room in self.targets()
-                info["tries"] = self.tries.get((room, state["version"]), 0)
-            out["rooms"][room] = info
-        return out
 
 
 # -- HTTP -------------------------------------------------------------------------------------------
@@ -312,7 +296,3 @@ def router(gateway: Any):
         return Response(data, media_type="application/octet-stream")
 
     return r
-
-
-def fw_by_room(rooms: dict[str, dict]) -> dict[str, str | None]:
-    return {room: row.get("fw") for room, row in rooms.items()}

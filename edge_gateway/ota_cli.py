@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "start":
             known = bundles(folder)
             version = args.version or (max(known.values(), key=lambda b: b["built_at"])["version"] if known else "")
-            fws = {v for v in _fw(config).values() if v}
-            previous = max(fws, key=list(_fw(config).values()).count) if fws else None
+            running = [v for v in _fw(config).values() if v]  # the database read once
+            previous = max(set(running), key=running.count) if running else None  # what most rooms run
             state = start(folder, list(config.rooms), version, [r for r in args.canary.split(",") if r], args.url,
                           previous)
             print(f"rollout of {state['version']} started: canary {', '.join(state['canary'])}; "
