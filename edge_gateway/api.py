@@ -49,7 +49,7 @@ from .config import Config, ConfigError
 from .gateway import Gateway, OverrideError
 from .history import read_audit, read_overrides, read_records
 from .overrides_input import OVERRIDE_ID_PATTERN, Moment, OverrideIn, RoomName, Text, to_unix
-from .web import pages, week
+from .web import pages, radio, room, week
 from .web.auth import Access, Allow, NeedsLogin, PageForbidden, Principal, actor
 from .web.i18n import t
 
@@ -490,6 +490,8 @@ def create_app(gateway: Gateway, settings: ApiSettings, access: Access | None = 
     app.add_api_route("/openapi.json", openapi, include_in_schema=False, dependencies=[Reader, Strict])
     app.include_router(pages.router)
     app.include_router(week.router)
+    app.include_router(room.router)
+    app.include_router(radio.router)
     # The boards' over-the-air updates: no log-in (a board has no HTTP
     # credentials); what they serve is authenticated end to end, the
     # manifest by the room's board key, each file by its hash (docs/ota.md).

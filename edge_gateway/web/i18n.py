@@ -48,6 +48,51 @@ WORDS: dict[str, dict[str, str]] = {
         "a_config.reload": "configuration rechargée", "a_config.rejected": "configuration refusée",
         "a_board.identify": "carte identifiée", "a_board.end": "séance terminée à distance",
         "a_board.reboot": "carte redémarrée",
+        # the room's page (room.py) and the radio report (radio.py)
+        "nav_radio": "Temps de Wi-Fi", "radio_title": "Temps de Wi-Fi des classes",
+        "radio_week": "Semaine {n} de {year},", "radio_span": "du {first} au {last}", "radio_week_short": "S{n}",
+        "radio_school": "Toute l'école", "radio_total": "Total",
+        "radio_caption": "Minutes de Wi-Fi allumé, par classe et par jour",
+        "radio_weeks": "Minutes de Wi-Fi par semaine (la semaine choisie et les cinq précédentes)",
+        "radio_pick_week": "Semaine", "radio_show": "Afficher", "radio_from": "Du", "radio_to": "au",
+        "radio_school_name": "École {school}",
+        "radio_intro": "Durée pendant laquelle le point d'accès Wi-Fi de chaque classe était allumé, en minutes. "
+                       "La loi (n° 2015-136, art. 7) demande qu'il soit éteint en dehors des activités numériques "
+                       "pédagogiques : la carte de la classe ne l'allume que pendant une séance demandée par "
+                       "l'enseignant et l'éteint à la fin.",
+        "radio_pdf": "Télécharger le PDF", "radio_print": "Imprimer",
+        "radio_source": "Calcul : à partir des allumages et extinctions du relais du point d'accès que chaque carte "
+                        "envoie à la passerelle (et de ses redémarrages, Wi-Fi éteint), à l'heure de l'école ({tz}). "
+                        "Un Wi-Fi encore allumé compte jusqu'à maintenant, au plus {cap} minutes d'affilée "
+                        "(la limite que la carte applique d'elle-même). Une séance à cheval sur minuit compte "
+                        "pour chaque jour sa part.",
+        "radio_bad_week": "Semaine : donnez une semaine (2026-W48) ou une date de cette semaine.",
+        "radio_bad_from": "Du : donnez une date (jour, mois, année).",
+        "radio_bad_to": "Au : donnez une date après le début, au plus 31 jours plus loin.",
+        "radio_unit": "Durées en minutes ; « - » : jour à venir.", "radio_made": "Établi le {at} par la passerelle Préau.",
+        "wd_0": "lun.", "wd_1": "mar.", "wd_2": "mer.", "wd_3": "jeu.", "wd_4": "ven.", "wd_5": "sam.", "wd_6": "dim.",
+        "room_title": "Classe {room}", "room_unknown": "Classe inconnue",
+        "room_unknown_text": "Il n'y a pas de classe « {room} » dans cette école.",
+        "room_today": "Les séances d'aujourd'hui", "room_no_session": "Aucune séance aujourd'hui.",
+        "s_start": "Début", "s_end": "Fin", "s_length": "Durée", "s_started_by": "Démarrée par",
+        "s_ended": "Terminée", "s_running": "en cours", "s_unknown": "inconnue",
+        "s_by_teacher": "l'enseignant (bouton)", "s_src_gateway": "accordée par la passerelle",
+        "s_src_offline": "décidée par la carte seule", "s_end_time": "à la fin du temps accordé",
+        "s_end_teacher": "par l'enseignant", "s_end_command": "à distance (direction ou technicien)",
+        "s_end_shutdown": "à l'arrêt de la carte", "s_end_by": "à distance ({role})", "s_end_boot": "au redémarrage de la carte",
+        "room_week": "Les 7 derniers jours", "tl_session": "Séance", "tl_ap": "Wi-Fi", "tl_projector": "Vidéoprojecteur",
+        "tl_none": "rien", "tl_day": "Jour", "tl_hours": "De 0 h à 24 h",
+        "room_air": "L'air de la classe", "span_7d": "7 jours", "span_24h": "24 heures", "span_label": "Période",
+        "chart_co2": "CO₂ (ppm)", "chart_t": "Température (°C)",
+        "chart_empty": "aucune mesure sur cette période (pas de malle de capteurs branchée ?)",
+        "chart_desc": "Du {first} au {last} : minimum {lo} {unit}, moyenne {mean} {unit}, maximum {hi} {unit} "
+                      "({n} intervalles mesurés).",
+        "chart_summary": "Résumé des mesures", "chart_reading": "Mesure", "chart_min": "Minimum",
+        "chart_mean": "Moyenne", "chart_max": "Maximum", "chart_count": "Intervalles",
+        "chart_source": "Ligne : moyenne de chaque intervalle ; bande : minimum et maximum. Mesures de la malle, "
+                        "regroupées par la passerelle, gardées 7 jours.",
+        "room_projector_now": "Maintenant", "room_lamp": "Heures de lampe", "room_faults": "Erreurs (7 jours)",
+        "room_no_fault": "Aucune erreur signalée.", "room_log": "Journal de la classe (7 jours)",
     },
     "en": {
         "app": "Préau — school gateway", "login": "Log in", "login_title": "Log in to the gateway",
@@ -86,6 +131,48 @@ WORDS: dict[str, dict[str, str]] = {
         "a_config.reload": "configuration reloaded", "a_config.rejected": "configuration refused",
         "a_board.identify": "board identified", "a_board.end": "session ended remotely",
         "a_board.reboot": "board rebooted",
+        "nav_radio": "Wi-Fi time", "radio_title": "Classroom Wi-Fi time",
+        "radio_week": "Week {n} of {year},", "radio_span": "from {first} to {last}", "radio_week_short": "W{n}",
+        "radio_school": "Whole school", "radio_total": "Total",
+        "radio_caption": "Minutes of Wi-Fi on, per classroom and day",
+        "radio_weeks": "Minutes of Wi-Fi per week (the week chosen and the five before)",
+        "radio_pick_week": "Week", "radio_show": "Show", "radio_from": "From", "radio_to": "to",
+        "radio_school_name": "School {school}",
+        "radio_intro": "How long each classroom's Wi-Fi access point was on, in minutes. The law (no. 2015-136, "
+                       "art. 7) wants it off outside digital teaching: the classroom's board switches it on only "
+                       "during a session the teacher asked for, and off at its end.",
+        "radio_pdf": "Download the PDF", "radio_print": "Print",
+        "radio_source": "How: from the access point relay's switches on and off that each board sends the gateway "
+                        "(and its restarts, Wi-Fi off), in school time ({tz}). A Wi-Fi still on counts up to now, "
+                        "at most {cap} minutes in a row (the limit the board holds by itself). A session across "
+                        "midnight counts for each day its part.",
+        "radio_bad_week": "Week: give a week (2026-W48) or a date in it.",
+        "radio_bad_from": "From: give a date (day, month, year).",
+        "radio_bad_to": "To: give a date after the start, at most 31 days later.",
+        "radio_unit": "Minutes; \"-\": a day to come.", "radio_made": "Made on {at} by the Préau gateway.",
+        "wd_0": "Mon", "wd_1": "Tue", "wd_2": "Wed", "wd_3": "Thu", "wd_4": "Fri", "wd_5": "Sat", "wd_6": "Sun",
+        "room_title": "Classroom {room}", "room_unknown": "Unknown classroom",
+        "room_unknown_text": "There is no classroom \"{room}\" in this school.",
+        "room_today": "Today's sessions", "room_no_session": "No session today.",
+        "s_start": "Start", "s_end": "End", "s_length": "Length", "s_started_by": "Started by",
+        "s_ended": "Ended", "s_running": "running", "s_unknown": "unknown",
+        "s_by_teacher": "the teacher (button)", "s_src_gateway": "granted by the gateway",
+        "s_src_offline": "decided by the board alone", "s_end_time": "at the end of the time granted",
+        "s_end_teacher": "by the teacher", "s_end_command": "remotely (director or technician)",
+        "s_end_shutdown": "as the board shut down", "s_end_by": "remotely ({role})", "s_end_boot": "as the board restarted",
+        "room_week": "The last 7 days", "tl_session": "Session", "tl_ap": "Wi-Fi", "tl_projector": "Projector",
+        "tl_none": "nothing", "tl_day": "Day", "tl_hours": "From 0:00 to 24:00",
+        "room_air": "The classroom's air", "span_7d": "7 days", "span_24h": "24 hours", "span_label": "Period",
+        "chart_co2": "CO₂ (ppm)", "chart_t": "Temperature (°C)",
+        "chart_empty": "no readings over this period (no sensor kit plugged in?)",
+        "chart_desc": "From {first} to {last}: lowest {lo} {unit}, mean {mean} {unit}, highest {hi} {unit} "
+                      "({n} intervals measured).",
+        "chart_summary": "Readings in short", "chart_reading": "Reading", "chart_min": "Lowest",
+        "chart_mean": "Mean", "chart_max": "Highest", "chart_count": "Intervals",
+        "chart_source": "Line: each interval's mean; band: its lowest and highest. The kit's readings, grouped by "
+                        "the gateway, kept 7 days.",
+        "room_projector_now": "Now", "room_lamp": "Lamp hours", "room_faults": "Faults (7 days)",
+        "room_no_fault": "No fault reported.", "room_log": "The classroom's log (7 days)",
     },
 }
 
@@ -110,10 +197,19 @@ _ENDED_EN = {"teacher": "by the teacher", "time": "at the end of the time grante
              "shutdown": "as the board shut down"}
 
 
+# why the access point's relay changed (docs/protocol.md, ap.changed)
+_AP_WHY_FR = {"session": "séance", "session_end": "fin de séance", "teacher": "par l'enseignant",
+              "command": "à distance", "shutdown": "arrêt de la carte", "time": "fin du temps accordé",
+              "cap": "durée maximale atteinte"}
+_AP_WHY_EN = {"session": "session", "session_end": "end of session", "teacher": "by the teacher",
+              "command": "remotely", "shutdown": "board shutting down", "time": "end of the time granted",
+              "cap": "maximum length reached"}
+
+
 def event_words(lang: str, kind: str, data: dict) -> str:
     """A board event as a sentence."""
     fr = lang != "en"
-    d = data or {}
+    d = data if isinstance(data, dict) else {}
     if kind == "boot":
         return "carte démarrée" if fr else "board started"
     if kind == "button":
@@ -145,8 +241,10 @@ def event_words(lang: str, kind: str, data: dict) -> str:
         return f"séance prolongée de {minutes} min" if fr else f"session extended by {minutes} min"
     if kind == "ap.changed":
         on = d.get("on")
-        return ("Wi-Fi de la classe allumé" if on else "Wi-Fi de la classe éteint") if fr else \
-            ("classroom Wi-Fi on" if on else "classroom Wi-Fi off")
+        why = (_AP_WHY_FR if fr else _AP_WHY_EN).get(str(d.get("reason")), "")
+        why = f" ({why})" if why else ""
+        return (("Wi-Fi de la classe allumé" if on else "Wi-Fi de la classe éteint") if fr else
+                ("classroom Wi-Fi on" if on else "classroom Wi-Fi off")) + why
     if kind == "projector.changed":
         word = projector_word(lang, d.get("state"))
         return f"vidéoprojecteur : {word}" if fr else f"projector: {word}"

@@ -321,7 +321,7 @@ async def boards_page(request: Request, who: Actor) -> Response:
                 f'<input type="hidden" name="csrf" value="{e(who.csrf or "")}">'
                 f'<button type="submit" aria-label="{e(t(lang, action))} — {e(name)}">{e(t(lang, action))}</button></form>'
                 for action in ("identify", "end", "reboot")) + "</td>"
-        lines.append(f'<tr id="board-{e(name)}"><th scope="row">{e(name)}</th><td>{e(status)}</td><td>{e(online)}</td>'
+        lines.append(f'<tr id="board-{e(name)}"><th scope="row"><a href="/rooms/{e(name)}">{e(name)}</a></th><td>{e(status)}</td><td>{e(online)}</td>'
                      f'<td>{e(r.get("board") or "—")}</td><td>{e(r.get("fw") or "—")}</td>'
                      f'<td>{e(local_time(r.get("last_seen"), tz))}</td>{buttons}</tr>')
     head = "".join(f'<th scope="col">{e(x)}</th>' for x in (

@@ -16,6 +16,7 @@ LINKS = (("/", "nav_grid", ("director", "technician", "viewer")),
          ("/overrides", "nav_overrides", ("director", "technician", "viewer")),
          ("/boards", "nav_boards", ("director", "technician", "viewer")),
          ("/week", "nav_week", ("director", "technician", "viewer")),
+         ("/radio", "nav_radio", ("director", "technician", "viewer")),
          ("/audit", "nav_audit", ("director",)),
          ("/docs", "nav_docs", ("director", "technician", "viewer")))
 
@@ -72,7 +73,7 @@ def room_card(lang: str, room: dict, timezone: str) -> str:
         f'<article class="room {status}" id="room-{e(name)}" aria-labelledby="room-{e(name)}-h" '
         f'data-online="{status}" data-session="{e(session if online else "none")}" data-ap="{ap_state}" '
         f'data-projector="{e(room.get("projector") or "none")}">'
-        f'<h2 id="room-{e(name)}-h">{e(name)} <span class="badge {status}">{e(status_word)}</span></h2><dl>'
+        f'<h2 id="room-{e(name)}-h"><a href="/rooms/{e(name)}">{e(name)}</a> <span class="badge {status}">{e(status_word)}</span></h2><dl>'
         f'<div><dt>{e(t(lang, "session"))}</dt><dd class="session">{session_html}</dd></div>'
         f'<div><dt>{e(t(lang, "projector"))}</dt><dd class="projector">{projector}</dd></div>'
         f'<div><dt>{e(t(lang, "ap"))}</dt><dd class="ap">{ap}</dd></div>'
