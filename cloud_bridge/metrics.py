@@ -5,6 +5,11 @@ stays fixed however many schools the city has."""
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from protocol.citylink import REASONS
@@ -16,6 +21,9 @@ PREFIX = "preau_city_"
 # state from a school the CA gave no gateway certificate, or naming another
 # gateway than the one its certificate was issued to (cloud_bridge/register.py).
 CITY_REASONS = ("unreadable", "gateway_unknown", "gateway_mismatch")
+# The gateways online are read from the database at a scrape, at most this
+# often: Prometheus scrapes every 15 s or so, a city's status is a few reads.
+GATEWAYS_READ_EVERY_S = 15.0
 
 
 class Metrics:
@@ -54,11 +62,33 @@ class Metrics:
         self.connects = counter("connects", "Connections to the city broker.")
         self.broker_connected = gauge("broker_connected", "1 while connected and subscribed to the city broker.")
         self.queue_depth = gauge("queue_depth", "Messages received and waiting for the database writer.")
+        self.gateways_online = gauge(
+            "gateways_online",
+            "Schools whose gateway is online as the city knows it (its last state message, or its Last Will), "
+            "read from the database: the same city-wide count from every worker; NaN when it cannot be read.")
         self.rejected = Counter(PREFIX + "rejected", "Payloads and records refused, by reason.", ["reason"],
                                 registry=self.registry)
         # Every reason at zero, so a dashboard sees the series before the first incident.
         for reason in REASONS + CITY_REASONS:
             self.rejected.labels(reason=reason)
+
+    def watch_gateways(self, count: Callable[[], int | None], every_s: float = GATEWAYS_READ_EVERY_S,
+                       clock: Callable[[], float] = time.monotonic) -> None:
+        """Feed gateways_online from `count()` (None: the database cannot be
+        read now) at scrape time, at most once every `every_s` seconds;
+        until then it stays at 0 (an API without its ingest, in tests)."""
+        lock = threading.Lock()
+        last: list[float | None] = [None, math.nan]  # when read, the value
+
+        def online() -> float:
+            with lock:  # two scrapes at once read the database once
+                now = clock()
+                if last[0] is None or now - last[0] >= every_s:
+                    found = count()
+                    last[:] = [now, math.nan if found is None else float(found)]
+                return last[1]  # type: ignore[return-value]
+
+        self.gateways_online.set_function(online)
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason=reason).inc()
@@ -83,5 +113,5 @@ class Metrics:
                 if name == "rejected":
                     out["rejected"][sample.labels["reason"]] = int(sample.value)
                 else:
-                    out[name] = int(sample.value)
+                    out[name] = int(sample.value) if math.isfinite(sample.value) else sample.value
         return out

@@ -35,7 +35,7 @@ from .ingest import Ingest
 from .metrics import Metrics
 from .register import GatewayRegister
 from .settings import DATABASE_URL_ENV, MQTT_PASSWORD_ENV, TOKEN_ENV, CitySettings, split_host_port
-from .store import CityStore
+from .store import CityStore, StoreReadError
 from .web import install as install_pages
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class City:
                         "city CA's certificates")
         store = CityStore(settings.db_path, url=settings.database_url)
         metrics = metrics or Metrics()
+        metrics.watch_gateways(lambda: gateways_online(store))
         ingest = Ingest(settings, store, metrics, now, register=register)
         app = create_app(store, settings, metrics, ingest=ingest)
         try:
@@ -111,6 +112,16 @@ class City:
 
     def close(self) -> None:
         self.store.close()
+
+
+def gateways_online(store: CityStore) -> int | None:
+    """How many schools' gateways are online, as the pages show them (the
+    gateway's last state message, or its Last Will); None when the
+    database cannot be read now."""
+    try:
+        return sum(1 for school in store.status()["schools"] if school["online"])
+    except StoreReadError:
+        return None
 
 
 def url_of(sock: socket.socket) -> str:

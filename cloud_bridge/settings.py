@@ -18,6 +18,14 @@ MQTT_PASSWORD_ENV = "PREAU_CITY_MQTT_PASSWORD"
 DATABASE_URL_ENV = "PREAU_CITY_DATABASE_URL"
 DATABASE_SCHEMES = ("postgresql+psycopg://", "postgresql://", "sqlite:///")
 MIN_TOKEN_CHARS = 16
+# The supervision pages' estimates (docs/city.md, "Pages and alerts"): what
+# the city's projectors draw, when its school day ends, how far ahead a lamp
+# is flagged. Numbers a city may set for its own fleet, from the environment.
+PROJECTOR_ON_W_ENV = "PREAU_CITY_PROJECTOR_ON_W"
+PROJECTOR_STANDBY_W_ENV = "PREAU_CITY_PROJECTOR_STANDBY_W"
+SCHOOL_DAY_END_ENV = "PREAU_CITY_SCHOOL_DAY_END"
+LAMP_DUE_WEEKS_ENV = "PREAU_CITY_LAMP_DUE_WEEKS"
+_CLOCK_TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 _SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -59,6 +67,16 @@ class CitySettings:
     # gateway for the missing ones (preau/v1/city/{school}/gaps), and again
     # every as long while they stay missing.
     gap_after_s: float = 30.0
+    # The usage page's energy estimate: a classroom lamp projector draws
+    # about 250 W on (Epson EB-5xx, BenQ MW-series, normal lamp mode) and
+    # about 2 W in standby with its network kept on (PJLink and the
+    # RS-232 query need it); the counterfactual keeps a projector on until
+    # the school day's end, local time.
+    projector_on_w: float = 250.0
+    projector_standby_w: float = 2.0
+    school_day_end: str = "16:30"
+    # The equipment page flags a lamp whose replacement is forecast within this many weeks.
+    lamp_due_weeks: int = 8
 
     def __repr__(self) -> str:  # never a secret in a log line or a traceback
         shown = {k: v for k, v in vars(self).items() if k not in ("token", "password", "database_url")}
@@ -75,6 +93,18 @@ class CitySettings:
         values.setdefault("password", os.environ.get(MQTT_PASSWORD_ENV))
         if values.get("database_url") is None:
             values["database_url"] = os.environ.get(DATABASE_URL_ENV) or None
+        for name, env, kind in (("projector_on_w", PROJECTOR_ON_W_ENV, float),
+                                ("projector_standby_w", PROJECTOR_STANDBY_W_ENV, float),
+                                ("school_day_end", SCHOOL_DAY_END_ENV, str),
+                                ("lamp_due_weeks", LAMP_DUE_WEEKS_ENV, int)):
+            text = os.environ.get(env)
+            if text is None or name in values:
+                continue
+            try:
+                values[name] = kind(text)
+            except ValueError:
+                raise CitySettingsError(f"{env}: expected {'a number' if kind is not str else 'HH:MM'}, "
+                                        f"got {text!r}") from None
         return cls(**values)
 
     @property
@@ -116,6 +146,7 @@ class CitySettings:
             raise CitySettingsError("telemetry_retention_days: more than 0, at most 36500")
         if not 0 < self.gap_after_s <= 86400:
             raise CitySettingsError("gap_after_s: more than 0, at most 86400 seconds")
+        self._check_estimates()
         if self.reconnect_max_s <= 0:
             raise CitySettingsError("reconnect_max_s: must be positive")
         if not 0 < self.keepalive_s <= 65535:
@@ -124,6 +155,25 @@ class CitySettings:
         if self.gateways is not None:
             _readable(self.gateways, "gateway register (--gateways)")
         return self
+
+    @property
+    def school_day_end_time(self) -> datetime.time:
+        """`school_day_end` ("16:30") as a time of day (checked by check())."""
+        hours, minutes = self.school_day_end.split(":")
+        return datetime.time(int(hours), int(minutes))
+
+    def _check_estimates(self) -> None:
+        on, standby = self.projector_on_w, self.projector_standby_w
+        for name, value in (("projector_on_w", on), ("projector_standby_w", standby)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 5000:
+                raise CitySettingsError(f"{name}: 0 to 5000 W, got {value!r}")
+        if standby > on:
+            raise CitySettingsError(f"projector_standby_w ({standby} W) is more than projector_on_w ({on} W)")
+        if not isinstance(self.school_day_end, str) or not _CLOCK_TIME.fullmatch(self.school_day_end):
+            raise CitySettingsError(f"school_day_end: HH:MM (24 h, local time), got {self.school_day_end!r}")
+        weeks = self.lamp_due_weeks
+        if not isinstance(weeks, int) or isinstance(weeks, bool) or not 1 <= weeks <= 104:
+            raise CitySettingsError(f"lamp_due_weeks: 1 to 104 weeks, got {weeks!r}")
 
     def _check_tls(self) -> None:
         if bool(self.cert_file) != bool(self.key_file):

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import history
+from .metrics import CommitTimes
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Journal:
         # the journal's thread (a stalled SD card: `lambda: time.sleep(1)`,
         # a full disk: raise sqlite3.OperationalError("database or disk is full")).
         self.before_commit: Callable[[], None] | None = None
+        self.commit_times = CommitTimes()  # the successful tries, for /metrics
 
     def start(self, committed_seq: int) -> None:
         self.committed_seq = committed_seq
@@ -127,9 +129,11 @@ class Journal:
         pause = RETRY_FIRST_S
         while True:
             try:
+                began = time.perf_counter()
                 if self.before_commit is not None:
-                    self.before_commit()
+                    self.before_commit()  # a stalled card's delay counts as the commit's own
                 seq = self._apply(ops)
+                self.commit_times.observe(time.perf_counter() - began)
             except sqlite3.Error as e:
                 if self.conn.in_transaction:
                     try:

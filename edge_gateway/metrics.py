@@ -1,15 +1,23 @@
 """The gateway's Prometheus metrics, exposed with prometheus_client: a
 collector reads the gateway's counters at scrape time, so the counting
-itself stays one dict increment on the loop."""
+itself stays one dict increment on the loop (or, for the journal's
+commit times, one list increment on the journal's thread)."""
 
 from __future__ import annotations
 
+import bisect
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+# A commit on a good SD card takes a few milliseconds (one fsync); a worn
+# or stalled card takes seconds, and every acknowledgement to the boards
+# waits for it (edge_gateway/journal.py): the buckets span both.
+COMMIT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _COUNTERS = (
     ("duplicates", "preau_gateway_duplicates", "Repeated messages dropped (QoS 1 redelivery, retained births)."),
@@ -39,6 +47,36 @@ _LABELLED = (
 )
 
 
+class CommitTimes:
+    """How long the journal's commits took, in COMMIT_BUCKETS_S: observed on
+    the journal's thread, read by a scrape on another (a lock keeps the
+    buckets, the count and the sum of one moment together)."""
+
+    def __init__(self, buckets: tuple[float, ...] = COMMIT_BUCKETS_S) -> None:
+        self.buckets = buckets
+        self._counts = [0] * (len(buckets) + 1)  # the last: above the largest bucket
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self._counts[bisect.bisect_left(self.buckets, seconds)] += 1
+            self._sum += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, running = [], 0
+        for bound, n in zip((*(repr(float(b)) for b in self.buckets), "+Inf"), counts, strict=True):
+            running += n
+            cumulative.append((bound, running))
+        return HistogramMetricFamily(
+            "preau_gateway_journal_commit_seconds",
+            "Time the journal's database commits took (each transaction, its fsync included; a failed try "
+            "is counted in preau_gateway_commit_failures, not here).",
+            buckets=cumulative, sum_value=total)
+
+
 class GatewayCollector(Collector):
     def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
@@ -62,6 +100,9 @@ class GatewayCollector(Collector):
                                 value=m["last_seq"])
         yield GaugeMetricFamily("preau_gateway_journal_pending", "Writes handed to the database, not yet committed.",
                                 value=m["journal_pending"])
+        journal = self.gateway.journal
+        # Before the journal opens (or after it closed): the family at zero, so a dashboard sees it.
+        yield (journal.commit_times if journal is not None else CommitTimes()).family()
         yield GaugeMetricFamily("preau_gateway_clock_synced",
                                 "1 when something vouches for the gateway's clock (NTP, an RTC); 0: lessons refused.",
                                 value=m["clock_synced"])

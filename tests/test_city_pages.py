@@ -249,6 +249,45 @@ def test_every_route_refuses_without_a_session_and_with_the_wrong_role(app):
                             ("GET", "/openapi.json")} <= seen
 
 
+WEEK = 7 * 86400.0
+
+
+def test_the_equipment_page_forecasts_each_lamp_soonest_first(tmp_path, clock):
+    clock.now = 1_790_000_000.0  # 2026-09-21
+    now = clock.now
+
+    def lamp(seq: int, room: str, at: float, hours: int) -> dict:
+        return {"seq": seq, "room": room, "kind": "telemetry", "at": at,
+                "body": {"v": 1, "interval_s": 300, "n": 5, "projector": "off", "lamp_h": hours}}
+
+    records = [lamp(1, "ce1", now - 60, 3100), lamp(2, "cp-a", now - 60, 1200)]
+    for k in range(9):  # nine weekly readings: cm2-b 20 h a week, 40 h from its life; ce2 10 h a week
+        records.append(lamp(3 + 2 * k, "cm2-b", now - (8 - k) * WEEK - 60, 2800 + 20 * k))
+        records.append(lamp(4 + 2 * k, "ce2", now - (8 - k) * WEEK - 60, 1000 + 10 * k))
+    store = CityStore(str(tmp_path / "city.db"))
+    try:
+        store.store_batch(parse_batch(SCHOOL, batch(records)), received_at=now)
+        settings = CitySettings(token=TOKEN, db_path=str(tmp_path / "city.db"))
+        app = create_app(store, settings)
+        install(app, store, settings, pages_settings(tmp_path), environ={}, hasher=CHEAP, now=clock,
+                sessions=Sessions(clock=clock), limiter=LoginLimiter(clock=clock))
+        client, _ = session_for(app, "lecture")
+        text = client.get("/equipment").text
+        rows = re.findall(r'<tr id="projector-0341234a-([\w-]+)">(.*?)</tr>', text)
+        assert [room for room, _ in rows] == ["ce1", "cm2-b", "ce2", "cp-a"]  # soonest replacement first
+        cells = dict(rows)
+        assert "durée de vie atteinte" in cells["ce1"]
+        assert "05/10/2026" in cells["cm2-b"] and "dans moins de 8 semaines" in cells["cm2-b"]
+        assert '<td class="num">20</td>' in cells["cm2-b"] and '<td class="num">3000</td>' in cells["cm2-b"]
+        assert "/2030" in cells["ce2"] and "badge" not in cells["ce2"]
+        assert "pas assez de données" in cells["cp-a"]
+        client.cookies.set("preau-lang", "en", domain="city.test")
+        english = client.get("/equipment").text
+        assert "not enough data" in english and "within 8 weeks" in english
+    finally:
+        store.close()
+
+
 def test_the_api_description_page_is_ours_and_shipped(app):
     # FastAPI's /docs would load Swagger UI from a CDN, with no log-in: ours reads
     # /openapi.json with a script of the package (common/web/static/docs.js)
@@ -481,6 +520,7 @@ def test_a_supervisor_sees_the_school_acknowledges_the_fault_and_downloads_the_u
 
     page.get_by_role("link", name="Équipement").click()
     expect(page.locator("#projectors")).to_contain_text("2100")
+    expect(page.locator("#projector-0341234a-cp-a")).to_contain_text("pas assez de données")  # one reading so far
     check(page, "equipment")
     page.get_by_role("link", name="Utilisation").click()
     expect(page.locator("#usage")).to_contain_text("cm2-b")
@@ -490,9 +530,25 @@ def test_a_supervisor_sees_the_school_acknowledges_the_fault_and_downloads_the_u
     download = downloading.value
     text = Path(download.path()).read_text()
     lines = text.strip().splitlines()
-    assert lines[0] == "school,room,month,sessions,session_minutes,projector_hours,ap_minutes"
+    # the energy saved comes last: the first columns keep their places
+    assert lines[0] == "school,room,month,sessions,session_minutes,projector_hours,ap_minutes,standby_kwh_saved"
     [cm2b] = [x for x in lines[1:] if x.startswith(f"{SCHOOL},cm2-b,")]
-    assert cm2b.split(",")[3:] == ["1", "30.0", "0.08", "5.0"]
+    assert cm2b.split(",")[3:7] == ["1", "30.0", "0.08", "5.0"]
+    assert float(cm2b.split(",")[7]) >= 0  # ended just now: saved until now, or nothing after 16:30
+    # a session of last September in cp-a, 9:00 to 10:00 Paris time, the projector switched off by the
+    # board at its end: 6.5 h until 16:30 at 248 W, 1.61 kWh
+    nine = 1_789_369_200.0  # 2026-09-14 09:00 Europe/Paris
+    send(school_gateway, 7, [
+        {"room": "cp-a", "kind": "evt", "at": nine, "body": {**started, "seq": 11, "boot": 3, "time": int(nine)}},
+        {"room": "cp-a", "kind": "evt", "at": nine + 3600,
+         "body": {**ended, "seq": 12, "boot": 3, "time": int(nine + 3600), "data": {"reason": "expired", "ran_s": 3600}}},
+    ])
+    wait_for(lambda: store.acked(SCHOOL) == 8, WAIT_S, "September's session stored")
+    page.goto(city.url + "/usage?quarter=2026-Q3")
+    expect(page.locator("#usage tbody tr").filter(has_text="cp-a")).to_contain_text("1.61")
+    expect(page.locator("#standby-note")).to_contain_text("250 W allumé, 2 W en veille")
+    expect(page.locator("#usage thead")).to_contain_text("kWh économisés par la veille automatique")
+    check(page, "usage-standby")
     # the API's description, read by the shipped script behind the same log-in
     page.get_by_role("link", name="API").click()
     expect(page.locator("#api")).to_contain_text("GET /api/records")

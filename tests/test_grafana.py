@@ -8,7 +8,9 @@ a renamed or removed metric fails here, not on a wall screen."""
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -17,13 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloud_bridge.api import create_app as city_app
 from cloud_bridge.metrics import Metrics
+from cloud_bridge.service import City, gateways_online
 from cloud_bridge.settings import CitySettings
 from cloud_bridge.store import CityStore
-from devkit.testing import school_clock
+from devkit.testing import school_clock, wait_for
 from edge_gateway.api import ApiSettings
 from edge_gateway.api import create_app as gateway_app
 from edge_gateway.config import Config
 from edge_gateway.gateway import Gateway
+from edge_gateway.journal import Journal
 
 GRAFANA = Path(__file__).resolve().parent.parent / "ops" / "grafana"
 DASHBOARDS = sorted(GRAFANA.glob("*.json"))
@@ -41,6 +45,8 @@ WATCHED = {
     "gateway uplink bytes": "preau_gateway_uplink_bytes_total",
     "telemetry dropped": "preau_gateway_telemetry_dropped_total",
     "journal commits": "preau_gateway_journal_pending",
+    "journal commit time": "preau_gateway_journal_commit_seconds_bucket",
+    "gateways online, as the city knows them": "preau_city_gateways_online",
     "decisions": "preau_gateway_decisions_total",
 }
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
@@ -166,3 +172,58 @@ def test_every_metric_a_dashboard_reads_is_one_the_services_expose(city_metrics,
     assert not unknown, f"metrics the dashboards read and no service exposes: {unknown}"
     missing = {what: name for what, name in WATCHED.items() if name not in read}
     assert not missing, f"no panel for: {missing}"
+
+
+# the two metrics the dashboards asked for (issue 12) ------------------------------------------------------
+
+
+def test_the_journal_times_each_commit(tmp_path):
+    journal = Journal(str(tmp_path / "gateway.db"), lambda ticket, seq: None)
+    journal.start(0)
+    try:
+        journal.submit([])
+        wait_for(lambda: journal.committed == 1, 10, "the first commit")
+        journal.before_commit = lambda: time.sleep(0.06)  # a stalled SD card: counted in the commit's time
+        journal.submit([])
+        wait_for(lambda: journal.committed == 2, 10, "the stalled commit")
+    finally:
+        journal.stop()
+    family = journal.commit_times.family()
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert family.name == "preau_gateway_journal_commit_seconds" and family.type == "histogram"
+    assert samples[("preau_gateway_journal_commit_seconds_count", None)] == 2
+    assert samples[("preau_gateway_journal_commit_seconds_bucket", "+Inf")] == 2
+    assert samples[("preau_gateway_journal_commit_seconds_bucket", "0.05")] <= 1  # the stall took 60 ms at least
+    assert samples[("preau_gateway_journal_commit_seconds_sum", None)] >= 0.06
+
+
+def test_the_city_counts_the_gateways_online_from_its_database(tmp_path):
+    store = CityStore(str(tmp_path / "city.db"))
+    try:
+        metrics, now = Metrics(), [0.0]
+        metrics.watch_gateways(lambda: gateways_online(store), every_s=15, clock=lambda: now[0])
+        assert metrics.snapshot()["gateways_online"] == 0
+        store.set_gateway_state("0341234a", True, "gw-0341234a", 100.0)
+        store.set_gateway_state("0342345b", True, "gw-0342345b", 100.0)
+        store.set_gateway_state("0343456c", False, "gw-0343456c", 100.0)
+        assert metrics.snapshot()["gateways_online"] == 0  # read again only every 15 s, whatever the scrapes
+        now[0] = 15.0
+        assert metrics.snapshot()["gateways_online"] == 2
+        assert "preau_city_gateways_online 2.0" in metrics.exposition().decode()
+        unreadable = Metrics()
+        unreadable.watch_gateways(lambda: None)
+        assert math.isnan(unreadable.snapshot()["gateways_online"])
+    finally:
+        store.close()
+
+
+def test_the_city_service_feeds_the_gauge(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREAU_CITY_ADMIN_PASSWORD", "un-mot-de-passe-assez-long-1")
+    city = City.open(CitySettings(token=TOKEN, db_path=str(tmp_path / "city.db")))
+    try:
+        city.store.set_gateway_state("0341234a", True, "gw-0341234a", 100.0)
+        # no lifespan: the ingest (and its broker) stays out of this
+        text = TestClient(city.app, client=("127.0.0.1", 40000)).get("/metrics").text
+        assert "preau_city_gateways_online 1.0" in text
+    finally:
+        city.close()

@@ -58,6 +58,20 @@ WORDS: dict[str, dict[str, str]] = {
         "mail_test_failed": "Courriel d'essai non envoyé : {why}", "acked_notice": "Alerte {id} acquittée.",
         "closed_notice": "Alerte {id} close.", "gone": "Alerte {id} : déjà traitée ou inconnue.",
         "parameters": "Paramètres", "no_rules": "Aucune règle.", "actions": "Actions", "yes": "oui", "no": "non",
+        "lamp_life": "Durée de vie (h)", "lamp_per_week": "Heures par semaine", "lamp_due": "Remplacement prévu",
+        "not_enough_data": "pas assez de données", "lamp_worn": "à remplacer : durée de vie atteinte",
+        "lamp_soon": "dans moins de {weeks} semaines", "lamp_beyond": "dans plus de {years} ans",
+        "lamp_note": "Remplacement prévu : la lampe atteint sa durée de vie ({life} h, le seuil de l'alerte "
+                     "« lampe en fin de vie ») au rythme des {sample} dernières semaines (heures gagnées par "
+                     "semaine de calendrier, vacances comprises) ; signalé quand il tombe dans les {weeks} "
+                     "semaines. Moins d'une semaine de relevés, ou moins d'une heure gagnée : pas assez de "
+                     "données.",
+        "standby_kwh_saved": "kWh économisés par la veille automatique",
+        "standby_note": "kWh économisés (estimation) : chaque fois que la carte a mis le vidéoprojecteur en veille "
+                        "d'elle-même — à la fin d'une séance, ou hors séance quand il était allumé depuis "
+                        "{after} minutes — on compte le temps jusqu'à {end} (heure locale, fin de la journée "
+                        "d'école) ou jusqu'à son rallumage s'il vient avant, comme s'il était resté allumé sans "
+                        "la carte ; rien après {end}. Puissance : {on} W allumé, {standby} W en veille.",
     },
     "en": {
         "app": "Préau — city supervision", "login": "Log in", "login_title": "Log in to the supervision",
@@ -96,6 +110,19 @@ WORDS: dict[str, dict[str, str]] = {
         "mail_test_failed": "Test e-mail not sent: {why}", "acked_notice": "Alert {id} acknowledged.",
         "closed_notice": "Alert {id} closed.", "gone": "Alert {id}: already handled or unknown.",
         "parameters": "Parameters", "no_rules": "No rule.", "actions": "Actions", "yes": "yes", "no": "no",
+        "lamp_life": "Lamp life (h)", "lamp_per_week": "Hours per week", "lamp_due": "Replacement due",
+        "not_enough_data": "not enough data", "lamp_worn": "replace: lamp life reached",
+        "lamp_soon": "within {weeks} weeks", "lamp_beyond": "in more than {years} years",
+        "lamp_note": "Replacement due: when the lamp reaches its life ({life} h, the threshold of the \"lamp "
+                     "near its end\" alert) at the rate of the last {sample} weeks (hours gained per calendar "
+                     "week, holidays included); flagged when it falls within {weeks} weeks. Less than a week of "
+                     "readings, or less than an hour gained: not enough data.",
+        "standby_kwh_saved": "kWh saved by automatic standby",
+        "standby_note": "kWh saved (an estimate): each time the board put the projector in standby by itself — at "
+                        "a session's end, or outside a session once it had been on for {after} minutes — the time "
+                        "until {end} (local time, the school day's end) or until it came on again, if sooner, is "
+                        "counted as if it had stayed on without the board; nothing after {end}. Power: {on} W on, "
+                        "{standby} W in standby.",
     },
 }
 

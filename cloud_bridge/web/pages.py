@@ -27,9 +27,10 @@ from common.web.auth import Allow, Principal, actor
 from common.web.login import add_login_routes, lang_of, page, see_other
 from common.web.render import API_DOCS_SCRIPT, api_docs
 
-from ..alerts import AlertBook, Alerts, Rules, mail_for, send_mail
+from ..alerts import DEFAULTS, AlertBook, Alerts, Rules, mail_for, send_mail
 from . import usage as _usage
 from .accounts import CityAccountStore
+from .forecast import SAMPLE_WEEKS, LampForecast, lamp_forecast, projector_series
 from .i18n import local_time, role_word, rule_word, t
 
 e = _render.e
@@ -198,11 +199,40 @@ def _kits_table(lang: str, sup: Supervision, kits: list[dict], caption: str) -> 
 # equipment ------------------------------------------------------------------------------------------
 
 
+def _lamp_life_h(sup: Supervision) -> float:
+    """The `lamp_hours` alert's threshold: the forecast says when it opens
+    (its default when the city turned that alert off)."""
+    return (sup.rules.rules.get("lamp_hours") or DEFAULTS["lamp_hours"])["hours"]
+
+
+def _hours(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _due_cell(lang: str, sup: Supervision, forecast: LampForecast | None, now: float, weeks: int) -> str:
+    if forecast is None or forecast.due_at is None:
+        return e(t(lang, "not_enough_data"))
+    if forecast.worn:
+        return f'<span class="badge alert">{e(t(lang, "lamp_worn"))}</span>'
+    if forecast.due_at - now > _HORIZON_S:
+        return e(t(lang, "lamp_beyond", years=_HORIZON_S // (365 * 86400)))
+    day = dt.datetime.fromtimestamp(forecast.due_at, ZoneInfo(sup.timezone)).strftime("%d/%m/%Y")
+    if forecast.due_within(now, weeks):
+        return f'{e(day)} <span class="badge alert">{e(t(lang, "lamp_soon", weeks=weeks))}</span>'
+    return e(day)
+
+
+_HORIZON_S = 10 * 365 * 86400  # a lamp barely used: no date shown that far ahead
+
+
 @router.get("/equipment", dependencies=[Depends(EVERYONE)])
 def equipment_page(request: Request, who: Actor) -> Response:
     sup = _sup(request)
     lang = lang_of(request)
     store = sup.store
+    now = sup.alerts.now()
+    life_h = _lamp_life_h(sup)
+    weeks = request.app.state.settings.lamp_due_weeks
     projectors = []
     for reading in store.latest_telemetry():  # type: ignore[attr-defined]
         values = reading.get("readings") or {}
@@ -210,17 +240,28 @@ def equipment_page(request: Request, who: Actor) -> Response:
             continue
         model = values.get("projector_model")
         lamp = values.get("lamp_h")
-        projectors.append(
-            f'<tr><th scope="row"><a href="/schools/{e(reading["school"])}">{e(reading["school"])}</a>, '
-            f'{e(reading["room"])}</th><td>{e(model if isinstance(model, str) else t(lang, "not_reported"))}</td>'
-            f'<td>{e(str(values.get("projector") or "—"))}</td>'
-            f'<td class="num">{e(str(lamp) if lamp is not None else "—")}</td>'
-            f'<td>{e(local_time(reading["at"], sup.timezone))}</td></tr>')
-    head = "".join(f'<th scope="col">{e(t(lang, x))}</th>' for x in (
-        "room", "model", "projector_state", "lamp_hours", "last_seen"))
+        series = projector_series(store, reading["school"], reading["room"], now)
+        forecast = lamp_forecast(series, life_h, now)
+        rate = "—" if forecast is None or forecast.per_week_h is None else _hours(forecast.per_week_h)
+        due = _due_cell(lang, sup, forecast, now, weeks)
+        line = (f'<tr id="projector-{e(reading["school"])}-{e(reading["room"])}"><th scope="row">'
+                f'<a href="/schools/{e(reading["school"])}">{e(reading["school"])}</a>, '
+                f'{e(reading["room"])}</th><td>{e(model if isinstance(model, str) else t(lang, "not_reported"))}</td>'
+                f'<td>{e(str(values.get("projector") or "—"))}</td>'
+                f'<td class="num">{e(str(lamp) if lamp is not None else "—")}</td>'
+                f'<td class="num">{e(_hours(life_h))}</td><td class="num">{e(rate)}</td><td>{due}</td>'
+                f'<td>{e(local_time(reading["at"], sup.timezone))}</td></tr>')
+        # Soonest replacement first; the lamps without a date after, by school and room.
+        due_at = forecast.due_at if forecast is not None and forecast.due_at is not None else float("inf")
+        projectors.append(((due_at, reading["school"], reading["room"]), line))
+    projectors.sort(key=lambda item: item[0])
+    cols = (("room", ""), ("model", ""), ("projector_state", ""), ("lamp_hours", ' class="num"'),
+            ("lamp_life", ' class="num"'), ("lamp_per_week", ' class="num"'), ("lamp_due", ""), ("last_seen", ""))
+    head = "".join(f'<th scope="col"{cls}>{e(t(lang, x))}</th>' for x, cls in cols)
     body = (f'<table id="projectors"><caption>{e(t(lang, "projectors"))}</caption><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(projectors)}</tbody></table>' if projectors
-            else f'<h2>{e(t(lang, "projectors"))}</h2><p>{e(t(lang, "none"))}</p>')
+            f'<tbody>{"".join(line for _, line in projectors)}</tbody></table>'
+            f'<p class="hint">{e(t(lang, "lamp_note", life=_hours(life_h), weeks=weeks, sample=SAMPLE_WEEKS))}</p>'
+            if projectors else f'<h2>{e(t(lang, "projectors"))}</h2><p>{e(t(lang, "none"))}</p>')
     boards, versions = [], Counter()
     for s in store.status()["schools"]:  # type: ignore[attr-defined]
         for r in s["rooms"]:
@@ -254,7 +295,8 @@ def usage_page(request: Request, who: Actor) -> Response:
     sup = _sup(request)
     lang = lang_of(request)
     quarter = _quarter(request, sup)
-    rows = _usage.usage(sup.store, quarter, sup.timezone)
+    standby = _usage.Standby.of(request.app.state.settings)
+    rows = _usage.usage(sup.store, quarter, sup.timezone, standby=standby, now=sup.alerts.now())
     year = int(quarter[:4])
     choices = [f"{y}-Q{q}" for y in (year - 1, year, year + 1) for q in (1, 2, 3, 4)]
     options = "".join(f'<option{" selected" if c == quarter else ""}>{c}</option>' for c in choices)
@@ -262,7 +304,7 @@ def usage_page(request: Request, who: Actor) -> Response:
             f'</label><select id="quarter" name="quarter">{options}</select>'
             f'<button type="submit">{e(t(lang, "show"))}</button>'
             f'<a href="/usage.csv?quarter={quarter}" download="preau-usage-{quarter}.csv">{e(t(lang, "csv"))}</a></form>')
-    cols = ("school", "room", "month", "sessions", "session_minutes", "projector_hours", "ap_minutes")
+    cols = _usage.COLUMNS
     head = "".join(f'<th scope="col"{" class=num" if i > 2 else ""}>{e(t(lang, c))}</th>' for i, c in enumerate(cols))
     lines = "".join("<tr>" + "".join(f'<td{" class=num" if i > 2 else ""}>{e(str(v))}</td>'
                                      for i, v in enumerate(r.row())) + "</tr>" for r in rows)
@@ -272,11 +314,15 @@ def usage_page(request: Request, who: Actor) -> Response:
         total.session_minutes += r.session_minutes
         total.projector_hours += r.projector_hours
         total.ap_minutes += r.ap_minutes
+        total.standby_kwh_saved += r.standby_kwh_saved
     foot = (f'<tfoot><tr><th scope="row" colspan="3">{e(t(lang, "total"))}</th>'
             + "".join(f'<td class="num">{v}</td>' for v in total.row()[3:]) + "</tr></tfoot>")
     table = (f'<table id="usage"><caption>{e(t(lang, "usage_title"))} {e(quarter)}</caption><thead><tr>{head}</tr>'
              f'</thead><tbody>{lines}</tbody>{foot}</table>')
-    body = form + table + f'<p class="hint">{e(t(lang, "usage_note"))}</p>'
+    assumptions = t(lang, "standby_note", on=f"{standby.on_w:g}", standby=f"{standby.standby_w:g}",
+                    end=standby.day_end.strftime("%H:%M"), after=_usage.STANDBY_AFTER_S // 60)
+    body = (form + table + f'<p class="hint">{e(t(lang, "usage_note"))}</p>'
+            f'<p class="hint" id="standby-note">{e(assumptions)}</p>')
     return page(request, layout(lang, t(lang, "usage_title"), body, principal=who, active="/usage", path="/usage"))
 
 
@@ -284,7 +330,8 @@ def usage_page(request: Request, who: Actor) -> Response:
 def usage_csv(request: Request) -> Response:
     sup = _sup(request)
     quarter = _quarter(request, sup)
-    text = _usage.to_csv(_usage.usage(sup.store, quarter, sup.timezone))
+    text = _usage.to_csv(_usage.usage(sup.store, quarter, sup.timezone,
+                                      standby=_usage.Standby.of(request.app.state.settings), now=sup.alerts.now()))
     return Response(text, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="preau-usage-{quarter}.csv"',
                              "Cache-Control": "no-store"})
