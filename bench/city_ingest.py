@@ -47,7 +47,7 @@ from types import SimpleNamespace
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from cloud_bridge.ingest import Ingest  # noqa: E402
+from cloud_bridge.ingest import GROUP_MAX, Ingest  # noqa: E402
 from cloud_bridge.metrics import Metrics  # noqa: E402
 from cloud_bridge.settings import CitySettings  # noqa: E402
 from cloud_bridge.store import CityStore  # noqa: E402
@@ -179,12 +179,16 @@ def other_ingest(code: str, batches: int, size: int, schools: int, rounds: int) 
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def city_ingest(store: CityStore, work) -> float:
+def city_ingest(store: CityStore, work, group: int = 1) -> float:
+    """`group` 1: each batch as it comes, alone (`Ingest.handle`); more: a
+    backlog, the batches taken `group` at a time as the writer takes those
+    waiting in its queue (`Ingest.handle_many`, one commit per group)."""
     ingest = Ingest(CitySettings(token="t" * 24), store, Metrics(), now=lambda: 1.0)
+    messages = [(f"preau/v1/city/{school}/records", payload) for school, payload in work]
     start = time.perf_counter()
-    for school, payload in work:
-        ack = ingest.handle(f"preau/v1/city/{school}/records", payload)
-        assert ack is not None, ingest.metrics.snapshot()["rejected"]
+    for i in range(0, len(messages), group):
+        acks = ingest.handle_many(messages[i:i + group])
+        assert None not in acks, ingest.metrics.snapshot()["rejected"]
     elapsed = time.perf_counter() - start
     assert ingest.metrics.snapshot()["internal_errors"] == 0
     return elapsed
@@ -221,6 +225,12 @@ def bench_sqlite(work, rounds: int, v2=None) -> dict:
                 store = CityStore(path("ingest-v2"))
                 times["ingest v2"] = city_ingest(store, v2)
                 store.close()
+                store = CityStore(path("ingest-v2-backlog"))
+                times["ingest v2 backlog"] = city_ingest(store, v2, GROUP_MAX)
+                store.close()
+            store = CityStore(path("ingest-backlog"))
+            times["ingest backlog"] = city_ingest(store, work, GROUP_MAX)
+            store.close()
             store = CityStore(path("store"))
             times["store"] = city_store(store, work)
             store.close()
@@ -393,6 +403,9 @@ def main() -> int:
     line("city ingest (Ingest.handle)", best["ingest"], best["raw"])
     if "ingest v2" in best:
         line("city ingest, version 2 batches", best["ingest v2"], best["raw"])
+    line(f"  a backlog (groups of {GROUP_MAX})", best["ingest backlog"], best["raw"])
+    if "ingest v2 backlog" in best:
+        line("  version 2, a backlog", best["ingest v2 backlog"], best["raw"])
     line("raw executemany (rows ready)", best["raw rows"])
     line("city store (parsed batches)", best["store"], best["raw rows"])
     if args.code:

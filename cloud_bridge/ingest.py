@@ -9,9 +9,11 @@ thread (a single-thread executor) checks and stores each message in turn,
 since a batch of up to 200 records is one SQLite transaction with fsync:
 keepalives and the other schools' messages never wait on the disk. One
 writer keeps the (school, seq) bookkeeping free of races and matches
-SQLite's single-writer model. Back on the loop, once the transaction has
-committed, the city publishes its ack to the gateway, then acknowledges the
-MQTT message to the broker (manual acks).
+SQLite's single-writer model. Batches already waiting when the writer
+takes one go with it, up to GROUP_MAX, stored in one transaction (a group
+commit: one fsync for them all; CityStore.store_batches). Back on the loop,
+once the transaction has committed, the city publishes each batch's ack to
+its gateway, then acknowledges the MQTT message to the broker (manual acks).
 
 Crash safety: until that MQTT acknowledgement the broker keeps the batch in
 our persistent session and delivers it again after a restart, so a crash
@@ -30,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -61,6 +63,10 @@ GATEWAY_FILTER = city_topic("+", "gateway")
 _BAD_RECORDS_LOGGED = 5
 DRAIN_TIMEOUT_S = 10.0
 PRUNE_EVERY_S = 3600.0
+# At most this many records batches stored in one transaction (8 x 200
+# records): the acks of a group wait for its commit.
+GROUP_MAX = 8
+_NOTHING = object()
 Ack = tuple[str, int, str]  # (school, acked, epoch): what to publish once a batch is stored
 
 
@@ -186,26 +192,44 @@ class Ingest(MqttLink):
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
-        while (item := await self._inbox.get()) is not None:
-            msg, session = item
+        carried: tuple[mqtt.MQTTMessage, int] | None | object = _NOTHING
+        while True:
+            item = await self._inbox.get() if carried is _NOTHING else carried
+            carried = _NOTHING
+            if item is None:
+                break
+            # A backlog: the records batches already waiting go to the
+            # writer together, stored in one transaction (a group commit).
+            # Nothing waits for a group to fill: a lone batch goes alone.
+            group = [item]
+            if item[0].topic.endswith("/records"):  # type: ignore[index]
+                while len(group) < GROUP_MAX and not self._inbox.empty():
+                    following = self._inbox.get_nowait()
+                    if following is None or not following[0].topic.endswith("/records"):
+                        carried = following
+                        break
+                    group.append(following)
             self.metrics.queue_depth.set(self._inbox.qsize())
-            ack: Ack | None = None
+            acks: list[Ack | None] = [None] * len(group)
             try:
-                ack = await loop.run_in_executor(self._writer, self.handle, msg.topic, msg.payload)
+                acks = await loop.run_in_executor(self._writer, self.handle_many,
+                                                  [(msg.topic, msg.payload) for msg, _ in group])  # type: ignore[misc]
             except Exception:
                 # A bug here must not stop the ingest of every other school.
                 self.metrics.internal_errors.inc()
-                log.exception("city link: message dropped (a bug); payload %s", printable(msg.payload))
-            if ack is not None:
-                school, acked, epoch = ack
-                # Link down meanwhile: the gateway resends after 10 s, and
-                # that copy is acked.
-                if self.publish(city_topic(school, "ack"), encode_city_ack(school, acked, epoch), qos=1):
-                    self.metrics.acks_published.inc()
-            # After the commit and the ack. On a newer connection the broker
-            # has sent it again already: that copy is acknowledged instead.
-            if session == self._session:
-                self.ack(msg)
+                log.exception("city link: %d messages dropped (a bug); first payload %s", len(group),
+                              printable(group[0][0].payload))  # type: ignore[index]
+            for (msg, session), ack in zip(group, acks, strict=True):  # type: ignore[misc]
+                if ack is not None:
+                    school, acked, epoch = ack
+                    # Link down meanwhile: the gateway resends after 10 s, and
+                    # that copy is acked.
+                    if self.publish(city_topic(school, "ack"), encode_city_ack(school, acked, epoch), qos=1):
+                        self.metrics.acks_published.inc()
+                # After the commit and the ack. On a newer connection the broker
+                # has sent it again already: that copy is acknowledged instead.
+                if session == self._session:
+                    self.ack(msg)
 
     async def _keep_up(self) -> None:
         """Beside the ingest: ask gateways for the records missing beyond
@@ -259,34 +283,59 @@ class Ingest(MqttLink):
     def handle(self, topic: str, payload: bytes | bytearray) -> Ack | None:
         """Check and store one message; the ack to publish, if any. Runs on
         the writer thread (and in tests)."""
-        try:
-            school, leaf = parse_city_topic(topic)
-        except BatchError as e:
-            self._refused(topic, e.reason, str(e), payload)
-            return None
-        try:
-            if leaf == "records":
-                self.metrics.batches.inc()
-                batch = parse_batch(school, bytes(payload))
-                self._check_gateway(school, batch.gateway)
-                return self._ingest_batch(school, batch)
-            if leaf == "gateway":
-                state = parse_gateway_state(school, bytes(payload))
-                if state is not None:
-                    self._check_gateway(school, state.gateway)
-                    self.store.set_gateway_state(school, state.online, state.gateway, self.now())
-                    self.metrics.gateway_states.inc()
-        except BatchError as e:
-            self._refused(topic, e.reason, str(e), payload)
-        except StoreWriteError as e:
-            # Not acked: the gateway keeps the records and sends them again.
-            self.metrics.store_errors.inc()
-            log.error("city link: %s not stored, not acked: %s", topic, e)
-        except (RecursionError, ValueError, OverflowError) as e:
-            # The contract's checks could not even read it (a JSON document
-            # nested deeper than the decoder goes...): a refusal, not a bug.
-            self._refused(topic, "unreadable", f"{type(e).__name__}: {printable(str(e))}", payload)
-        return None
+        return self.handle_many([(topic, payload)])[0]
+
+    def handle_many(self, messages: Sequence[tuple[str, bytes | bytearray]]) -> list[Ack | None]:
+        """Check and store the messages taken together from the queue (see
+        _consume): the records batches among them in one transaction
+        (CityStore.store_batches, a group commit), the others one by one.
+        The ack to publish for each message, if any. Runs on the writer
+        thread (and in tests)."""
+        acks: list[Ack | None] = [None] * len(messages)
+        batches: list[tuple[int, str, Batch]] = []
+        for i, (topic, payload) in enumerate(messages):
+            try:
+                school, leaf = parse_city_topic(topic)
+                if leaf == "records":
+                    self.metrics.batches.inc()
+                    batch = parse_batch(school, bytes(payload))
+                    self._check_gateway(school, batch.gateway)
+                    batches.append((i, school, batch))
+                elif leaf == "gateway":
+                    state = parse_gateway_state(school, bytes(payload))
+                    if state is not None:
+                        self._check_gateway(school, state.gateway)
+                        self.store.set_gateway_state(school, state.online, state.gateway, self.now())
+                        self.metrics.gateway_states.inc()
+            except BatchError as e:
+                self._refused(topic, e.reason, str(e), payload)
+            except StoreWriteError as e:
+                self.metrics.store_errors.inc()
+                log.error("city link: %s not stored: %s", topic, e)
+            except (RecursionError, ValueError, OverflowError) as e:
+                # The contract's checks could not even read it (a JSON document
+                # nested deeper than the decoder goes...): a refusal, not a bug.
+                self._refused(topic, "unreadable", f"{type(e).__name__}: {printable(str(e))}", payload)
+        if not batches:
+            return acks
+        # parse_batch checked every body against the contract's bounds.
+        results = self.store.store_batches([batch for _, _, batch in batches], self.now(), checked=True)
+        for (i, school, _), result in zip(batches, results, strict=True):
+            topic, payload = messages[i]
+            if isinstance(result, StoreWriteError):
+                # Not acked: the gateway keeps the records and sends them again.
+                self.metrics.store_errors.inc()
+                log.error("city link: %s not stored, not acked: %s", topic, result)
+            elif isinstance(result, Exception):
+                # A bug here must not stop the ingest of every other school.
+                self.metrics.internal_errors.inc()
+                log.error("city link: message dropped (a bug); payload %s", printable(payload), exc_info=result)
+            else:
+                self._count(school, result)
+                log.debug("school %s: stored %d, duplicates %d, acked %d", school, result.stored,
+                          result.duplicates, result.acked)
+                acks[i] = (school, result.acked, result.epoch)
+        return acks
 
     def _check_gateway(self, school: str, gateway: str | None) -> None:
         """The city broker's ACL lets only the holder of the school's
@@ -306,14 +355,6 @@ class Ingest(MqttLink):
     def _refused(self, topic: str, reason: str, why: str, payload: bytes | bytearray) -> None:
         self.metrics.reject(reason)
         log.warning("city link: refused %s (%s): %s; payload %s", topic, reason, why, printable(payload))
-
-    def _ingest_batch(self, school: str, batch: Batch) -> Ack:
-        # parse_batch checked every body against the contract's bounds.
-        result = self.store.store_batch(batch, self.now(), checked=True)
-        self._count(school, result)
-        log.debug("school %s: stored %d, duplicates %d, acked %d", school, result.stored, result.duplicates,
-                  result.acked)
-        return school, result.acked, result.epoch
 
     def _count(self, school: str, result: Stored) -> None:
         fresh_conflicts = [c.seq for c in result.conflicts if c.new]

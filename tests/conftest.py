@@ -84,3 +84,18 @@ def city_database(request, tmp_path):
     if request.param == "sqlite":
         return {"path": str(tmp_path / "city.db")}
     return {"url": request.getfixturevalue("postgres").new_database()}
+
+
+@pytest.fixture
+def city_ingest(city_database, tmp_path):
+    """The city's ingest on a real store, once per backend, its clock at 5000 s:
+    Ingest.handle and handle_many without a broker."""
+    from cloud_bridge.ingest import Ingest
+    from cloud_bridge.metrics import Metrics
+    from cloud_bridge.settings import CitySettings
+    from cloud_bridge.store import CityStore
+
+    store = CityStore(**city_database)
+    yield Ingest(CitySettings(token="t" * 24, db_path=str(tmp_path / "city.db")), store, Metrics(),
+                 now=lambda: 5000.0)
+    store.close()

@@ -11,9 +11,6 @@ import logging
 
 import pytest
 
-from cloud_bridge.ingest import Ingest
-from cloud_bridge.metrics import Metrics
-from cloud_bridge.settings import CitySettings
 from cloud_bridge.store import INTERNAL_ERROR, CityStore, StoreWriteError
 from protocol.citylink import Batch, Record, defuse
 
@@ -38,12 +35,8 @@ def payload(*records: str) -> bytes:
 
 
 @pytest.fixture
-def city(city_database, tmp_path):
-    store = CityStore(**city_database)
-    ingest = Ingest(CitySettings(token="t" * 24, db_path=str(tmp_path / "city.db")), store, Metrics(),
-                    now=lambda: 5000.0)
-    yield ingest
-    store.close()
+def city(city_ingest):
+    return city_ingest
 
 
 def nonzero(metrics):
@@ -177,7 +170,10 @@ def test_a_bug_on_one_record_is_counted_as_a_bug_and_holds_nothing_back(city, mo
         return apply(self, db, school, rec)
 
     monkeypatch.setattr(CityStore, "_apply_to_room", buggy)
-    assert city.handle(TOPIC, payload(record(1), record(2), record(3))) == (SCHOOL, 3, "")
+    # Records a room's view takes (a decision or an audit entry is kept as it came, never applied).
+    raw = payload(record(1, "state", BIRTH), record(2, "evt", ap_changed(2, True)),
+                  record(3, "evt", ap_changed(3, False)))
+    assert city.handle(TOPIC, raw) == (SCHOOL, 3, "")
     assert city.store.seqs(SCHOOL) == [1, 3]
     assert [(r["seq"], r["reason"]) for r in city.store.rejected(SCHOOL)] == [(2, INTERNAL_ERROR)]
     assert city.metrics.snapshot()["internal_errors"] == 1 and nonzero(city.metrics) == {}

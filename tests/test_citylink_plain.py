@@ -62,3 +62,26 @@ def test_the_common_bodies_take_the_shortcut_and_the_bad_ones_do_not():
                  '{"v":1,"x":-Infinity}', '{"a":' * MAX_DEPTH + "{}" + "}" * MAX_DEPTH,
                  '{"v":"' + "x" * MAX_STRING + '"}'):
         assert not plain(text), text
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=40), st.integers(0, 12))
+def test_a_column_of_numbers_reads_as_one_number_at_a_time_does(data, n):
+    # _Reader.varints reads a column inline; varint() is the reference.
+    from protocol.citylink import BatchError, _Reader
+
+    def one_by_one():
+        reader = _Reader(data)
+        return [reader.varint() for _ in range(n)], reader.pos
+
+    def column():
+        reader = _Reader(data)
+        return reader.varints(n), reader.pos
+
+    outcomes = []
+    for read in (one_by_one, column):
+        try:
+            outcomes.append(read())
+        except BatchError as e:
+            outcomes.append(str(e))
+    assert outcomes[0] == outcomes[1]
