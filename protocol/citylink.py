@@ -625,7 +625,8 @@ def _parse_v2(topic_school: str, raw: bytes) -> Batch:
     if count > MAX_BATCH_RECORDS:
         raise BatchError("too_many_records", "version 2 batch: %d records, limit %d" % (count, MAX_BATCH_RECORDS))
     seq_deltas, room_ix, kind_ix, at_deltas, lengths = (reader.varints(count) for _ in range(5))
-    texts = [reader.take(n) for n in lengths]
+    pos = reader.pos
+    reader.take(sum(lengths))  # every body there, or the frame is refused
     # The names are checked once per batch, not once per record; a record
     # whose envelope or body the fast path doubts takes the full check
     # (parse_record), which words the refusal.
@@ -636,8 +637,10 @@ def _parse_v2(topic_school: str, raw: bytes) -> Batch:
     max_at = MAX_TIME * 1000
     for i in range(count):
         seq += seq_deltas[i]
-        at += _unzigzag(at_deltas[i])
-        text = texts[i]
+        zigzag = at_deltas[i]
+        at += (zigzag >> 1) ^ -(zigzag & 1)  # _unzigzag, inline
+        text = content[pos:pos + lengths[i]]
+        pos += lengths[i]
         ri, ki = room_ix[i], kind_ix[i]
         room = good_rooms[ri] if ri < n_rooms else None
         kind = good_kinds[ki] if ki < n_kinds else None
