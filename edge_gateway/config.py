@@ -24,6 +24,7 @@ class ConfigError(ValueError):
     pass
 
 
+MAX_SCHOOL_NAME = 100  # characters
 DEFAULT_KEEP_DAYS = 365  # a school year and its summer: last year's history for the council
 MIN_KEEP_DAYS = 7
 MAX_KEEP_DAYS = 36_500
@@ -42,6 +43,9 @@ class Config:
     gateway_id: str
     school_broker: BrokerConfig
     db: str
+    # The school's name as parents know it ("École élémentaire Jules-Ferry"):
+    # the pages and the radio report show it beside the code. Optional.
+    school_name: str | None = None
     city_broker: BrokerConfig | None = None
     http_bind: str = "127.0.0.1:8080"
     http_token: str | None = None
@@ -93,9 +97,14 @@ class Config:
         v = _Validator(source)
         from .policy.config import POLICY_KEYS, ROOM_KEYS, PolicyConfigError, load_policy
 
-        v.known(data, "", ("school", "gateway_id", "db", "fleet", "broker", "school_broker", "city_broker", "http",
+        v.known(data, "", ("school", "school_name", "gateway_id", "db", "fleet", "broker", "school_broker", "city_broker", "http",
                            "rooms", "clock", "history", "city") + POLICY_KEYS)
         school = v.name(data, "school")
+        school_name = v.string(data, "school_name", default=None)
+        if school_name is not None and (len(school_name) > MAX_SCHOOL_NAME or not school_name.isprintable()
+                                        or school_name != school_name.strip()):
+            v.fail("school_name", f"expected at most {MAX_SCHOOL_NAME} printable characters, without spaces "
+                                  f"around them, got {_show(school_name)}")
         gateway_id = v.name(data, "gateway_id")
         db = v.string(data, "db")
         if base_dir and db != ":memory:" and not os.path.isabs(db):
@@ -169,6 +178,7 @@ class Config:
             raise ConfigError(str(e)) from None
         return cls(
             school=school,
+            school_name=school_name,
             gateway_id=gateway_id,
             school_broker=school_broker,
             city_broker=city_broker,

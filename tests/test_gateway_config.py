@@ -74,6 +74,12 @@ def test_example_loads_with_defaults_and_db_next_to_the_file(tmp_path):
         (("[school_broker]", "[school_brokr]"), "school.toml: school_brokr: unknown key"),
         (("[rooms.cm2-b]", "[rooms.gateway]"), "school.toml: rooms.gateway: room name must be"),
         (('db = "gateway.sqlite"', "db = ["), "school.toml: not valid TOML"),
+        (('school = "0341234a"', 'school = "0341234a"\nschool_name = "x\\u0007"'),
+         "school.toml: school_name: expected at most 100 printable characters"),
+        (('school = "0341234a"', 'school = "0341234a"\nschool_name = "' + "é" * 101 + '"'),
+         "school.toml: school_name: expected at most 100 printable characters"),
+        (('school = "0341234a"', 'school = "0341234a"\nschool_name = ""'),
+         "school.toml: school_name: expected a non-empty string"),
     ],
 )
 def test_errors_name_file_key_and_expectation(tmp_path, change, message):

@@ -13,6 +13,7 @@ import io
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -216,17 +217,20 @@ def test_the_pdf_holds_the_school_the_week_and_the_rows():
     pypdf = pytest.importorskip("pypdf")
     table = radio.RadioTable(tuple(dt.date(2026, 11, 23) + dt.timedelta(days=i) for i in range(7)),
                              {"cm2-b": (12, 0, 0, 0, 0, 0, 0), "cp-a": (75, 5, 0, 0, 0, 0, 0)})
-    content = radio.radio_pdf("fr", "0341234a", "Semaine 48 de 2026, du 23/11/2026 au 29/11/2026", table,
-                              dt.date(2026, 11, 24), "Établi le 24/11/2026 09:00 par la passerelle Préau.")
+    named = SimpleNamespace(school="0341234a", school_name="École élémentaire Jules-Ferry")
+    content = radio.radio_pdf("fr", radio.school_label("fr", named), "Semaine 48 de 2026, du 23/11/2026 au 29/11/2026",
+                              table, dt.date(2026, 11, 24), "Établi le 24/11/2026 09:00 par la passerelle Préau.")
     assert content.startswith(b"%PDF-")
     text = pypdf.PdfReader(io.BytesIO(content)).pages[0].extract_text()
-    assert "Temps de Wi-Fi des classes" in text and "École 0341234a" in text
+    assert "Temps de Wi-Fi des classes" in text and "École élémentaire Jules-Ferry (0341234a)" in text
     assert "Semaine 48 de 2026" in text and "Toute l'école" in text
     assert re.search(r"cm2-b\s+12\s+0\s+-\s+-", text), text  # Tuesday is today: Wednesday on is to come
     assert re.search(r"cp-a\s+75\s+5\s+-\s+-\s+-\s+-\s+-\s+80", text), text
     wide = radio.RadioTable(tuple(dt.date(2026, 11, 1) + dt.timedelta(days=i) for i in range(31)),
                             {"cm2-b": (1,) * 31})
-    content = radio.radio_pdf("en", "0341234a", "from 01/11/2026 to 01/12/2026", wide, dt.date(2026, 12, 5), "x")
+    unnamed = SimpleNamespace(school="0341234a", school_name=None)
+    content = radio.radio_pdf("en", radio.school_label("en", unnamed), "from 01/11/2026 to 01/12/2026", wide,
+                              dt.date(2026, 12, 5), "x")
     reader = pypdf.PdfReader(io.BytesIO(content))
     assert reader.pages[0].mediabox.width > reader.pages[0].mediabox.height  # landscape for a month
     assert "School 0341234a" in reader.pages[0].extract_text()

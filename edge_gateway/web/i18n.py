@@ -55,7 +55,7 @@ WORDS: dict[str, dict[str, str]] = {
         "radio_caption": "Minutes de Wi-Fi allumé, par classe et par jour",
         "radio_weeks": "Minutes de Wi-Fi par semaine (la semaine choisie et les cinq précédentes)",
         "radio_pick_week": "Semaine", "radio_show": "Afficher", "radio_from": "Du", "radio_to": "au",
-        "radio_school_name": "École {school}",
+        "radio_school_name": "École {school}", "radio_school_named": "{name} ({school})",
         "radio_intro": "Durée pendant laquelle le point d'accès Wi-Fi de chaque classe était allumé, en minutes. "
                        "La loi (n° 2015-136, art. 7) demande qu'il soit éteint en dehors des activités numériques "
                        "pédagogiques : la carte de la classe ne l'allume que pendant une séance demandée par "
@@ -137,7 +137,7 @@ WORDS: dict[str, dict[str, str]] = {
         "radio_caption": "Minutes of Wi-Fi on, per classroom and day",
         "radio_weeks": "Minutes of Wi-Fi per week (the week chosen and the five before)",
         "radio_pick_week": "Week", "radio_show": "Show", "radio_from": "From", "radio_to": "to",
-        "radio_school_name": "School {school}",
+        "radio_school_name": "School {school}", "radio_school_named": "{name} ({school})",
         "radio_intro": "How long each classroom's Wi-Fi access point was on, in minutes. The law (no. 2015-136, "
                        "art. 7) wants it off outside digital teaching: the classroom's board switches it on only "
                        "during a session the teacher asked for, and off at its end.",

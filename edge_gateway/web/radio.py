@@ -37,6 +37,7 @@ from fastapi.responses import Response
 
 from common.web.login import lang_of, page
 
+from ..config import Config
 from ..gateway import Gateway
 from ..history import loads_safe
 from .auth import Allow, Principal, actor
@@ -377,7 +378,7 @@ async def radio_page(request: Request, who: Actor) -> Response:
     body = (
         (f'<p class="field-error" id="radio-error" role="alert">{e(error)}</p>' if error else "")
         + pickers
-        + f'<p class="report-head"><strong>{e(t(lang, "radio_school_name", school=gateway.config.school))}</strong>'
+        + f'<p class="report-head"><strong>{e(school_label(lang, gateway.config))}</strong>'
         f' — <span id="radio-period">{e(_period_words(lang, period))}</span></p>'
         f'<p>{e(t(lang, "radio_intro"))}</p>'
         f'<p class="actions"><a id="radio-pdf" href="/radio.pdf?{period.query()}" download>'
@@ -400,6 +401,14 @@ _LATIN1 = str.maketrans({"—": "-", "–": "-", "’": "'", "…": "...", "₂"
                          "«": "\"", "»": "\""})
 
 
+def school_label(lang: str, config: Config) -> str:
+    """The school as the report names it: its name (`school_name` in
+    school.toml) and its code, or the code alone."""
+    if config.school_name:
+        return t(lang, "radio_school_named", name=config.school_name, school=config.school)
+    return t(lang, "radio_school_name", school=config.school)
+
+
 def _pdf_text(text: str) -> str:
     return text.translate(_LATIN1).encode("latin-1", "replace").decode("latin-1")
 
@@ -420,7 +429,7 @@ def radio_pdf(lang: str, school: str, period_words: str, table: RadioTable, toda
     pdf.set_font("Helvetica", "B", 16)
     pdf.multi_cell(0, 8, _pdf_text(t(lang, "radio_title")), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 11)
-    pdf.multi_cell(0, 6, _pdf_text(t(lang, "radio_school_name", school=school)), new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 6, _pdf_text(school), new_x="LMARGIN", new_y="NEXT")
     pdf.multi_cell(0, 6, _pdf_text(period_words), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     pdf.set_font("Helvetica", "", 9)
@@ -471,7 +480,7 @@ async def radio_pdf_download(request: Request) -> Response:
     table = await asyncio.to_thread(radio_table, gateway.config.db, rooms, period.first, period.days,
                                     policy.timezone, now, policy.ap_cap_s)
     made = t(lang, "radio_made", at=dt.datetime.fromtimestamp(now, tz).strftime("%d/%m/%Y %H:%M"))
-    content = await asyncio.to_thread(radio_pdf, lang, gateway.config.school, _period_words(lang, period), table,
+    content = await asyncio.to_thread(radio_pdf, lang, school_label(lang, gateway.config), _period_words(lang, period), table,
                                       today, made)
     name = f"wifi-{gateway.config.school}-{period.week or period.first.isoformat() + '_' + period.last.isoformat()}.pdf"
     return Response(content, media_type="application/pdf",
