@@ -297,14 +297,17 @@ def run_workers(city, url: str, n: int, work, folder: str, payloads=None) -> flo
     token = secrets.token_urlsafe(24)
     procs = []
     logs = [open(os.path.join(folder, f"w{i}.log"), "w") for i in range(1, n + 1)]  # noqa: SIM115 - closed below
-    env = {**os.environ, "PREAU_CITY_TOKEN": token, "PREAU_CITY_DATABASE_URL": url}
+    # In the run's own folder: a worker keeps its accounts and alerts files
+    # beside its --db, which defaults to its working directory.
+    env = {**os.environ, "PREAU_CITY_TOKEN": token, "PREAU_CITY_DATABASE_URL": url,
+           "PYTHONPATH": os.pathsep.join(filter(None, (os.path.abspath(ROOT), os.environ.get("PYTHONPATH"))))}
     for i in range(1, n + 1):
         identity = city.identities[worker_cn(str(i))]
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "cloud_bridge", "--broker", f"{city.host}:{city.port}", "--http", "127.0.0.1:0",
              "--ca-file", city.ca.cert_file, "--cert-file", identity.cert_file, "--key-file", identity.key_file,
              "--share-group", "bench", "--client-id", f"worker.{i}", "--log-level", "WARNING"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=logs[i - 1]))
+            cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=logs[i - 1]))
     time.sleep(3.0)  # connected and subscribed (a first run creates the sessions)
     schools = sorted({s for s, _ in work})
     last = {s: max(r["seq"] for p in (p for sc, p in work if sc == s) for r in json.loads(p)["records"])
