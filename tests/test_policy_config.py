@@ -72,7 +72,7 @@ def test_example_file_loads():
     assert policy.holiday_periods and policy.closures and policy.special_days
     # The gateway's own keys are left to the gateway; the policy's are listed.
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
-    gateway_keys = {"school", "gateway_id", "db", "fleet", "broker", "clock", "history", "city", "school_broker", "city_broker", "http", "session", "rooms"}
+    gateway_keys = {"school", "school_name", "gateway_id", "db", "fleet", "broker", "clock", "history", "city", "school_broker", "city_broker", "http", "session", "rooms"}
     assert set(data) <= gateway_keys | set(POLICY_KEYS)
     for spec in data["rooms"].values():
         assert set(spec) <= {"wifi", "sessions"} | set(ROOM_KEYS)
