@@ -334,7 +334,8 @@ def test_install_makes_the_first_account_beside_the_database(tmp_path):
         install(create_app(store, settings), store, settings,
                 environ={"PREAU_CITY_ADMIN_PASSWORD": "le-mot-de-passe-du-maire"}, hasher=CHEAP, out=out)
         assert CityAccountStore(str(tmp_path / "city-accounts.json")).verify("supervision", "le-mot-de-passe-du-maire")
-        assert (tmp_path / "city-alerts.db").exists()
+        # The alerts are in the city's database (cloud_bridge/alerts.py), no file of their own.
+        assert not (tmp_path / "city-alerts.db").exists()
     finally:
         store.close()
 
@@ -521,6 +522,8 @@ def test_a_supervisor_sees_the_school_acknowledges_the_fault_and_downloads_the_u
     page.get_by_role("link", name="Équipement").click()
     expect(page.locator("#projectors")).to_contain_text("2100")
     expect(page.locator("#projector-0341234a-cp-a")).to_contain_text("pas assez de données")  # one reading so far
+    expect(page.locator("#projector-0341234a-cp-a")).to_contain_text("en erreur")  # the state in words
+    expect(page.locator("#projector-0341234a-cm2-b")).to_contain_text("allumé")
     check(page, "equipment")
     page.get_by_role("link", name="Utilisation").click()
     expect(page.locator("#usage")).to_contain_text("cm2-b")

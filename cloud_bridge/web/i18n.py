@@ -8,6 +8,13 @@ from common.web.i18n import LANGS, duration, local_time, translate, word_of  # n
 ROLE_WORDS = {"fr": {"supervisor": "supervision", "technician": "technicien", "viewer": "lecture seule"},
               "en": {"supervisor": "supervisor", "technician": "technician", "viewer": "viewer"}}
 
+# A projector's state as the boards report it (firmware/projector.py).
+PROJECTOR_WORDS = {
+    "fr": {"on": "allumé", "off": "en veille", "warming": "chauffe", "cooling": "refroidissement",
+           "error": "en erreur", "unknown": "inconnu"},
+    "en": {"on": "on", "off": "standby", "warming": "warming up", "cooling": "cooling down",
+           "error": "error", "unknown": "unknown"},
+}
 RULE_WORDS = {
     "fr": {"gateway_offline": "passerelle hors ligne", "board_offline": "carte de classe hors ligne",
            "projector_error": "vidéoprojecteur en erreur", "lamp_hours": "lampe en fin de vie",
@@ -137,3 +144,8 @@ def role_word(lang: str, role: str) -> str:
 
 def rule_word(lang: str, rule: str) -> str:
     return word_of(RULE_WORDS, lang, rule)
+
+
+def projector_word(lang: str, state: str) -> str:
+    """A projector's state in words; an unknown one as it came."""
+    return word_of(PROJECTOR_WORDS, lang, state)

@@ -31,7 +31,7 @@ from ..alerts import DEFAULTS, AlertBook, Alerts, Rules, mail_for, send_mail
 from . import usage as _usage
 from .accounts import CityAccountStore
 from .forecast import SAMPLE_WEEKS, LampForecast, lamp_forecast, projector_series
-from .i18n import local_time, role_word, rule_word, t
+from .i18n import local_time, projector_word, role_word, rule_word, t
 
 e = _render.e
 EVERYONE = Allow("supervisor", "technician", "viewer", page=True)
@@ -247,7 +247,7 @@ def equipment_page(request: Request, who: Actor) -> Response:
         line = (f'<tr id="projector-{e(reading["school"])}-{e(reading["room"])}"><th scope="row">'
                 f'<a href="/schools/{e(reading["school"])}">{e(reading["school"])}</a>, '
                 f'{e(reading["room"])}</th><td>{e(model if isinstance(model, str) else t(lang, "not_reported"))}</td>'
-                f'<td>{e(str(values.get("projector") or "—"))}</td>'
+                f'<td>{e(projector_word(lang, str(values["projector"])) if values.get("projector") else "—")}</td>'
                 f'<td class="num">{e(str(lamp) if lamp is not None else "—")}</td>'
                 f'<td class="num">{e(_hours(life_h))}</td><td class="num">{e(rate)}</td><td>{due}</td>'
                 f'<td>{e(local_time(reading["at"], sup.timezone))}</td></tr>')
