@@ -30,11 +30,17 @@ database; each rule on with its defaults when the file does not name it,
     starttls = true
     username = "preau"           # its password from PREAU_CITY_SMTP_PASSWORD, never the file
 
-The alerts live in their own small SQLite file (`city-alerts.db` beside
-the city's database): the city's store has one writer, the ingest, and
-alerts are a person's work, not the schools' records. The city's data is
-read only through the store's public reads (status, latest_telemetry,
-telemetry)."""
+The alerts live in the city's own database, SQLite or PostgreSQL alike
+(tables `alerts` and `alert_log`, migration r0005), on connections of
+their own (CityStore.connect), never the ingest's writer. Every worker of
+a city shares them: an alert is opened once (one open alert per
+rule:school:room, a unique partial index), mailed once (a worker claims
+the e-mail in one UPDATE), and a person's acknowledgement on one worker's
+page is every worker's. The previous release kept them in a SQLite file
+of each worker's own (`city-alerts.db` beside the database): beside a
+SQLite database, it is imported once at start, then renamed
+`city-alerts.db.imported`. The schools' data is read only through the
+store's public reads (status, latest_telemetry, telemetry)."""
 
 from __future__ import annotations
 
@@ -47,7 +53,6 @@ import os
 import smtplib
 import sqlite3
 import ssl
-import threading
 import time
 import tomllib
 from collections.abc import Callable, Mapping
@@ -56,12 +61,17 @@ from email.message import EmailMessage
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .store import CityStore, StoreWriteError
+
 log = logging.getLogger(__name__)
 
 RULES_ENV = "PREAU_CITY_ALERTS"
 SMTP_PASSWORD_ENV = "PREAU_CITY_SMTP_PASSWORD"
 RULES_FILE = "city-alerts.toml"
-ALERTS_FILE = "city-alerts.db"
+ALERTS_FILE = "city-alerts.db"  # the previous release's own file: imported once
 MAIL_TRIES = 5
 
 # rule -> its parameters and their defaults
@@ -323,111 +333,101 @@ def _held_long_enough(finding: Finding, rules: Rules, first_seen: float, now: fl
     return now - since >= minutes * 60
 
 
-# the alerts' file -------------------------------------------------------------------------------------
+# the alerts in the city's database ------------------------------------------------------------------
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL, rule TEXT NOT NULL, school TEXT NOT NULL, room TEXT NOT NULL DEFAULT '',
-    detail TEXT NOT NULL DEFAULT '{}',
-    opened_at REAL NOT NULL, cleared_at REAL,
-    acked_at REAL, acked_by TEXT, closed_at REAL, closed_by TEXT,
-    mailed_at REAL, mail_error TEXT, mail_tries INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS alerts_key ON alerts (key, id);
-CREATE INDEX IF NOT EXISTS alerts_open ON alerts (closed_at);
-CREATE TABLE IF NOT EXISTS alert_log (
-    id INTEGER PRIMARY KEY, alert INTEGER NOT NULL, at REAL NOT NULL, action TEXT NOT NULL, actor TEXT NOT NULL
-);
-"""
 COLUMNS = ("id", "key", "rule", "school", "room", "detail", "opened_at", "cleared_at", "acked_at", "acked_by",
-           "closed_at", "closed_by", "mailed_at", "mail_error", "mail_tries")
+           "closed_at", "closed_by", "mailed_at", "mail_error", "mail_tries", "mail_claimed_at")
+_SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM alerts"
+# The columns of the previous release's own file, as it wrote them.
+_OLD_COLUMNS = COLUMNS[:-1]
+# A worker that claimed an e-mail this long ago and never said how it went
+# has died mid-send: the mail is free again (one more try).
+MAIL_CLAIM_S = 600.0
+# Rounds of all the city's workers, one at a time (PostgreSQL; SQLite's
+# BEGIN IMMEDIATE is one already): an alert's fate is decided from the
+# latest alert of its key, so the reading and the writing go together.
+_ROUNDS_LOCK = 5107022
 
 
 class AlertBook:
-    """The alerts and what people did with them, in one SQLite file (WAL).
-    Each call opens its own connection (the pages' threads, the evaluating
-    thread); writes are serialised by a lock."""
+    """The alerts and what people did with them, in the city's database
+    (migration r0005): every worker of a city reads and writes the same
+    ones. Each call is one transaction on a connection of its own
+    (CityStore.connect), never the ingest's. Race-free across processes:
+    one open alert per key (a unique partial index, INSERT ... ON CONFLICT
+    DO NOTHING), rounds one at a time, and every change a single UPDATE
+    whose WHERE says what it expects, its row count saying whether it was
+    this call that made it."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o600)
-
-    @contextlib.contextmanager
-    def _connect(self):
-        conn = sqlite3.connect(self.path, timeout=30)
-        try:
-            conn.row_factory = sqlite3.Row
-            with conn:
-                yield conn
-        finally:
-            conn.close()
+    def __init__(self, store: CityStore, legacy: str | None = None) -> None:
+        """`legacy`: the previous release's own alerts file
+        (`city-alerts.db`): imported once if it exists, then renamed."""
+        self.store = store
+        if legacy is not None:
+            self.import_file(legacy)
 
     @staticmethod
-    def _out(row: sqlite3.Row) -> dict:
+    def _out(row: Mapping[str, Any]) -> dict:
         out = {k: row[k] for k in COLUMNS}
         try:
             out["detail"] = json.loads(out["detail"])
-        except ValueError:
+        except (TypeError, ValueError):
+            out["detail"] = {}
+        if not isinstance(out["detail"], dict):
             out["detail"] = {}
         return out
 
+    def _read(self, sql: str, params: dict | None = None) -> list[dict]:
+        with self.store.connect(write=False) as conn:
+            return [dict(r) for r in conn.execute(sa.text(sql), params or {}).mappings()]
+
     def get(self, alert_id: int) -> dict | None:
-        with self._connect() as conn:
-            row = conn.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        return self._out(row) if row else None
+        rows = self._read(_SELECT + " WHERE id = :id", {"id": alert_id})
+        return self._out(rows[0]) if rows else None
 
     def open_alerts(self, school: str | None = None) -> list[dict]:
-        sql = "SELECT * FROM alerts WHERE closed_at IS NULL" + (" AND school = ?" if school else "")
-        with self._connect() as conn:
-            rows = conn.execute(sql + " ORDER BY opened_at DESC, id DESC", (school,) if school else ()).fetchall()
-        return [self._out(r) for r in rows]
+        sql = _SELECT + " WHERE closed_at IS NULL" + (" AND school = :school" if school else "")
+        return [self._out(r) for r in self._read(sql + " ORDER BY opened_at DESC, id DESC", {"school": school})]
 
     def history(self, school: str | None = None, limit: int = 200, rule: str | None = None) -> list[dict]:
         """Closed alerts, newest first."""
-        where, params = ["closed_at IS NOT NULL"], []
+        where = ["closed_at IS NOT NULL"]
         if school:
-            where.append("school = ?")
-            params.append(school)
+            where.append("school = :school")
         if rule:
-            where.append("rule = ?")
-            params.append(rule)
-        with self._connect() as conn:
-            rows = conn.execute(f"SELECT * FROM alerts WHERE {' AND '.join(where)} ORDER BY closed_at DESC, id DESC "
-                                "LIMIT ?", (*params, limit)).fetchall()
+            where.append("rule = :rule")
+        rows = self._read(f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY closed_at DESC, id DESC LIMIT :limit",
+                          {"school": school, "rule": rule, "limit": limit})
         return [self._out(r) for r in rows]
 
     def log(self, alert_id: int) -> list[dict]:
-        with self._connect() as conn:
-            rows = conn.execute("SELECT at, action, actor FROM alert_log WHERE alert = ? ORDER BY id",
-                                (alert_id,)).fetchall()
-        return [dict(r) for r in rows]
+        return self._read("SELECT at, action, actor FROM alert_log WHERE alert = :id ORDER BY id", {"id": alert_id})
+
+    @staticmethod
+    def _note(conn: Connection, alert_id: int, at: float, action: str, actor: str) -> None:
+        conn.execute(sa.text("INSERT INTO alert_log (alert, at, action, actor) VALUES (:alert, :at, :action, :actor)"),
+                     {"alert": alert_id, "at": at, "action": action, "actor": actor})
 
     def acknowledge(self, alert_id: int, actor: str, now: float) -> bool:
-        """False if there is no such open, unacknowledged alert."""
-        with self._lock, self._connect() as conn:
-            done = conn.execute("UPDATE alerts SET acked_at = ?, acked_by = ? WHERE id = ? AND acked_at IS NULL "
-                                "AND closed_at IS NULL", (now, actor, alert_id)).rowcount
+        """False if there is no such open, unacknowledged alert (another
+        worker's page may have been first)."""
+        with self.store.connect(write=True) as conn:
+            done = conn.execute(sa.text(
+                "UPDATE alerts SET acked_at = :now, acked_by = :actor WHERE id = :id AND acked_at IS NULL "
+                "AND closed_at IS NULL"), {"now": now, "actor": actor, "id": alert_id}).rowcount
             if done:
-                conn.execute("INSERT INTO alert_log (alert, at, action, actor) VALUES (?, ?, 'ack', ?)",
-                             (alert_id, now, actor))
+                self._note(conn, alert_id, now, "ack", actor)
         return bool(done)
 
     def close(self, alert_id: int, actor: str, now: float) -> bool:
         """Closing acknowledges too; False if there is no such open alert."""
-        with self._lock, self._connect() as conn:
-            done = conn.execute("UPDATE alerts SET closed_at = ?, closed_by = ?, acked_at = COALESCE(acked_at, ?), "
-                                "acked_by = COALESCE(acked_by, ?) WHERE id = ? AND closed_at IS NULL",
-                                (now, actor, now, actor, alert_id)).rowcount
+        with self.store.connect(write=True) as conn:
+            done = conn.execute(sa.text(
+                "UPDATE alerts SET closed_at = :now, closed_by = :actor, acked_at = COALESCE(acked_at, :now), "
+                "acked_by = COALESCE(acked_by, :actor) WHERE id = :id AND closed_at IS NULL"),
+                {"now": now, "actor": actor, "id": alert_id}).rowcount
             if done:
-                conn.execute("INSERT INTO alert_log (alert, at, action, actor) VALUES (?, ?, 'close', ?)",
-                             (alert_id, now, actor))
+                self._note(conn, alert_id, now, "close", actor)
         return bool(done)
 
     def apply(self, findings: list[Finding], rules: Rules, now: float, first_seen: dict[str, float]) -> list[dict]:
@@ -436,58 +436,173 @@ class AlertBook:
         alert whose condition still holds opens no new one until it has
         cleared. `first_seen` (key -> when first found) is the caller's
         memory for conditions the store gives no start for. The alerts
-        opened now."""
+        this call opened (another worker's round opens them once, for
+        every worker)."""
         opened: list[dict] = []
         keys = {f.key for f in findings}
         for key in [k for k in first_seen if k not in keys]:
             del first_seen[key]
-        with self._lock, self._connect() as conn:
-            conn.execute("UPDATE alerts SET cleared_at = ? WHERE cleared_at IS NULL AND rule != 'records_dropped' "
-                         "AND key NOT IN (SELECT value FROM json_each(?))", (now, json.dumps(sorted(keys))))
+        with self.store.connect(write=True) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ROUNDS_LOCK})")
+            uncleared = conn.execute(sa.text(
+                "SELECT id, key FROM alerts WHERE cleared_at IS NULL AND rule != 'records_dropped'")).all()
+            cleared = [row.id for row in uncleared if row.key not in keys]
+            if cleared:
+                conn.execute(sa.text("UPDATE alerts SET cleared_at = :now WHERE id IN :ids AND cleared_at IS NULL")
+                             .bindparams(sa.bindparam("ids", expanding=True)), {"now": now, "ids": cleared})
             for f in findings:
                 seen = first_seen.setdefault(f.key, now)
-                latest = conn.execute("SELECT * FROM alerts WHERE key = ? ORDER BY id DESC LIMIT 1", (f.key,)).fetchone()
+                latest = conn.execute(sa.text(
+                    "SELECT id, detail, cleared_at, closed_at FROM alerts WHERE key = :key ORDER BY id DESC LIMIT 1"),
+                    {"key": f.key}).mappings().first()
                 if f.rule == "records_dropped":
                     # an event, not a state: a new alert when the count grows past the last alert's
-                    if latest is not None and json.loads(latest["detail"]).get("dropped", 0) >= f.detail["dropped"]:
+                    if latest is not None and _dropped(latest["detail"]) >= f.detail["dropped"]:
                         continue
                     if latest is not None and latest["closed_at"] is None:
-                        conn.execute("UPDATE alerts SET detail = ? WHERE id = ?", (json.dumps(f.detail), latest["id"]))
+                        conn.execute(sa.text("UPDATE alerts SET detail = :detail WHERE id = :id"),
+                                     {"detail": json.dumps(f.detail), "id": latest["id"]})
                         continue
                 elif latest is not None and (latest["closed_at"] is None or latest["cleared_at"] is None):
                     continue
                 if f.quiet or not _held_long_enough(f, rules, seen, now):
                     continue
-                cur = conn.execute("INSERT INTO alerts (key, rule, school, room, detail, opened_at, cleared_at) "
-                                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                   (f.key, f.rule, f.school, f.room, json.dumps(f.detail), now,
-                                    now if f.rule == "records_dropped" else None))
-                conn.execute("INSERT INTO alert_log (alert, at, action, actor) VALUES (?, ?, 'open', 'city')",
-                             (cur.lastrowid, now))
-                row = conn.execute("SELECT * FROM alerts WHERE id = ?", (cur.lastrowid,)).fetchone()
-                opened.append(self._out(row))
+                new_id = conn.execute(sa.text(
+                    "INSERT INTO alerts (key, rule, school, room, detail, opened_at, cleared_at) "
+                    "VALUES (:key, :rule, :school, :room, :detail, :now, :cleared) "
+                    "ON CONFLICT (key) WHERE closed_at IS NULL DO NOTHING RETURNING id"),
+                    {"key": f.key, "rule": f.rule, "school": f.school, "room": f.room,
+                     "detail": json.dumps(f.detail), "now": now,
+                     "cleared": now if f.rule == "records_dropped" else None}).scalar()
+                if new_id is None:  # open already: another worker's
+                    continue
+                self._note(conn, new_id, now, "open", "city")
+                row = conn.execute(sa.text(_SELECT + " WHERE id = :id"), {"id": new_id}).mappings().one()
+                opened.append(self._out(dict(row)))
         return opened
 
-    def unmailed(self) -> list[dict]:
-        with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM alerts WHERE mailed_at IS NULL AND mail_tries < ? ORDER BY id",
-                                (MAIL_TRIES,)).fetchall()
+    def unmailed(self, now: float | None = None) -> list[dict]:
+        """The alerts whose e-mail is still to send (and no worker is
+        sending it now)."""
+        stale = (time.time() if now is None else now) - MAIL_CLAIM_S
+        rows = self._read(_SELECT + " WHERE mailed_at IS NULL AND mail_tries < :tries AND (mail_claimed_at IS NULL "
+                          "OR mail_claimed_at <= :stale) ORDER BY id", {"tries": MAIL_TRIES, "stale": stale})
         return [self._out(r) for r in rows]
 
-    def claim_mail(self, alert: dict) -> bool:
-        """Count a try before it is made: of several workers sharing this
-        file, one sends each e-mail (a crash mid-send costs a try, not a
-        duplicate)."""
-        with self._lock, self._connect() as conn:
-            return bool(conn.execute("UPDATE alerts SET mail_tries = mail_tries + 1 WHERE id = ? AND mail_tries = ? "
-                                     "AND mailed_at IS NULL", (alert["id"], alert["mail_tries"])).rowcount)
+    def claim_mail(self, alert: dict, now: float | None = None) -> bool:
+        """Count a try before it is made, and say who sends it: of the
+        city's workers, the one whose UPDATE changed the row sends the
+        e-mail (the others find the tries moved on, or the mail claimed);
+        a crash mid-send costs a try, not a duplicate, and frees the mail
+        after MAIL_CLAIM_S."""
+        now = time.time() if now is None else now
+        with self.store.connect(write=True) as conn:
+            return bool(conn.execute(sa.text(
+                "UPDATE alerts SET mail_tries = mail_tries + 1, mail_claimed_at = :now WHERE id = :id "
+                "AND mail_tries = :tries AND mail_tries < :most AND mailed_at IS NULL "
+                "AND (mail_claimed_at IS NULL OR mail_claimed_at <= :stale)"),
+                {"now": now, "id": alert["id"], "tries": alert["mail_tries"], "most": MAIL_TRIES,
+                 "stale": now - MAIL_CLAIM_S}).rowcount)
 
     def mailed(self, alert_id: int, now: float, error: str | None) -> None:
-        with self._lock, self._connect() as conn:
+        with self.store.connect(write=True) as conn:
             if error is None:
-                conn.execute("UPDATE alerts SET mailed_at = ?, mail_error = NULL WHERE id = ?", (now, alert_id))
+                conn.execute(sa.text("UPDATE alerts SET mailed_at = :now, mail_error = NULL, mail_claimed_at = NULL "
+                                     "WHERE id = :id"), {"now": now, "id": alert_id})
             else:
-                conn.execute("UPDATE alerts SET mail_error = ? WHERE id = ?", (error[:300], alert_id))
+                conn.execute(sa.text("UPDATE alerts SET mail_error = :error, mail_claimed_at = NULL WHERE id = :id"),
+                             {"error": error[:300], "id": alert_id})
+
+    # the previous release's file
+
+    def import_file(self, path: str) -> dict[str, int] | None:
+        """Import the alerts of the previous release's own SQLite file (its
+        open and closed alerts and their history) into the city's
+        database, then rename it `<path>.imported`: imported once. None
+        when there is nothing to import. An alert already here (the same
+        key, opened at the same time: an import cut short) is not imported
+        again; nor is an open one whose condition has an open alert here
+        already."""
+        if not os.path.exists(path):
+            return None
+        if self.store.dialect != "sqlite":
+            # Each worker of the previous release kept its own copy of the
+            # same alerts: importing them all would repeat the history.
+            log.warning("alerts: %s (the previous release's own alerts file) is not imported with PostgreSQL; the "
+                        "alerts are now in the city's database, and the rules open again those that still hold", path)
+            return None
+        try:
+            alerts, entries = _old_alerts(path)
+        except sqlite3.Error as e:
+            log.error("alerts: %s (the previous release's alerts) cannot be read (%s): not imported, left as it is",
+                      path, e)
+            return None
+        counts = {"open": 0, "closed": 0, "log": 0, "skipped": 0}
+        try:
+            self._import(alerts, entries, counts)
+        except StoreWriteError as e:
+            log.error("alerts: %s (the previous release's alerts) not imported (%s): left as it is, tried again at "
+                      "the next start", path, e)
+            return None
+        done = path + ".imported"
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(path + suffix, done + suffix)
+        except OSError as e:  # imported all the same: the next start finds every alert here already
+            log.warning("alerts: %s imported but not renamed (%s)", path, e.strerror)
+            done = path
+        log.warning("alerts: imported %d open and %d closed alerts (%d log entries; %d already here) from %s into "
+                    "the city's database; the file is now %s", counts["open"], counts["closed"], counts["log"],
+                    counts["skipped"], path, done)
+        return counts
+
+    def _import(self, alerts: list[dict], entries: dict[int, list[dict]], counts: dict[str, int]) -> None:
+        with self.store.connect(write=True) as conn:
+            # The old ids, unless this database has alerts already: the
+            # e-mails sent said "alerte 12".
+            keep_ids = conn.exec_driver_sql("SELECT COUNT(*) FROM alerts").scalar() == 0
+            for old in alerts:
+                if conn.execute(sa.text("SELECT 1 FROM alerts WHERE key = :key AND opened_at = :opened_at"),
+                                {"key": old["key"], "opened_at": old["opened_at"]}).first():
+                    counts["skipped"] += 1
+                    continue
+                names = [c for c in _OLD_COLUMNS if keep_ids or c != "id"]
+                new_id = conn.execute(sa.text(
+                    f"INSERT INTO alerts ({', '.join(names)}) VALUES ({', '.join(':' + c for c in names)}) "
+                    "ON CONFLICT DO NOTHING RETURNING id"), {c: old[c] for c in names}).scalar()
+                if new_id is None:
+                    counts["skipped"] += 1
+                    continue
+                counts["open" if old["closed_at"] is None else "closed"] += 1
+                for entry in entries.get(old["id"], []):
+                    self._note(conn, new_id, entry["at"], entry["action"], entry["actor"])
+                    counts["log"] += 1
+
+
+def _dropped(detail: str) -> int:
+    try:
+        value = json.loads(detail)
+    except (TypeError, ValueError):
+        return 0
+    return value.get("dropped", 0) if isinstance(value, dict) else 0
+
+
+def _old_alerts(path: str) -> tuple[list[dict], dict[int, list[dict]]]:
+    """The previous release's alerts and their log entries (alert id ->
+    entries, in order). sqlite3.Error when the file is not that."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        conn.row_factory = sqlite3.Row
+        alerts = [dict(r) for r in conn.execute(
+            "SELECT " + ", ".join(_OLD_COLUMNS) + " FROM alerts ORDER BY id").fetchall()]
+        entries: dict[int, list[dict]] = {}
+        for r in conn.execute("SELECT alert, at, action, actor FROM alert_log ORDER BY id"):
+            entries.setdefault(r["alert"], []).append(dict(r))
+    finally:
+        conn.close()
+    return alerts, entries
 
 
 # e-mail ------------------------------------------------------------------------------------------------
@@ -537,7 +652,8 @@ def send_mail(smtp: Smtp, message: EmailMessage) -> None:
 
 class Alerts:
     """The rules, the book and the mail, evaluated every `rules.every_s`
-    on the service's loop (the store's reads and SQLite in a thread)."""
+    on the service's loop (the store's reads and the book's writes in a
+    thread)."""
 
     def __init__(self, store: CityReads, book: AlertBook, rules: Rules, *, timezone: str = "Europe/Paris",
                  now: Callable[[], float] = time.time) -> None:
@@ -566,8 +682,8 @@ class Alerts:
         smtp = self.rules.smtp
         if smtp is None:
             return
-        for alert in self.book.unmailed():
-            if not self.book.claim_mail(alert):
+        for alert in self.book.unmailed(self.now()):
+            if not self.book.claim_mail(alert, self.now()):
                 continue
             try:
                 send_mail(smtp, mail_for(alert, smtp, self.timezone))

@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 # Alembic revisions, in order; the schema version is the position (1-based).
-REVISIONS = ("r0001", "r0002", "r0003", "r0004")
+REVISIONS = ("r0001", "r0002", "r0003", "r0004", "r0005")
 SCHEMA_VERSION = len(REVISIONS)
 
 _ROOM_COLUMNS = ("online", "boot", "last_seen", "session", "ap", "fw", "board", "live_seq", "live_uptime",
@@ -308,7 +308,6 @@ def driver_sql(sql: str, dialect: str) -> str:
 
 
 _by_seq = operator.attrgetter("seq")
-_UNREAD = object()  # a room this batch has not read yet
 
 
 class _Redo(Exception):
@@ -506,6 +505,22 @@ class CityStore:
             self._conn.close()
             self._engine.dispose()
             self._reader_engine.dispose()
+
+    @contextmanager
+    def connect(self, *, write: bool) -> Iterator[Connection]:
+        """One transaction on a connection of its own, for the city's tables
+        beside the schools' (the alerts, cloud_bridge/alerts.py), never the
+        ingest's writer connection nor its lock. `write`: SQLite takes its
+        write lock at once (BEGIN IMMEDIATE), PostgreSQL reads committed
+        rows; else a read, one snapshot. StoreWriteError, StoreReadError."""
+        engine = self._engine if write else self._reader_engine
+        try:
+            with engine.connect() as conn, conn.begin():
+                yield conn
+        except exc.SQLAlchemyError as e:
+            if write:
+                raise StoreWriteError(f"the city database cannot be written now: {_why(e)}") from e
+            raise StoreReadError(f"the city database cannot be read now: {_why(e)}") from e
 
     # ---------------------------------------------------------------- writes
 
@@ -963,9 +978,7 @@ class CityStore:
             log.warning("school %s record %d: body kept but not applied to room %s: %s",
                         school, record.seq, room, e)
             return False
-        found = work.rooms.get(room, _UNREAD)
-        if found is _UNREAD:
-            found = self._room(work, room)
+        found = work.rooms[room] if room in work.rooms else self._room(work, room)
         row: dict[str, Any] = found if found else {**dict.fromkeys(_ROOM_COLUMNS), "live_seq": 0, "live_gen": 0}
         new = dict(row)
         new["last_seen"] = record.at if row["last_seen"] is None else max(row["last_seen"], record.at)

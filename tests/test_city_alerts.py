@@ -2,10 +2,13 @@
 store says, an alert opened once, acknowledged and closed by a person
 (role and account id), kept in history, opened again only after its
 condition cleared; the rules file checked at start; e-mail over SMTP to a
-real local server (aiosmtpd), retried while the server is away. The store
-here is a stand-in with the CityStore's public reads (status,
-latest_telemetry, telemetry); tests/test_city_pages.py runs them over the
-real store, fed through the real ingest."""
+real local server (aiosmtpd), retried while the server is away. The reads
+here are a stand-in with the CityStore's public reads (status,
+latest_telemetry, telemetry); the alerts are kept in a real city
+database, once on SQLite and once on PostgreSQL (`city_database`).
+tests/test_city_pages.py runs them over the real store, fed through the
+real ingest; tests/test_city_alerts_store.py, several workers on one
+database and the previous release's file."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from cloud_bridge.alerts import AlertBook, Alerts, AlertsError, Rules, find
+from cloud_bridge.store import CityStore
 from devkit.brokers import free_port
 from devkit.testing import wait_for
 
@@ -68,13 +72,21 @@ def reads():
     return Reads()
 
 
-def make(reads, clock, tmp_path, rules: dict | None = None, **extra) -> Alerts:
+@pytest.fixture
+def book(city_database):
+    """The alerts in a real city database, once per backend."""
+    store = CityStore(**city_database)
+    yield AlertBook(store)
+    store.close()
+
+
+def make(reads, clock, book, rules: dict | None = None, **extra) -> Alerts:
     r = Rules.from_dict({"every_s": 1, "rules": rules or {}} | extra, environ={})
-    return Alerts(reads, AlertBook(str(tmp_path / "alerts.db")), r, now=clock)
+    return Alerts(reads, book, r, now=clock)
 
 
-def test_a_gateway_offline_long_enough_opens_one_alert_that_a_person_acknowledges_and_closes(reads, clock, tmp_path):
-    alerts = make(reads, clock, tmp_path, {"gateway_offline": {"minutes": 30}})
+def test_a_gateway_offline_long_enough_opens_one_alert_that_a_person_acknowledges_and_closes(reads, clock, book):
+    alerts = make(reads, clock, book, {"gateway_offline": {"minutes": 30}})
     reads.school.update(online=False, last_seen=clock.now)
     assert alerts.evaluate() == []  # not yet 30 minutes
     clock.now += 29 * 60
@@ -104,16 +116,16 @@ def test_a_gateway_offline_long_enough_opens_one_alert_that_a_person_acknowledge
     assert again["id"] != opened["id"]
 
 
-def test_school_hours_open_nothing_outside_them(reads, clock, tmp_path):
-    alerts = make(reads, clock, tmp_path, {"gateway_offline": {"minutes": 0, "school_hours": "08:00-09:00"}})
+def test_school_hours_open_nothing_outside_them(reads, clock, book):
+    alerts = make(reads, clock, book, {"gateway_offline": {"minutes": 0, "school_hours": "08:00-09:00"}})
     reads.school.update(online=False, last_seen=clock.now)
     assert alerts.evaluate() == []  # 12:06
     clock.now += 20 * 3600  # Thursday 08:06
     assert len(alerts.evaluate()) == 1
 
 
-def test_rooms_projectors_co2_and_dropped_records(reads, clock, tmp_path):
-    alerts = make(reads, clock, tmp_path, {"board_offline": {"minutes": 10}, "ap_outside_session": {"minutes": 5},
+def test_rooms_projectors_co2_and_dropped_records(reads, clock, book):
+    alerts = make(reads, clock, book, {"board_offline": {"minutes": 10}, "ap_outside_session": {"minutes": 5},
                                            "lamp_hours": {"hours": 3000}, "co2": {"ppm": 1500, "minutes": 20}})
     reads.room("cm2-b", online=False, last_seen=clock.now - 11 * 60)
     reads.room("cp-a", ap=True, session="idle")
@@ -147,7 +159,7 @@ def test_rooms_projectors_co2_and_dropped_records(reads, clock, tmp_path):
     assert [a["detail"] for a in alerts.evaluate()] == [{"dropped": 10}]
 
 
-def test_co2_must_have_lasted(reads, clock, tmp_path):
+def test_co2_must_have_lasted(reads, clock, book):
     rules = Rules.from_dict({"rules": {"co2": {"ppm": 1500, "minutes": 30}}}, environ={})
     reads.latest = [{"school": SCHOOL, "room": "ce1", "at": clock.now, "interval_s": 300,
                      "readings": {"co2": {"mean": 1600}}}]
@@ -155,7 +167,7 @@ def test_co2_must_have_lasted(reads, clock, tmp_path):
                                      reads.latest[0]]
     [finding] = find(reads, rules, clock.now)
     assert finding.since == clock.now - 300  # only the last interval was high
-    alerts = Alerts(reads, AlertBook(str(tmp_path / "a.db")), rules, now=clock)
+    alerts = Alerts(reads, book, rules, now=clock)
     assert alerts.evaluate() == []
 
 
@@ -226,8 +238,8 @@ def smtp_rules(port: int, **extra) -> dict:
                      "to": ["supervision@ville.example", "astreinte@ville.example"]} | extra}
 
 
-def test_an_opened_alert_is_mailed_once_through_a_real_smtp_server(reads, clock, tmp_path, smtp_server):
-    alerts = make(reads, clock, tmp_path, {"projector_error": {}}, **smtp_rules(smtp_server.port))
+def test_an_opened_alert_is_mailed_once_through_a_real_smtp_server(reads, clock, book, smtp_server):
+    alerts = make(reads, clock, book, {"projector_error": {}}, **smtp_rules(smtp_server.port))
     reads.latest = [{"school": SCHOOL, "room": "cm2-b", "at": clock.now, "interval_s": 300,
                      "readings": {"projector": "error"}}]
     [opened] = alerts.evaluate()
@@ -242,12 +254,12 @@ def test_an_opened_alert_is_mailed_once_through_a_real_smtp_server(reads, clock,
     assert len(smtp_server.inbox.messages) == 1  # once
 
 
-def test_a_login_is_sent_and_a_server_away_is_tried_again(reads, clock, tmp_path, smtp_server):
+def test_a_login_is_sent_and_a_server_away_is_tried_again(reads, clock, book, smtp_server):
     environ = {"PREAU_CITY_SMTP_PASSWORD": "from-the-environment"}
     port = free_port()  # nobody listens here yet
     rules = Rules.from_dict({"rules": {"gateway_offline": {"minutes": 0}}} | smtp_rules(port, username="preau"),
                             environ=environ)
-    alerts = Alerts(reads, AlertBook(str(tmp_path / "alerts.db")), rules, now=clock)
+    alerts = Alerts(reads, book, rules, now=clock)
     reads.school.update(online=False, last_seen=clock.now)
     [opened] = alerts.evaluate()
     row = alerts.book.get(opened["id"])
@@ -262,10 +274,10 @@ def test_a_login_is_sent_and_a_server_away_is_tried_again(reads, clock, tmp_path
     assert alerts.book.get(opened["id"])["mailed_at"] is not None
 
 
-def test_the_periodic_task_runs_on_the_loop(reads, tmp_path):
+def test_the_periodic_task_runs_on_the_loop(reads, book):
     import asyncio
 
-    alerts = make(reads, Clock(), tmp_path, {"gateway_offline": {"minutes": 0}})
+    alerts = make(reads, Clock(), book, {"gateway_offline": {"minutes": 0}})
     alerts.rules = Rules.from_dict({"every_s": 0.05, "rules": {"gateway_offline": {"minutes": 0}}}, environ={})
     reads.school.update(online=False, last_seen=1.0)
 

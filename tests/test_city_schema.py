@@ -194,7 +194,7 @@ def test_a_database_of_version_2_gets_the_conflicts_table_and_keeps_its_rows(tmp
     db.close()
     store = CityStore(path)
     try:
-        assert store.schema_version == SCHEMA_VERSION == user_version(path) == 4
+        assert store.schema_version == SCHEMA_VERSION == user_version(path) == 5
         assert store.seqs(SCHOOL) == [1] and store.acked(SCHOOL) == 1
         # The same seq with another content is kept aside now, not dropped.
         raw = json.dumps({"v": 1, "school": SCHOOL, "gateway": "gw-1", "records": [

@@ -104,7 +104,7 @@ def install(app: FastAPI, store, settings: CitySettings, pages: PagesSettings | 
     # People only: the operator's token opens /api, not the pages.
     app.state.access = Access(accounts, lambda: {}, secure_cookies=pages.secure_cookies, sessions=sessions,
                               limiter=limiter, cookie_name="preau-city-session")
-    book = AlertBook(pages.alerts_file)
+    book = AlertBook(store, legacy=pages.alerts_file)  # the previous release's file, imported once
     alerts = Alerts(store, book, pages.rules, timezone=pages.timezone, now=now)
     app.state.supervision = routes.Supervision(store, accounts, book, alerts, pages.rules, pages.timezone)
     app.include_router(routes.router)
