@@ -2,7 +2,8 @@
 relay with no storage, in one run (issue 11's figure).
 
 Both paths start from the same signed board events published by simulated
-boards (devkit/testing.py) on the locked school broker (a real Mosquitto):
+boards (devkit/testing.py, in a process of their own, as boards are devices
+of their own) on the locked school broker (a real Mosquitto):
 
 - **Préau**: the real gateway (journal, SQLite, city link with its v2 batches,
   the uplink cap off), the city broker (Mosquitto, TLS, client
@@ -21,7 +22,10 @@ Prints events per second for each, and Préau's against the relay's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +38,7 @@ from cloud_bridge.ca import worker_cn  # noqa: E402
 from cloud_bridge.service import CityService  # noqa: E402
 from devkit.citybroker import LockedCity  # noqa: E402
 from devkit.school import OBSERVER, LockedSchool  # noqa: E402
-from devkit.testing import Board, school_clock  # noqa: E402
+from devkit.testing import school_clock  # noqa: E402
 from edge_gateway.config import Config  # noqa: E402
 from edge_gateway.gateway import Gateway  # noqa: E402
 from protocol.citylink import city_topic  # noqa: E402
@@ -51,10 +55,69 @@ def wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.005)
 
 
-def publish_all(boards: list[Board], events: int) -> None:
-    for n in range(events):
-        for board in boards:
-            board.event("button", {"press": "short", "n": n})
+# The boards are devices of their own: they run in a process of their own,
+# as the firmware runs on its own chip. In the process of the gateway and
+# the city, their clients would wait on that process's interpreter lock for
+# every acknowledgement, and the figure would be that contention's.
+BOARDS = """
+import json, sys
+sys.path.insert(0, %r)
+from devkit.testing import Board
+from edge_gateway.fleet import Credentials
+job = json.loads(sys.stdin.readline())
+boards = [Board(job["host"], job["port"], job["school"], c["room"], boot=job["boot"],
+                creds=Credentials(**c)).connect(birth=job["birth"]) for c in job["creds"]]
+print("ready", flush=True)
+sys.stdin.readline()
+for n in range(job["events"]):
+    for board in boards:
+        board.event("button", {"press": "short", "n": n})
+print("done", flush=True)
+sys.stdin.readline()
+for board in boards:
+    board.close()
+""" % ROOT
+
+
+class BoardsProcess:
+    """The rooms' boards in a process of their own: connected (and born) by
+    start(), `events` each published by go(), disconnected by stop()."""
+
+    def __init__(self, school, rooms: list[str], events: int, boot: int, birth: bool = True) -> None:
+        from devkit.school import CREDENTIALS
+
+        creds = [CREDENTIALS[(school.host, school.port, SCHOOL, room)] for room in rooms]
+        self.proc = subprocess.Popen([sys.executable, "-c", BOARDS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, cwd=ROOT)
+        job = {"host": school.host, "port": school.port, "school": SCHOOL, "boot": boot, "events": events,
+               "birth": birth, "creds": [dataclasses.asdict(c) for c in creds]}
+        self._say(json.dumps(job))
+        self._expect("ready")
+
+    def _say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def _expect(self, word: str) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if line != word:
+            raise SystemExit(f"the boards' process said {line!r}, not {word!r} (exit {self.proc.poll()})")
+
+    def go(self) -> None:
+        self._say("go")
+
+    def wait_done(self) -> None:
+        self._expect("done")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._say("stop")
+                self.proc.wait(10)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
 
 
 def preau(workdir: str, rooms: list[str], events: int, boot: int) -> float:
@@ -67,19 +130,20 @@ def preau(workdir: str, rooms: list[str], events: int, boot: int) -> float:
         "city": {"uplink_kbit_s": 0}, "policy": {"zone": "C"},
         "rooms": {room: {"wifi": "allowed"} for room in rooms}})
     gateway = Gateway(config, clock=school_clock()).start()
-    boards = [Board(school.host, school.port, SCHOOL, room, boot=boot).connect() for room in rooms]
+    boards = BoardsProcess(school, rooms, events, boot)
     store = city.store
     assert store is not None, "the city service started without its store"
     try:
         wait(lambda: city.wait_ready(0.01) and store.record_count(SCHOOL) >= len(rooms), 60, "the births at the city")
         base = store.record_count(SCHOOL)
         t0 = time.perf_counter()
-        publish_all(boards, events)
+        boards.go()
         wait(lambda: store.record_count(SCHOOL) >= base + len(rooms) * events, 300, "every event at the city")
-        return len(rooms) * events / (time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        boards.wait_done()
+        return len(rooms) * events / elapsed
     finally:
-        for board in boards:
-            board.close()
+        boards.stop()
         gateway.stop()
         city.stop()
         city_broker.stop()
@@ -118,15 +182,16 @@ def relay(workdir: str, rooms: list[str], events: int, boot: int) -> float:
     def counted() -> int:
         return len(counter.messages)
 
-    boards = [Board(school.host, school.port, SCHOOL, room, boot=boot).connect() for room in rooms]
+    boards = BoardsProcess(school, rooms, events, boot)
     try:
         t0 = time.perf_counter()
-        publish_all(boards, events)
+        boards.go()
         wait(lambda: counted() >= len(rooms) * events, 300, "every event through the relay")
-        return len(rooms) * events / (time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        boards.wait_done()
+        return len(rooms) * events / elapsed
     finally:
-        for board in boards:
-            board.close()
+        boards.stop()
         inp.loop_stop()
         inp.disconnect()
         out.client.disconnect()
