@@ -162,7 +162,10 @@ def open_db(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _reader(path: str) -> sqlite3.Connection:
+def reader(path: str) -> sqlite3.Connection:
+    """A read-only connection to the history (WAL: it reads while the
+    journal writes), waiting up to 5 s on a lock: the web pages' and the
+    city link's reads, each in its own thread."""
     conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
@@ -286,7 +289,7 @@ def unacked(path: str, after: int, upto: int, limit: int) -> list[StoredRecord]:
     """Committed records after `after`, at most up to `upto`, for the city
     link, in seq order. A seq missing between them was evicted (telemetry)
     or pruned: the city link lists it as dropped."""
-    with closing(_reader(path)) as conn:
+    with closing(reader(path)) as conn:
         rows = conn.execute("SELECT seq, room, kind, at, body FROM records WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
                             (after, upto, limit)).fetchall()
     return [StoredRecord(*r) for r in rows]
@@ -295,7 +298,7 @@ def unacked(path: str, after: int, upto: int, limit: int) -> list[StoredRecord]:
 def newest(path: str, after: int, upto: int, limit: int) -> list[StoredRecord]:
     """The newest `limit` committed records in (after, upto], in seq order:
     the city link's live lane."""
-    with closing(_reader(path)) as conn:
+    with closing(reader(path)) as conn:
         rows = conn.execute("SELECT seq, room, kind, at, body FROM records WHERE seq > ? AND seq <= ? "
                             "ORDER BY seq DESC LIMIT ?", (after, upto, limit)).fetchall()
     return [StoredRecord(*r) for r in reversed(rows)]
@@ -303,7 +306,7 @@ def newest(path: str, after: int, upto: int, limit: int) -> list[StoredRecord]:
 
 def read_overrides(path: str, include_past: bool = False, now: float | None = None, limit: int = 200) -> list[dict]:
     """Overrides, newest first."""
-    with closing(_reader(path)) as conn:
+    with closing(reader(path)) as conn:
         sql = "SELECT %s FROM overrides" % ", ".join(OVERRIDE_COLUMNS)
         args: list = []
         if not include_past:
@@ -315,7 +318,7 @@ def read_overrides(path: str, include_past: bool = False, now: float | None = No
 
 
 def read_audit(path: str, limit: int = 100) -> list[dict]:
-    with closing(_reader(path)) as conn:
+    with closing(reader(path)) as conn:
         rows = conn.execute("SELECT id, at, who, action, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [{"id": i, "at": at, "who": who, "action": action, "detail": loads_safe(detail)}
                 for i, at, who, action, detail in rows]
@@ -323,7 +326,7 @@ def read_audit(path: str, limit: int = 100) -> list[dict]:
 
 def read_records(path: str, room: str | None = None, kinds: tuple[str, ...] = ("evt",), limit: int = 100) -> list[StoredRecord]:
     """Newest first."""
-    with closing(_reader(path)) as conn:
+    with closing(reader(path)) as conn:
         sql = "SELECT seq, room, kind, at, body FROM records WHERE kind IN (%s)" % ", ".join("?" * len(kinds))
         args: list = list(kinds)
         if room is not None:
@@ -343,7 +346,7 @@ def prunable(path: str, acked: int, before: float) -> tuple[int, int, int]:
     seq is sqlite_sequence's, which a DELETE never lowers (so seqs are never
     reused), the ack is in `meta`, the rooms in `rooms`; and the outbox is
     what lies above the ack, untouched."""
-    with closing(_reader(path)) as conn:
+    with closing(reader(path)) as conn:
         upto = acked
         for kind in ("evt", "decision"):
             oldest_needed = conn.execute(
@@ -360,7 +363,7 @@ def prunable_telemetry(path: str, acked: int, before: float) -> tuple[int, int, 
     """(lowest seq, highest seq, count) of the telemetry records that may be
     deleted: acknowledged by the city and stored before `before`. The
     dedup windows hold no telemetry."""
-    with closing(_reader(path)) as conn:
+    with closing(reader(path)) as conn:
         lo, hi, count = conn.execute("SELECT MIN(seq), MAX(seq), COUNT(*) FROM records WHERE kind = 'telemetry' "
                                      "AND seq <= ? AND at < ?", (acked, before)).fetchone()
     return int(lo or 0), int(hi or 0), int(count)
@@ -368,6 +371,6 @@ def prunable_telemetry(path: str, acked: int, before: float) -> tuple[int, int, 
 
 def records_of(path: str) -> Iterator[StoredRecord]:
     """Every record in seq order (tests, exports)."""
-    with closing(_reader(path)) as conn:
+    with closing(reader(path)) as conn:
         for r in conn.execute("SELECT seq, room, kind, at, body FROM records ORDER BY seq"):
             yield StoredRecord(*r)

@@ -39,6 +39,18 @@ Op = tuple[Any, ...]
 _STOP = object()
 
 
+# An operation's statement, taking the operation's arguments as they come.
+_STATEMENTS = {
+    "cancel": history.CANCEL_OVERRIDE,
+    "audit": history.INSERT_AUDIT,
+    "acked": history.SET_ACKED,
+    "prune": history.PRUNE_RECORDS,
+    "prune_telemetry": history.PRUNE_TELEMETRY,
+    "evict": history.EVICT_TELEMETRY,
+    "identity": history.SET_IDENTITY,
+}
+
+
 class Journal:
     def __init__(self, path: str, on_committed: Callable[[int, int], None]) -> None:
         """`on_committed(ticket, seq)` is called on the journal's thread after
@@ -182,20 +194,8 @@ class Journal:
                 rooms[op[1][0]] = op[1]
             elif kind == "override":
                 conn.execute(history.INSERT_OVERRIDE, op[1])
-            elif kind == "cancel":
-                conn.execute(history.CANCEL_OVERRIDE, op[1:])
-            elif kind == "audit":
-                conn.execute(history.INSERT_AUDIT, op[1:])
-            elif kind == "acked":
-                conn.execute(history.SET_ACKED, op[1:])
-            elif kind == "prune":
-                conn.execute(history.PRUNE_RECORDS, op[1:])
-            elif kind == "prune_telemetry":
-                conn.execute(history.PRUNE_TELEMETRY, op[1:])
-            elif kind == "evict":
-                conn.execute(history.EVICT_TELEMETRY, op[1:])
-            elif kind == "identity":
-                conn.execute(history.SET_IDENTITY, op[1:])
+            elif kind in _STATEMENTS:
+                conn.execute(_STATEMENTS[kind], op[1:])
             else:  # a bug: said loudly, never retried for ever
                 raise AssertionError(f"journal: unknown operation {kind!r}")
         if records:

@@ -19,9 +19,11 @@ import json
 import sqlite3
 from collections import deque
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 from ..gateway import Gateway
+from ..history import read_records, reader
 
 POLL_S = 0.2
 EVENTS_KEPT = 30
@@ -30,18 +32,12 @@ SEED_EVENTS = 500  # read at the first look: enough to know each room's session 
 
 def _read_events(path: str, after: int, newest: int, first: bool) -> list[tuple[int, str, float, str]]:
     """(seq, room, at, body) of the events stored after seq `after`, oldest
-    first; at the first look, the newest `newest` only."""
-    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
-    try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        if first:
-            rows = conn.execute("SELECT seq, room, at, body FROM records WHERE kind = 'evt' ORDER BY seq DESC LIMIT ?",
-                                (newest,)).fetchall()
-            return rows[::-1]
+    first; at the first look, the newest `newest` only (history.read_records)."""
+    if first:
+        return [(r.seq, r.room, r.at, r.body) for r in reversed(read_records(path, None, ("evt",), newest))]
+    with closing(reader(path)) as conn:
         return conn.execute("SELECT seq, room, at, body FROM records WHERE kind = 'evt' AND seq > ? ORDER BY seq",
                             (after,)).fetchall()
-    finally:
-        conn.close()
 
 
 class LiveFeed:

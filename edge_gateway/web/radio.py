@@ -25,7 +25,6 @@ import asyncio
 import datetime as dt
 import math
 import re
-import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from common.web.login import lang_of, page
 
 from ..config import Config
 from ..gateway import Gateway
-from ..history import loads_safe
+from ..history import loads_safe, reader
 from .auth import Allow, Principal, actor
 from .i18n import t
 from .render import e, layout
@@ -199,16 +198,10 @@ def switches_of(rows: Iterable[tuple[str, float, dict]]) -> list[Switch]:
 # reading (read-only, in a thread) --------------------------------------------------------
 
 
-def _reader(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
-
-
 def read_switches(path: str, since: float, until: float, cap_s: float) -> list[Switch]:
     """The switches that can matter for [since, until): from a cap before
     (a run already on), to LATE_S after (events that arrived late)."""
-    with closing(_reader(path)) as conn:
+    with closing(reader(path)) as conn:
         # a cheap filter before parsing: the access point's events, and the boots (whose data has reset_cause)
         rows = conn.execute(
             "SELECT room, at, body FROM records WHERE kind = 'evt' AND at >= ? AND at < ? "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
-import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from common.web.login import lang_of, page
 from protocol.wire import MAX_DURATION_S
 
 from ..gateway import Gateway
-from ..history import loads_safe
+from ..history import loads_safe, reader
 from .auth import Allow, Principal, actor
 from .i18n import duration, event_words, projector_word, role_word, t
 from .radio import Switch, day_bounds, moments, spans
@@ -75,8 +74,7 @@ class RoomHistory:
 
 
 def read_room(path: str, room: str, since: float, tele_since: float) -> RoomHistory:
-    with closing(sqlite3.connect("file:%s?mode=ro" % path, uri=True)) as conn:
-        conn.execute("PRAGMA busy_timeout=5000")
+    with closing(reader(path)) as conn:
         evt = conn.execute("SELECT seq, at, body FROM records WHERE room = ? AND kind = 'evt' AND at >= ? ORDER BY seq",
                            (room, since)).fetchall()
         tele = conn.execute("SELECT at, body FROM records WHERE room = ? AND kind = 'telemetry' AND at >= ? ORDER BY at",
