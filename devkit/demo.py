@@ -31,7 +31,7 @@ from cloud_bridge.errors import CityError
 from cloud_bridge.service import CityService
 from cloud_bridge.web.accounts import default_path as city_accounts_path
 from common.mqtt import tcp_nodelay
-from common.web.accounts import first_password_path
+from common.web.accounts import first_password_path, new_password
 from devkit.citybroker import LockedCity
 from devkit.http import HttpThread
 from devkit.school import OBSERVER, LockedSchool
@@ -39,7 +39,7 @@ from devkit.sim.classroom import SimClassroom
 from devkit.sim.i2c import SCD4xModel, SimI2C, SimKit
 from devkit.sim.projector import EpsonSim
 from devkit.testing import school_clock
-from edge_gateway.accounts import AccountStore, default_path, new_password
+from edge_gateway.accounts import AccountStore, default_path
 from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.config import Config
 from edge_gateway.fleet import write_private

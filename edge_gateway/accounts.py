@@ -22,17 +22,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from common.web import accounts as _common
-from common.web.accounts import (  # noqa: F401 - the gateway's callers take them from here
-    FIRST_PASSWORD_FILE,
-    LOGIN_PATTERN,
-    PASSWORD_MAX,
-    PASSWORD_MIN,
-    Account,
-    AccountError,
-    check_login,
-    check_password,
-    new_password,
-)
+from common.web.accounts import Account
 
 ROLES = ("director", "technician", "viewer")
 ADMIN_PASSWORD_ENV = "PREAU_ADMIN_PASSWORD"

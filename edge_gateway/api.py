@@ -8,7 +8,7 @@ changes), or a machine with a bearer token, neither with a default: the
 director's (`PREAU_GATEWAY_TOKEN` or `http.token`) reads and changes; the
 viewer's (`PREAU_GATEWAY_VIEWER_TOKEN` or `http.viewer_token`, optional)
 only reads. Every route names the roles it admits (`Allow`,
-edge_gateway/web/auth.py), and the audit log names the caller's role and
+common/web/auth.py), and the audit log names the caller's role and
 account id (`director:u-0001`, `director:token-director`), never a name
 typed in a form. /healthz is open (systemd and the city's monitoring probe
 it); /metrics is open to the machine itself, a role from elsewhere.
@@ -41,7 +41,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.queries import refuse_unknown_query
+from common.web.auth import Access, Allow, NeedsLogin, PageForbidden, Principal, actor
 from common.web.http import BODY_MAX, BodyLimit, SecurityHeaders  # noqa: F401 - BODY_MAX: the tests read it here
+from common.web.login import lang_of, login_redirect
 from common.web.render import COMMON_STATIC
 
 from .accounts import AccountStore, default_path, ensure_first
@@ -50,7 +52,6 @@ from .gateway import Gateway, OverrideError
 from .history import read_audit, read_overrides, read_records
 from .overrides_input import OVERRIDE_ID_PATTERN, Moment, OverrideIn, RoomName, Text, to_unix
 from .web import pages, radio, room, week
-from .web.auth import Access, Allow, NeedsLogin, PageForbidden, Principal, actor
 from .web.i18n import t
 
 TOKEN_ENV = "PREAU_GATEWAY_TOKEN"
@@ -214,7 +215,7 @@ def _settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-# Who may call what (edge_gateway/web/auth.py): every route has one of these.
+# Who may call what (common/web/auth.py): every route has one of these.
 READERS = Allow("director", "technician", "viewer")
 DIRECTORS = Allow("director")
 TECHNICIANS = Allow("director", "technician")
@@ -455,11 +456,11 @@ def _json_safe(value: Any) -> Any:
 
 async def needs_login(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, NeedsLogin)
-    return pages.login_redirect(exc.next_url)
+    return login_redirect(exc.next_url)
 
 
 async def page_forbidden(request: Request, exc: Exception) -> Response:
-    lang = pages.lang_of(request)
+    lang = lang_of(request)
     from .web.render import layout
 
     principal = request.app.state.access.principal(request)

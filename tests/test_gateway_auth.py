@@ -19,14 +19,14 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
+from common.web.accounts import FIRST_PASSWORD_FILE, AccountError
+from common.web.auth import Access, LoginLimiter, Sessions
 from devkit.testing import school_clock
-from edge_gateway import accounts
-from edge_gateway.accounts import AccountError, AccountStore, ensure_first
+from edge_gateway.accounts import AccountStore, ensure_first
 from edge_gateway.api import ApiSettings, create_app
 from edge_gateway.config import Config
 from edge_gateway.gateway import Gateway
 from edge_gateway.history import read_audit
-from edge_gateway.web.auth import Access, LoginLimiter, Sessions
 from tests.routes import allow_of, routes_of
 
 pytestmark = pytest.mark.broker
@@ -326,7 +326,7 @@ def test_the_first_start_makes_the_first_director_no_default_password(tmp_path):
     store = AccountStore(str(tmp_path / "other" / "accounts.json"), hasher=CHEAP)
     out = io.StringIO()
     ensure_first(store, {}, out)
-    where = tmp_path / "other" / accounts.FIRST_PASSWORD_FILE
+    where = tmp_path / "other" / FIRST_PASSWORD_FILE
     password = where.read_text().split("password: ")[1].strip()
     assert stat.S_IMODE(os.stat(where).st_mode) == 0o600 and password not in out.getvalue() and str(where) in out.getvalue()
     assert len(password) >= 16 and store.verify("direction", password)

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from common.web.accounts import AccountError
 from common.web.auth import Access, LoginLimiter, NeedsLogin, PageForbidden, Sessions
 from common.web.http import BodyLimit, SecurityHeaders
 from common.web.login import lang_of, login_redirect
@@ -32,7 +33,7 @@ from common.web.render import COMMON_STATIC
 from ..alerts import ALERTS_FILE, RULES_ENV, RULES_FILE, AlertBook, Alerts, AlertsError, Rules
 from ..errors import CitySettingsError
 from ..settings import CitySettings
-from .accounts import AccountError, CityAccountStore, default_path, ensure_first
+from .accounts import CityAccountStore, default_path, ensure_first
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 COOKIE_SECURE_ENV = "PREAU_CITY_COOKIE_SECURE"

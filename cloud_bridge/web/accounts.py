@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from common.web import accounts as _common
-from common.web.accounts import Account, AccountError  # noqa: F401 - the city's pages take them from here
+from common.web.accounts import Account
 
 ROLES = ("supervisor", "technician", "viewer")
 ADMIN_PASSWORD_ENV = "PREAU_CITY_ADMIN_PASSWORD"

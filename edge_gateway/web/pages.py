@@ -18,7 +18,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic_core import PydanticCustomError
 
-from common.web.login import add_login_routes, lang_of, login_redirect, page, see_other  # noqa: F401 - api.py uses them
+from common.web.auth import Access, Allow, Principal, actor, form_of
+from common.web.login import add_login_routes, lang_of, page, see_other
 from common.web.render import API_DOCS_SCRIPT, api_docs
 
 from .. import fleet
@@ -26,7 +27,6 @@ from ..gateway import Gateway, GatewayError, OverrideError
 from ..history import read_audit, read_overrides
 from ..overrides_input import parse_moment, to_unix
 from ..policy.explain import plan
-from .auth import Access, Allow, Principal, actor, form_of
 from .i18n import local_time, override_message, role_word, t
 from .live import feed_of
 from .render import e, event_item, field_error, layout, room_card, sse

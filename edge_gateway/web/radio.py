@@ -34,12 +34,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from common.web.auth import Allow, Principal, actor
 from common.web.login import lang_of, page
 
 from ..config import Config
 from ..gateway import Gateway
 from ..history import loads_safe, reader
-from .auth import Allow, Principal, actor
 from .i18n import t
 from .render import e, layout
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from markupsafe import Markup
 
 from common.web import render as _common
+from common.web.auth import Principal
 from common.web.render import e, field_error, sse  # noqa: F401 - the pages take them from here
 
-from .auth import Principal
 from .i18n import event_words, local_time, projector_word, role_word, t
 
 LINKS = (("/", "nav_grid", ("director", "technician", "viewer")),

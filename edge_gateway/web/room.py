@@ -26,12 +26,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from common.web.auth import Allow, Principal, actor
 from common.web.login import lang_of, page
 from protocol.wire import MAX_DURATION_S
 
 from ..gateway import Gateway
 from ..history import loads_safe, reader
-from .auth import Allow, Principal, actor
 from .i18n import duration, event_words, projector_word, role_word, t
 from .radio import Switch, day_bounds, moments, spans
 from .render import e, layout

@@ -32,12 +32,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from common.files import write_atomic
+from common.web.auth import Allow, Principal, actor, form_of
+from common.web.login import lang_of, page, see_other
 
 from ..config import Config, ConfigError
 from ..gateway import Gateway
 from ..policy.explain import plan
 from ..policy.model import WEEKDAYS, Period
-from .auth import Allow, Principal, actor, form_of
 from .i18n import t
 from .render import e, field_error, layout
 
@@ -204,8 +205,6 @@ def _errors_at(message: str, where: dict[tuple[str, int], int]) -> dict[str, str
 
 
 def _page(request: Request, principal: Principal, body: str) -> Response:
-    from .pages import lang_of, page
-
     lang = lang_of(request)
     return page(request, layout(lang, _w(lang, "title"), body, principal=principal, active="/week", path="/week/edit"))
 
@@ -220,8 +219,6 @@ def _digest(text: str) -> str:
 
 @router.get("/week/edit", dependencies=[Depends(DIRECTOR)])
 async def edit(request: Request, who: Actor) -> Response:
-    from .pages import lang_of
-
     lang = lang_of(request)
     gateway: Gateway = request.app.state.gateway
     path = _file(request)
@@ -241,8 +238,6 @@ def _read(path: str) -> str:
 @router.post("/week/edit", dependencies=[Depends(DIRECTOR)])
 async def check_or_save(request: Request, who: Actor) -> Response:
     """`step=preview`: check and show the week; `step=save`: check again and apply."""
-    from .pages import lang_of, see_other
-
     lang = lang_of(request)
     gateway: Gateway = request.app.state.gateway
     path = _file(request)
